@@ -1,0 +1,1 @@
+//! kiln's binary form (written by the binary-format work).

@@ -1,0 +1,100 @@
+//! A readable text form of kernel IR, for `kiln inspect --kernels` and for
+//! reading lowerings while writing them.
+
+use super::*;
+use std::fmt::{self, Write};
+
+impl fmt::Display for KernelProgram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.buffers.iter().enumerate() {
+            let role = match b.role {
+                BufferRole::Input(n) => format!("input {n}"),
+                BufferRole::Output(n) => format!("output {n}"),
+                BufferRole::Scratch => "scratch".into(),
+            };
+            writeln!(f, "buf b{i}: {}[{}] {role}  // {}", b.dtype, b.len, b.name)?;
+        }
+        for k in &self.kernels {
+            writeln!(f, "kernel {} {{", k.name)?;
+            let mut s = String::new();
+            block(&mut s, &k.body, 1);
+            f.write_str(&s)?;
+            writeln!(f, "}}")?;
+        }
+        Ok(())
+    }
+}
+
+fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
+    for s in stmts {
+        let pad = "  ".repeat(depth);
+        match s {
+            Stmt::For { var, extent, body } => {
+                let _ = writeln!(out, "{pad}for v{var} in 0..{extent} {{");
+                block(out, body, depth + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
+            Stmt::Let { var, value } => {
+                let _ = writeln!(out, "{pad}let v{var} = {value}");
+            }
+            Stmt::Store { buf, index, value } => {
+                let _ = writeln!(out, "{pad}b{buf}[{index}] = {value}");
+            }
+            Stmt::If { cond, then_body, else_body } => {
+                let _ = writeln!(out, "{pad}if {cond} {{");
+                block(out, then_body, depth + 1);
+                if !else_body.is_empty() {
+                    let _ = writeln!(out, "{pad}}} else {{");
+                    block(out, else_body, depth + 1);
+                }
+                let _ = writeln!(out, "{pad}}}");
+            }
+            Stmt::Matmul(m) => {
+                let v = |v: &MatView| format!("b{}[{} ; {}, {}]", v.buf, v.offset, v.row_stride, v.col_stride);
+                let op = if m.accumulate { "+=" } else { "=" };
+                let _ = writeln!(out, "{pad}matmul {}x{}x{}: {} {op} {} * {}", m.m, m.n, m.k, v(&m.c), v(&m.a), v(&m.b));
+            }
+        }
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::F(v, t) => write!(f, "{v:?}{t}"),
+            Expr::I(v, DType::I64) => write!(f, "{v}"),
+            Expr::I(v, t) => write!(f, "{v}{t}"),
+            Expr::B(b) => write!(f, "{b}"),
+            Expr::Var(v) => write!(f, "v{v}"),
+            Expr::Load { buf, index } => write!(f, "b{buf}[{index}]"),
+            Expr::Unary(op, a) => write!(f, "{}({a})", format!("{op:?}").to_lowercase()),
+            Expr::Binary(op, a, b) => {
+                let sym = match op {
+                    BinOp::Add => "+",
+                    BinOp::Sub => "-",
+                    BinOp::Mul => "*",
+                    BinOp::Div => "/",
+                    BinOp::Rem => "%",
+                    BinOp::Eq => "==",
+                    BinOp::Ne => "!=",
+                    BinOp::Lt => "<",
+                    BinOp::Le => "<=",
+                    BinOp::Gt => ">",
+                    BinOp::Ge => ">=",
+                    BinOp::And => "&",
+                    BinOp::Or => "|",
+                    BinOp::Xor => "^",
+                    BinOp::Shl => "<<",
+                    BinOp::Shr => ">>",
+                    _ => return write!(f, "{}({a}, {b})", format!("{op:?}").to_lowercase()),
+                };
+                write!(f, "({a} {sym} {b})")
+            }
+            Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
+            Expr::Cast(t, a) => write!(f, "{t}({a})"),
+            Expr::Reduce { op, var, extent, body } => {
+                write!(f, "{}(v{var} in 0..{extent}: {body})", format!("{op:?}").to_lowercase())
+            }
+        }
+    }
+}

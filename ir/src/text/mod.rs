@@ -1,0 +1,1 @@
+//! kiln's text form (written by the text-format work).
