@@ -79,13 +79,13 @@ struct Env {
 
 /// Runs `prog` on `inputs` (in [`BufferRole::Input`] order) and returns the
 /// outputs (in [`BufferRole::Output`] order), zero-initialised before the run.
-pub fn run_program(prog: &KernelProgram, inputs: &[&Storage]) -> Result<Vec<Storage>, InterpError> {
+pub fn run_program(prog: &KernelProgram, inputs: &[Option<&Storage>]) -> Result<Vec<Storage>, InterpError> {
     let err = |msg: String| InterpError { kernel: "<program>".into(), msg };
     let mut bufs = Vec::with_capacity(prog.buffers.len());
     for b in &prog.buffers {
         bufs.push(match b.role {
             BufferRole::Input(i) => {
-                let s = inputs.get(i).ok_or_else(|| err(format!("missing input {i}")))?;
+                let s = inputs.get(i).copied().flatten().ok_or_else(|| err(format!("missing input {i}")))?;
                 if s.dtype() != b.dtype || s.len() != b.len {
                     return Err(err(format!(
                         "input {i} '{}' is {}x{}, program declares {}x{}",

@@ -1,0 +1,1 @@
+//! Tensor files: .npy, .npz, ONNX TensorProto .pb.
