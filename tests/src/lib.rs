@@ -1,1 +1,259 @@
-//! End-to-end tests live in `tests/*.rs`.
+//! Helpers for kiln's end-to-end tests (`tests/*.rs`): where the repository
+//! and the shared reference models are, running a model the way `kiln run`
+//! does, comparing tensors with a tolerance, and running the `kiln` binary.
+
+pub mod build;
+
+use kiln_ir::{DType, Model, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// The workspace root (this crate lives in `<repo>/tests`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `$KILN_SHARED`, or `<repo>/../shared`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("KILN_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared"))
+}
+
+/// The reference models. Panics if missing: a silently skipped suite looks like a passing one.
+pub fn models_dir() -> PathBuf {
+    let d = shared_dir().join("models");
+    assert!(
+        d.is_dir(),
+        "reference models not found at '{}' (set KILN_SHARED to the folder holding models/)",
+        d.display()
+    );
+    d
+}
+
+/// A model file of the shared set, e.g. `model_path("mnist_mlp")`.
+pub fn model_path(name: &str) -> PathBuf {
+    models_dir().join(format!("{name}.onnx"))
+}
+
+/// `in_0, in_1, …` and `out_0, …` of a model's `.io.npz`, each sorted by index.
+pub fn load_io(name: &str) -> (Vec<Tensor>, Vec<Tensor>) {
+    let path = models_dir().join(format!("{name}.io.npz"));
+    let arrays = kiln_compiler::io::read_npz(&path).unwrap_or_else(|e| panic!("{e}"));
+    let pick = |prefix: &str| {
+        let mut v: Vec<(usize, Tensor)> = arrays
+            .iter()
+            .filter_map(|(n, t)| Some((n.strip_prefix(prefix)?.parse().ok()?, t.clone())))
+            .collect();
+        v.sort_by_key(|(i, _)| *i);
+        v.into_iter().map(|(_, t)| t).collect::<Vec<_>>()
+    };
+    (pick("in_"), pick("out_"))
+}
+
+/// Loads a model and simplifies it, as every `kiln` command does.
+pub fn load(path: &Path) -> Result<Model, String> {
+    let mut m = kiln_compiler::frontend::load_model(path).map_err(|e| format!("load: {e}"))?;
+    kiln_compiler::passes::simplify(&mut m).map_err(|e| format!("simplify: {e}"))?;
+    Ok(m)
+}
+
+/// Load, simplify and execute: the code path of `kiln run`.
+pub fn run_file(path: &Path, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
+    let m = load(path)?;
+    kiln_compiler::exec::run_model(&m, inputs).map_err(|e| format!("run: {e}"))
+}
+
+/// The allowed error for an expected value: `1e-4 + 1e-3·|want|` for f32/f64,
+/// looser for the 16-bit floats, whose rounding step is larger.
+fn tolerance(dt: DType, want: f64) -> f64 {
+    match dt {
+        DType::F16 => 1e-3 + 4e-3 * want.abs(),
+        DType::BF16 => 1e-2 + 1.6e-2 * want.abs(),
+        _ => 1e-4 + 1e-3 * want.abs(),
+    }
+}
+
+/// Compares dtype-aware: exact for integers and bools, NaN equals NaN,
+/// infinities must match, finite floats within [`tolerance`]. The error names
+/// the worst element.
+pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.dtype() != want.dtype() {
+        return Err(format!("dtype: got {}, want {}", got.dtype(), want.dtype()));
+    }
+    if got.shape != want.shape {
+        return Err(format!("shape: got {:?}, want {:?}", got.shape, want.shape));
+    }
+    let dt = want.dtype();
+    if !dt.is_float() {
+        let (g, w) = (got.to_i64_vec(), want.to_i64_vec());
+        // u64 above i64::MAX wraps identically on both sides, so equality is still exact.
+        let bad = g.iter().zip(&w).position(|(a, b)| a != b);
+        return match bad {
+            None => Ok(()),
+            Some(i) => {
+                let n = g.iter().zip(&w).filter(|(a, b)| a != b).count();
+                Err(format!(
+                    "{n} of {} elements differ; first at {}: got {}, want {}",
+                    g.len(),
+                    index(&want.shape, i),
+                    g[i],
+                    w[i]
+                ))
+            }
+        };
+    }
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let mut worst: Option<(usize, f64)> = None;
+    let mut n_bad = 0;
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let excess = if a.is_nan() || b.is_nan() {
+            if a.is_nan() && b.is_nan() {
+                continue;
+            }
+            f64::INFINITY
+        } else if a.is_infinite() || b.is_infinite() {
+            if a == b {
+                continue;
+            }
+            f64::INFINITY
+        } else {
+            let d = (a - b).abs();
+            if d <= tolerance(dt, b) {
+                continue;
+            }
+            d / tolerance(dt, b)
+        };
+        n_bad += 1;
+        if worst.is_none_or(|(_, e)| excess > e) {
+            worst = Some((i, excess));
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, _)) => Err(format!(
+            "{n_bad} of {} elements out of tolerance; worst at {}: got {}, want {} (|diff| {:.3e})",
+            g.len(),
+            index(&want.shape, i),
+            g[i],
+            w[i],
+            (g[i] - w[i]).abs()
+        )),
+    }
+}
+
+/// Flat index → `[i, j, k]`.
+fn index(shape: &[usize], mut flat: usize) -> String {
+    let mut idx = vec![0; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[k] = flat % d;
+            flat /= d;
+        }
+    }
+    format!("{idx:?}")
+}
+
+/// Compares lists of outputs, naming the first that differs.
+pub fn compare_all(got: &[Tensor], want: &[Tensor]) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("got {} outputs, want {}", got.len(), want.len()));
+    }
+    for (k, (g, w)) in got.iter().zip(want).enumerate() {
+        compare(g, w).map_err(|e| format!("output {k}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A fresh, empty directory under the system temp dir, unique per process and call.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "kiln-tests-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+/// The `kiln` binary. `CARGO_BIN_EXE_kiln` only exists inside kiln-compiler's
+/// own tests, so this builds it (a no-op when fresh) into the same target dir
+/// and profile as the running test executable. `KILN_BIN` overrides.
+pub fn kiln_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("KILN_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // <target>/<profile>/deps/<test-exe>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable in <target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("target dir");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("debug");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "kiln-compiler",
+            "--bin",
+            "kiln",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            p => {
+                cmd.args(["--profile", p]);
+            }
+        }
+        let status = cmd
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build for the kiln binary");
+        assert!(status.success(), "building the kiln binary failed");
+        let bin = profile_dir.join(format!("kiln{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.is_file(),
+            "kiln binary not found at '{}'",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// Runs `kiln ARGS…` and returns its output.
+pub fn kiln<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(kiln_bin())
+        .args(args)
+        .env_remove("KILN_LOG")
+        .output()
+        .expect("spawn kiln")
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

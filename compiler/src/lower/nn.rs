@@ -1,8 +1,31 @@
-//! Lowering of nn ops.
+//! Lowering of the compute-heavy ops: MatMul, Conv, ConvTranspose, Pool, Einsum.
+//!
+//! These carry almost all of a network's multiply-adds, so each lowering is
+//! shaped for speed as well as meaning: GEMM-like work goes through
+//! [`Stmt::Matmul`](kiln_ir::kernel::Stmt::Matmul) (directly, or after an
+//! im2col into scratch), and the rest are loop nests whose innermost loop runs
+//! along the contiguous output row with reductions as `Expr::reduce`.
+
+mod conv;
+mod einsum;
+mod matmul;
+mod pool;
+mod window;
 
 use super::{LowerCtx, Result};
 use kiln_ir::kernel::build::ProgramBuilder;
+use kiln_ir::Op;
 
-pub(super) fn lower(cx: &LowerCtx, _pb: &mut ProgramBuilder) -> Result<()> {
-    Err(cx.err("not lowered yet"))
+pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
+    match cx.op {
+        Op::MatMul => matmul::lower(cx, pb),
+        Op::Conv { .. } => conv::lower_conv(cx, pb),
+        Op::ConvTranspose { .. } => conv::lower_conv_transpose(cx, pb),
+        Op::Pool { .. } => pool::lower(cx, pb),
+        Op::Einsum { equation } => einsum::lower(cx, pb, equation),
+        _ => Err(cx.err("not an nn op")),
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,42 @@
-//! Graph passes.
+//! Graph passes that canonicalise a model before lowering: what every backend
+//! wants done once. `simplify` runs them to a fixed point:
+//!
+//! - identity removal (Identity, and Dropout, which the frontend maps to Identity),
+//! - specialisation of ops whose parameter inputs became constant,
+//! - shape folding (`Shape`/`Size` of statically shaped values become constants),
+//! - constant folding, which evaluates nodes through the same lowering and
+//!   interpreter as `kiln run` (no op is computed a second way here),
+//! - BatchNorm folded into the Conv that feeds it,
+//! - common-subexpression elimination and dead-code elimination.
+
+mod fold;
+mod rewrite;
+
+use kiln_ir::Model;
+use thiserror::Error;
+
+pub use fold::{fold_constants, fold_shapes, reinfer_types};
+pub use rewrite::{dce, remove_identities, replace_uses, cse, fold_batchnorm_into_conv};
+
+#[derive(Debug, Error)]
+pub enum PassError {
+    #[error("node '{node}' ({op}): {msg}")]
+    Node { node: String, op: String, msg: String },
+}
+
+/// Runs the canonicalisation passes until nothing changes.
+pub fn simplify(model: &mut Model) -> Result<(), PassError> {
+    for _ in 0..16 {
+        let mut changed = false;
+        changed |= remove_identities(model);
+        changed |= fold_shapes(model);
+        changed |= fold_constants(model)?;
+        changed |= fold_batchnorm_into_conv(model)?;
+        changed |= cse(model);
+        changed |= dce(model);
+        if !changed {
+            break;
+        }
+    }
+    Ok(())
+}

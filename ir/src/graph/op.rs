@@ -273,6 +273,10 @@ pub enum Op {
     // ---- data movement ----
     /// `(x [, shape]) -> y`: the output shape, fully resolved (no 0 or -1).
     Reshape { shape: Option<Vec<Dim>> },
+    /// `(x, axes) -> y`: only while `axes` arrives at run time; becomes a Reshape once known.
+    Squeeze { axes: Option<Vec<i64>> },
+    /// `(x, axes) -> y`: only while `axes` arrives at run time; becomes a Reshape once known.
+    Unsqueeze { axes: Option<Vec<i64>> },
     /// `(x) -> y`
     Transpose { perm: Vec<usize> },
     /// `(xs..) -> y`

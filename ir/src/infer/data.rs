@@ -11,6 +11,29 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
     let r = x.rank();
     let same_dtype = |shape: Vec<Dim>| vec![TensorType::new(x.dtype, shape)];
     Ok(match op {
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+            let squeeze = matches!(op, Op::Squeeze { .. });
+            let resolved = match axes {
+                Some(a) => Some(a.clone()),
+                None => inp.konst(1).map(|t| t.to_i64_vec()),
+            };
+            if let Some(a) = resolved {
+                let shape = if squeeze {
+                    super::specialize::squeeze_shape(&x.shape, &a)?
+                } else {
+                    super::specialize::unsqueeze_shape(&x.shape, &a)?
+                };
+                return Ok(same_dtype(shape));
+            }
+            let n = match inp.opt_ty(1).and_then(|t| t.dims()) {
+                Some(d) if d.len() == 1 => d[0],
+                _ if squeeze => bail!("squeeze axes must be a 1-D tensor of known length"),
+                _ => bail!("unsqueeze axes must be a 1-D tensor of known length"),
+            };
+            let rank = if squeeze { r.checked_sub(n) } else { Some(r + n) };
+            let Some(rank) = rank else { bail!("squeezing {n} axes from rank {r}") };
+            same_dtype((0..rank).map(|i| unknown("squeeze", i)).collect())
+        }
         Op::Reshape { shape } => match shape {
             Some(s) => {
                 if let (Some(a), Some(b)) = (x.num_elements(), known_product(s)) {
@@ -66,7 +89,16 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
             let a = norm_axis(*axis, r)?;
             let sizes = match sizes {
                 Some(s) => s.clone(),
-                None => bail!("split sizes must be known"),
+                None => {
+                    // Sizes given at run time: the split axis is unknown until specialisation.
+                    return Ok((0..num_outputs)
+                        .map(|k| {
+                            let mut sh = x.shape.clone();
+                            sh[a] = unknown("split", k);
+                            TensorType::new(x.dtype, sh)
+                        })
+                        .collect());
+                }
             };
             if let Some(n) = x.shape[a].known() {
                 if sizes.iter().sum::<usize>() != n {
@@ -258,7 +290,8 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
             vec![TensorType::new(x.dtype, shape.clone()), TensorType::new(DType::I64, shape)]
         }
         Op::OneHot { axis, depth } => {
-            let vals = inp.ty(2)?;
+            // `values` is input 2, or input 1 once specialisation has dropped `depth`.
+            let vals = inp.ty(if depth.is_some() && inp.len() == 2 { 1 } else { 2 })?;
             let rr = r as i64 + 1;
             let a = if *axis < 0 { axis + rr } else { *axis };
             if a < 0 || a >= rr {

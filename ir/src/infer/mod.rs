@@ -10,6 +10,8 @@ mod nn;
 mod simple;
 pub mod specialize;
 
+pub use data::slice_range;
+
 use crate::graph::Op;
 use crate::shape::{Dim, TensorType};
 use crate::tensor::Tensor;

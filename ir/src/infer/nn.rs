@@ -1,6 +1,7 @@
 //! Inference for MatMul, convolution, pooling, normalisation and Einsum.
 
 use super::{bail, broadcast_shapes, fmt_dims, norm_axis, Inputs, Result};
+use crate::dtype::DType;
 use crate::graph::Op;
 use crate::shape::{Dim, TensorType};
 
@@ -13,26 +14,56 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
             }
             vec![TensorType::new(a.dtype, matmul_shape(&a.shape, &b.shape)?)]
         }
-        Op::Conv { kernel, strides, pads, dilations, group } => {
+        Op::Conv {
+            kernel,
+            strides,
+            pads,
+            dilations,
+            group,
+        } => {
             let (x, w) = (inp.ty(0)?, inp.ty(1)?);
             let sp = x.rank().checked_sub(2).filter(|&s| s >= 1);
-            let Some(sp) = sp else { bail!("input must have rank >= 3, got {}", x.rank()) };
+            let Some(sp) = sp else {
+                bail!("input must have rank >= 3, got {}", x.rank())
+            };
             if w.rank() != x.rank() {
-                bail!("weight rank {} differs from input rank {}", w.rank(), x.rank());
+                bail!(
+                    "weight rank {} differs from input rank {}",
+                    w.rank(),
+                    x.rank()
+                );
             }
             check_geometry(sp, kernel, strides, pads, dilations)?;
             if let (Some(c), Some(wc)) = (x.shape[1].known(), w.shape[1].known()) {
                 if c != wc * group {
-                    bail!("input has {c} channels, weight expects {} x group {group}", wc);
+                    bail!(
+                        "input has {c} channels, weight expects {} x group {group}",
+                        wc
+                    );
                 }
             }
             let mut shape = vec![x.shape[0].clone(), w.shape[0].clone()];
             for i in 0..sp {
-                shape.push(window_out(&x.shape[2 + i], kernel[i], strides[i], pads[i], pads[sp + i], dilations[i], false)?);
+                shape.push(window_out(
+                    &x.shape[2 + i],
+                    kernel[i],
+                    strides[i],
+                    pads[i],
+                    pads[sp + i],
+                    dilations[i],
+                    false,
+                )?);
             }
             vec![TensorType::new(x.dtype, shape)]
         }
-        Op::ConvTranspose { kernel, strides, pads, dilations, group, output_padding } => {
+        Op::ConvTranspose {
+            kernel,
+            strides,
+            pads,
+            dilations,
+            group,
+            output_padding,
+        } => {
             let (x, w) = (inp.ty(0)?, inp.ty(1)?);
             let sp = x.rank().saturating_sub(2);
             check_geometry(sp, kernel, strides, pads, dilations)?;
@@ -59,16 +90,41 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
             }
             vec![TensorType::new(x.dtype, shape)]
         }
-        Op::Pool { kernel, strides, pads, dilations, ceil_mode, .. } => {
+        Op::Pool {
+            kind,
+            kernel,
+            strides,
+            pads,
+            dilations,
+            ceil_mode,
+        } => {
             let x = inp.ty(0)?;
             let sp = x.rank().checked_sub(2).filter(|&s| s >= 1);
-            let Some(sp) = sp else { bail!("input must have rank >= 3, got {}", x.rank()) };
+            let Some(sp) = sp else {
+                bail!("input must have rank >= 3, got {}", x.rank())
+            };
             check_geometry(sp, kernel, strides, pads, dilations)?;
             let mut shape = x.shape[..2].to_vec();
             for i in 0..sp {
-                shape.push(window_out(&x.shape[2 + i], kernel[i], strides[i], pads[i], pads[sp + i], dilations[i], *ceil_mode)?);
+                shape.push(window_out(
+                    &x.shape[2 + i],
+                    kernel[i],
+                    strides[i],
+                    pads[i],
+                    pads[sp + i],
+                    dilations[i],
+                    *ceil_mode,
+                )?);
             }
-            vec![TensorType::new(x.dtype, shape)]
+            // MaxPool's optional second output: flat NCHW indices of the maxima.
+            if matches!(kind, crate::graph::PoolKind::Max) {
+                vec![
+                    TensorType::new(x.dtype, shape.clone()),
+                    TensorType::new(crate::dtype::DType::I64, shape),
+                ]
+            } else {
+                vec![TensorType::new(x.dtype, shape)]
+            }
         }
         Op::BatchNorm { .. } | Op::InstanceNorm { .. } | Op::GroupNorm { .. } => {
             let x = inp.ty(0)?;
@@ -79,8 +135,15 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
         }
         Op::LayerNorm { axis, .. } => {
             let x = inp.ty(0)?;
-            norm_axis(*axis, x.rank())?;
-            vec![x.clone()]
+            let a = norm_axis(*axis, x.rank())?;
+            // Optional outputs Mean and InvStdDev: x's shape with the normalised dims set to 1,
+            // in the stash type (f32).
+            let mut stat = x.shape.clone();
+            for d in &mut stat[a..] {
+                *d = Dim::Known(1);
+            }
+            let stat = TensorType::new(DType::F32, stat);
+            vec![x.clone(), stat.clone(), stat]
         }
         Op::Lrn { .. } | Op::MeanVarianceNorm { .. } => vec![inp.ty(0)?.clone()],
         Op::LpNorm { axis, .. } => {
@@ -98,8 +161,16 @@ pub fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
     if a.is_empty() || b.is_empty() {
         bail!("MatMul inputs must have rank >= 1");
     }
-    let a2: Vec<Dim> = if a.len() == 1 { vec![Dim::Known(1), a[0].clone()] } else { a.to_vec() };
-    let b2: Vec<Dim> = if b.len() == 1 { vec![b[0].clone(), Dim::Known(1)] } else { b.to_vec() };
+    let a2: Vec<Dim> = if a.len() == 1 {
+        vec![Dim::Known(1), a[0].clone()]
+    } else {
+        a.to_vec()
+    };
+    let b2: Vec<Dim> = if b.len() == 1 {
+        vec![b[0].clone(), Dim::Known(1)]
+    } else {
+        b.to_vec()
+    };
     let (ka, kb) = (&a2[a2.len() - 1], &b2[b2.len() - 2]);
     if let (Dim::Known(x), Dim::Known(y)) = (ka, kb) {
         if x != y {
@@ -116,7 +187,13 @@ pub fn matmul_shape(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
     Ok(out)
 }
 
-fn check_geometry(sp: usize, kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize]) -> Result<()> {
+fn check_geometry(
+    sp: usize,
+    kernel: &[usize],
+    strides: &[usize],
+    pads: &[usize],
+    dil: &[usize],
+) -> Result<()> {
     if kernel.len() != sp || strides.len() != sp || dil.len() != sp || pads.len() != 2 * sp {
         bail!(
             "window attributes do not match {sp} spatial dims (kernel {kernel:?}, strides {strides:?}, pads {pads:?}, dilations {dil:?})"
@@ -129,14 +206,28 @@ fn check_geometry(sp: usize, kernel: &[usize], strides: &[usize], pads: &[usize]
 }
 
 /// Output extent of a sliding window.
-pub fn window_out(d: &Dim, k: usize, s: usize, pb: usize, pe: usize, dil: usize, ceil: bool) -> Result<Dim> {
-    let Dim::Known(n) = d else { return Ok(d.clone()) };
+pub fn window_out(
+    d: &Dim,
+    k: usize,
+    s: usize,
+    pb: usize,
+    pe: usize,
+    dil: usize,
+    ceil: bool,
+) -> Result<Dim> {
+    let Dim::Known(n) = d else {
+        return Ok(d.clone());
+    };
     let span = dil * (k - 1) + 1;
     let total = n + pb + pe;
     if total < span {
         bail!("window of extent {span} does not fit input extent {n} with padding {pb}+{pe}");
     }
-    let mut out = if ceil { (total - span).div_ceil(s) + 1 } else { (total - span) / s + 1 };
+    let mut out = if ceil {
+        (total - span).div_ceil(s) + 1
+    } else {
+        (total - span) / s + 1
+    };
     // With ceil_mode the last window must start inside the input or its begin padding.
     if ceil && (out - 1) * s >= n + pb {
         out -= 1;
@@ -152,7 +243,11 @@ fn einsum_type(eq: &str, inp: &Inputs) -> Result<TensorType> {
     };
     let terms: Vec<&str> = lhs.split(',').collect();
     if terms.len() != inp.len() {
-        bail!("equation has {} operands, node has {} inputs", terms.len(), inp.len());
+        bail!(
+            "equation has {} operands, node has {} inputs",
+            terms.len(),
+            inp.len()
+        );
     }
     let mut sizes: std::collections::BTreeMap<char, Dim> = Default::default();
     let mut counts: std::collections::BTreeMap<char, usize> = Default::default();
@@ -163,10 +258,22 @@ fn einsum_type(eq: &str, inp: &Inputs) -> Result<TensorType> {
         dtype = Some(t.dtype);
         let labels: Vec<char> = term.chars().collect();
         let has_ell = term.contains("...");
-        let named: Vec<char> = labels.iter().copied().filter(|c| c.is_alphabetic()).collect();
-        let n_ell = if has_ell { t.rank().checked_sub(named.len()) } else { Some(0) };
+        let named: Vec<char> = labels
+            .iter()
+            .copied()
+            .filter(|c| c.is_alphabetic())
+            .collect();
+        let n_ell = if has_ell {
+            t.rank().checked_sub(named.len())
+        } else {
+            Some(0)
+        };
         let Some(n_ell) = n_ell.filter(|&n| has_ell || t.rank() == named.len() + n) else {
-            bail!("operand {i} has rank {}, term '{term}' names {} dims", t.rank(), named.len())
+            bail!(
+                "operand {i} has rank {}, term '{term}' names {} dims",
+                t.rank(),
+                named.len()
+            )
         };
         let mut d = 0;
         let mut seen_ell = false;
@@ -191,7 +298,11 @@ fn einsum_type(eq: &str, inp: &Inputs) -> Result<TensorType> {
     let out_labels: Vec<char> = match rhs {
         Some(r) => r.chars().collect(),
         None => {
-            let mut v: Vec<char> = if lhs.contains("...") { vec!['.'] } else { vec![] };
+            let mut v: Vec<char> = if lhs.contains("...") {
+                vec!['.']
+            } else {
+                vec![]
+            };
             v.extend(counts.iter().filter(|(_, &n)| n == 1).map(|(&c, _)| c));
             v
         }
@@ -211,5 +322,8 @@ fn einsum_type(eq: &str, inp: &Inputs) -> Result<TensorType> {
             }
         }
     }
-    Ok(TensorType::new(dtype.unwrap_or(crate::dtype::DType::F32), shape))
+    Ok(TensorType::new(
+        dtype.unwrap_or(crate::dtype::DType::F32),
+        shape,
+    ))
 }

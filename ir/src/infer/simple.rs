@@ -19,11 +19,21 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
         Op::Binary { op } => {
             let (a, b) = (inp.ty(0)?, inp.ty(1)?);
             let shape = broadcast_shapes(&a.shape, &b.shape)?;
-            if a.dtype != b.dtype && !matches!(op, BinaryOp::Pow | BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight) {
+            if a.dtype != b.dtype
+                && !matches!(
+                    op,
+                    BinaryOp::Pow | BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight
+                )
+            {
                 bail!("input dtypes differ: {} and {}", a.dtype, b.dtype);
             }
-            let dtype = if op.is_comparison() { DType::Bool } else { a.dtype };
-            if matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor) && a.dtype != DType::Bool {
+            let dtype = if op.is_comparison() {
+                DType::Bool
+            } else {
+                a.dtype
+            };
+            if matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor) && a.dtype != DType::Bool
+            {
                 bail!("logical op needs bool inputs, got {}", a.dtype);
             }
             vec![TensorType::new(dtype, shape)]
@@ -41,24 +51,45 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
         }
         Op::Cast { to } => vec![TensorType::new(*to, inp.ty(0)?.shape.clone())],
         Op::Identity => vec![inp.ty(0)?.clone()],
-        Op::Reduce { axes, keep_dims, noop_with_empty_axes, .. } => {
+        Op::Reduce {
+            axes,
+            keep_dims,
+            noop_with_empty_axes,
+            ..
+        } => {
             let x = inp.ty(0)?;
             let Some(axes) = axes else {
-                // Axes arrive at run time: only the rank is known when keep_dims.
-                let shape = if *keep_dims {
-                    (0..x.rank()).map(|i| unknown("reduce", i)).collect()
-                } else {
-                    bail!("reduction axes must be known to infer the output rank")
+                // Axes arrive at run time: the rank is known when keep_dims, or from
+                // the length of the axes input (ONNX forbids repeated axes).
+                let n_axes = inp
+                    .opt_ty(1)
+                    .and_then(|t| t.dims())
+                    .and_then(|d| d.first().copied());
+                let rank = match (*keep_dims, n_axes) {
+                    (true, _) => x.rank(),
+                    (false, Some(0)) if *noop_with_empty_axes => x.rank(),
+                    (false, Some(0)) => 0,
+                    (false, Some(k)) if k <= x.rank() => x.rank() - k,
+                    _ => bail!("reduction axes must be known to infer the output rank"),
                 };
+                let shape = (0..rank).map(|i| unknown("reduce", i)).collect();
                 return Ok(vec![TensorType::new(x.dtype, shape)]);
             };
             let axes = reduce_axes(axes, x.rank(), *noop_with_empty_axes)?;
-            vec![TensorType::new(x.dtype, reduced_shape(&x.shape, &axes, *keep_dims))]
+            vec![TensorType::new(
+                x.dtype,
+                reduced_shape(&x.shape, &axes, *keep_dims),
+            )]
         }
-        Op::ArgReduce { axis, keep_dims, .. } => {
+        Op::ArgReduce {
+            axis, keep_dims, ..
+        } => {
             let x = inp.ty(0)?;
             let a = norm_axis(*axis, x.rank())?;
-            vec![TensorType::new(DType::I64, reduced_shape(&x.shape, &[a], *keep_dims))]
+            vec![TensorType::new(
+                DType::I64,
+                reduced_shape(&x.shape, &[a], *keep_dims),
+            )]
         }
         Op::CumSum { .. } | Op::Softmax { .. } | Op::Hardmax { .. } => {
             let x = inp.ty(0)?;
@@ -81,7 +112,10 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
                     Some(d) if d.len() == 1 => d[0],
                     _ => bail!("shape input must be a 1-D tensor of known length"),
                 };
-                vec![TensorType::new(value.dtype, (0..n).map(|i| unknown("cos", i)).collect())]
+                vec![TensorType::new(
+                    value.dtype,
+                    (0..n).map(|i| unknown("cos", i)).collect(),
+                )]
             }
         },
         Op::Range => {
@@ -135,7 +169,10 @@ pub fn reduce_axes(axes: &[i64], rank: usize, noop: bool) -> Result<Vec<usize>> 
     if axes.is_empty() {
         return Ok(if noop { vec![] } else { (0..rank).collect() });
     }
-    let mut out = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<Vec<_>>>()?;
+    let mut out = axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<Result<Vec<_>>>()?;
     out.sort_unstable();
     out.dedup();
     Ok(out)

@@ -22,6 +22,23 @@ pub fn specialize(
     let ints = |i: usize| c(i).map(|t| t.to_i64_vec());
     let x_shape = || in_types.first().cloned().flatten().map(|t| t.shape).unwrap_or_default();
     Ok(match op {
+        Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+            let a = match axes {
+                Some(a) => Some(a.clone()),
+                None => ints(1),
+            };
+            match a {
+                Some(a) => {
+                    let shape = if matches!(op, Op::Squeeze { .. }) {
+                        squeeze_shape(&x_shape(), &a)?
+                    } else {
+                        unsqueeze_shape(&x_shape(), &a)?
+                    };
+                    Some((Op::Reshape { shape: Some(shape) }, vec![0]))
+                }
+                None => None,
+            }
+        }
         Op::Reshape { shape: None } => match ints(1) {
             Some(s) => Some((Op::Reshape { shape: Some(resolve_reshape(&x_shape(), &s, false)?) }, vec![0])),
             None => None,
@@ -176,4 +193,36 @@ pub fn resolve_reshape(input: &[Dim], target: &[i64], allow_zero: bool) -> Resul
         });
     }
     Ok(out.into_iter().map(|d| d.unwrap_or(Dim::Known(0))).collect())
+}
+
+/// The shape after removing `axes` (all size-1 axes when empty).
+pub fn squeeze_shape(input: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
+    let r = input.len();
+    let axes: Vec<usize> = if axes.is_empty() {
+        (0..r).filter(|&i| input[i] == Dim::Known(1)).collect()
+    } else {
+        axes.iter().map(|&a| super::norm_axis(a, r)).collect::<Result<_>>()?
+    };
+    for &a in &axes {
+        if let Dim::Known(n) = input[a] {
+            if n != 1 {
+                bail!("cannot squeeze axis {a} of extent {n}");
+            }
+        }
+    }
+    Ok((0..r).filter(|i| !axes.contains(i)).map(|i| input[i].clone()).collect())
+}
+
+/// The shape after inserting size-1 axes at `axes` (positions in the output).
+pub fn unsqueeze_shape(input: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
+    let out_rank = input.len() + axes.len();
+    let mut axes: Vec<usize> = axes.iter().map(|&a| super::norm_axis(a, out_rank)).collect::<Result<_>>()?;
+    axes.sort_unstable();
+    if axes.windows(2).any(|w| w[0] == w[1]) {
+        bail!("unsqueeze axes repeat");
+    }
+    let mut it = input.iter();
+    Ok((0..out_rank)
+        .map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().cloned().unwrap_or(Dim::Known(1)) })
+        .collect())
 }

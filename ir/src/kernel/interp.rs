@@ -1014,3 +1014,151 @@ fn set_i64(s: &mut Storage, i: usize, x: i64) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::build::ProgramBuilder;
+
+    fn f32s(s: &Storage) -> Vec<f32> {
+        match s {
+            Storage::F32(v) => v.clone(),
+            _ => panic!("not f32"),
+        }
+    }
+
+    /// out[i, j] = sum_k a[i, k] * b[k, j] as an expression reduction and as a Matmul agree.
+    #[test]
+    fn reduce_and_matmul_agree() {
+        let (m, n, k) = (3usize, 700usize, 5usize);
+        let a: Vec<f32> = (0..m * k).map(|x| x as f32 * 0.5 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|x| ((x * 7) % 13) as f32 - 6.0).collect();
+        let mut pb = ProgramBuilder::new();
+        let ba = pb.buffer("a", DType::F32, m * k, BufferRole::Input(0));
+        let bb = pb.buffer("b", DType::F32, k * n, BufferRole::Input(1));
+        let o1 = pb.buffer("o1", DType::F32, m * n, BufferRole::Output(0));
+        let o2 = pb.buffer("o2", DType::F32, m * n, BufferRole::Output(1));
+        let r = pb.var();
+        let body = pb.nest(&[m, n], |_, idx| {
+            let prod = Expr::load(ba, idx[0].clone() * k as i64 + Expr::var(r))
+                * Expr::load(bb, Expr::var(r) * n as i64 + idx[1].clone());
+            vec![Stmt::Store {
+                buf: o1,
+                index: idx[0].clone() * n as i64 + idx[1].clone(),
+                value: Expr::reduce(RedOp::Sum, r, k as u64, prod),
+            }]
+        });
+        pb.kernel("reduce", body);
+        let view = |buf, rs, cs| MatView { buf, offset: Expr::i(0), row_stride: rs, col_stride: cs };
+        pb.kernel(
+            "mm",
+            vec![Stmt::Matmul(Matmul {
+                m: m as u64,
+                n: n as u64,
+                k: k as u64,
+                a: view(ba, k as i64, 1),
+                b: view(bb, n as i64, 1),
+                c: view(o2, n as i64, 1),
+                accumulate: false,
+            })],
+        );
+        let prog = pb.finish();
+        crate::kernel::verify::verify(&prog).unwrap();
+        let (sa, sb) = (Storage::F32(a.clone()), Storage::F32(b.clone()));
+        let out = run_program(&prog, &[Some(&sa), Some(&sb)]).unwrap();
+        let (x, y) = (f32s(&out[0]), f32s(&out[1]));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert_eq!(x[i * n + j], want);
+                assert_eq!(y[i * n + j], want);
+            }
+        }
+    }
+
+    /// A loop that accumulates into one element must not be run as lanes.
+    #[test]
+    fn loop_carried_dependence_runs_scalar() {
+        let mut pb = ProgramBuilder::new();
+        let x = pb.buffer("x", DType::F32, 100, BufferRole::Input(0));
+        let o = pb.buffer("o", DType::F32, 1, BufferRole::Output(0));
+        let i = pb.var();
+        let body = vec![Stmt::For {
+            var: i,
+            extent: 100,
+            body: vec![Stmt::Store {
+                buf: o,
+                index: Expr::i(0),
+                value: Expr::load(o, Expr::i(0)) + Expr::load(x, Expr::var(i)),
+            }],
+        }];
+        assert!(!vector_safe(i, match &body[0] {
+            Stmt::For { body, .. } => body,
+            _ => unreachable!(),
+        }));
+        pb.kernel("acc", body);
+        let s = Storage::F32((0..100).map(|v| v as f32).collect());
+        let out = run_program(&pb.finish(), &[Some(&s)]).unwrap();
+        assert_eq!(f32s(&out[0]), vec![4950.0]);
+    }
+
+    /// Masked lanes of a vector If are neither loaded nor stored.
+    #[test]
+    fn masked_if_guards_loads() {
+        let mut pb = ProgramBuilder::new();
+        let x = pb.buffer("x", DType::F32, 4, BufferRole::Input(0));
+        let o = pb.buffer("o", DType::F32, 8, BufferRole::Output(0));
+        let i = pb.var();
+        let body = vec![Stmt::For {
+            var: i,
+            extent: 8,
+            body: vec![Stmt::If {
+                cond: Expr::var(i).lt(Expr::i(4)),
+                then_body: vec![Stmt::Store { buf: o, index: Expr::var(i), value: Expr::load(x, Expr::var(i)) }],
+                else_body: vec![Stmt::Store { buf: o, index: Expr::var(i), value: Expr::f32(-1.0) }],
+            }],
+        }];
+        pb.kernel("guard", body);
+        let s = Storage::F32(vec![1.0, 2.0, 3.0, 4.0]);
+        let out = run_program(&pb.finish(), &[Some(&s)]).unwrap();
+        assert_eq!(f32s(&out[0]), vec![1.0, 2.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0]);
+    }
+
+    #[test]
+    fn out_of_bounds_load_is_an_error() {
+        let mut pb = ProgramBuilder::new();
+        let x = pb.buffer("x", DType::F32, 2, BufferRole::Input(0));
+        let o = pb.buffer("o", DType::F32, 3, BufferRole::Output(0));
+        let body = pb.nest(&[3], |_, idx| vec![Stmt::Store { buf: o, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()) }]);
+        pb.kernel("oob", body);
+        let s = Storage::F32(vec![1.0, 2.0]);
+        let e = run_program(&pb.finish(), &[Some(&s)]).unwrap_err();
+        assert!(e.to_string().contains("out of bounds"), "{e}");
+    }
+
+    #[test]
+    fn casts_saturate_round_and_wrap() {
+        let mut pb = ProgramBuilder::new();
+        let x = pb.buffer("x", DType::F32, 4, BufferRole::Input(0));
+        let o = pb.buffer("o", DType::I8, 4, BufferRole::Output(0));
+        let h = pb.buffer("h", DType::F16, 4, BufferRole::Output(1));
+        let body = pb.nest(&[4], |_, idx| {
+            vec![
+                Stmt::Store { buf: o, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()).cast(DType::I8) },
+                Stmt::Store { buf: h, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()) },
+            ]
+        });
+        pb.kernel("cast", body);
+        let s = Storage::F32(vec![300.0, -2.7, f32::NAN, 1.0 / 3.0]);
+        let out = run_program(&pb.finish(), &[Some(&s)]).unwrap();
+        assert_eq!(out[0], Storage::I8(vec![127, -2, 0, 0]));
+        assert_eq!(out[1].get_f64(3), half::f16::from_f32(1.0 / 3.0).to_f64());
+    }
+
+    #[test]
+    fn erf_matches_known_values() {
+        for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (3.0, 0.999_977_909_503_001_4), (-2.0, -0.995_322_265_018_952_7)] {
+            assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {} want {want}", erf(x));
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Tensor files: .npy, .npz, ONNX TensorProto .pb.

@@ -1,8 +1,0 @@
-//! Lowering of data ops.
-
-use super::{LowerCtx, Result};
-use kiln_ir::kernel::build::ProgramBuilder;
-
-pub(super) fn lower(cx: &LowerCtx, _pb: &mut ProgramBuilder) -> Result<()> {
-    Err(cx.err("not lowered yet"))
-}

@@ -1,0 +1,329 @@
+//! Conv and ConvTranspose.
+//!
+//! Conv takes one of three shapes, by what is fastest for the geometry:
+//! pointwise (1x1, stride 1, no padding) is a GEMM per (batch, group) straight
+//! on the input; depthwise (one input channel per group) is a direct loop with
+//! the kernel taps reduced in an expression; everything else is im2col into
+//! scratch followed by a GEMM. ConvTranspose is a GEMM into per-tap columns
+//! followed by a gather (col2im written as a reduction, so no scatter).
+
+use super::super::{LowerCtx, Result};
+use super::matmul::gemm;
+use super::window::{over_taps, pad_source, spatial_nest, Source, Window};
+use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
+use kiln_ir::kernel::{BufId, Expr, RedOp, Stmt};
+use kiln_ir::Op;
+
+pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
+    let Op::Conv {
+        kernel,
+        strides: st,
+        pads,
+        dilations,
+        group,
+    } = cx.op
+    else {
+        return Err(cx.err("not a Conv"));
+    };
+    let io = cx.io(pb)?;
+    let (xd, wd, od) = (cx.in_dims(0)?, cx.in_dims(1)?, cx.out_dims(0)?);
+    let dt = cx.outputs[0].dtype;
+    check_dtypes(cx, dt)?;
+    let sp = xd.len() - 2;
+    let g = *group;
+    let (n, c, oc, cg) = (xd[0], xd[1], wd[0], wd[1]);
+    if g == 0 || c != cg * g || oc % g != 0 || wd[2..] != kernel[..] || od.len() != xd.len() {
+        return Err(cx.err(format!(
+            "inconsistent shapes: x {xd:?}, w {wd:?}, group {g}, kernel {kernel:?}"
+        )));
+    }
+    let ocg = oc / g;
+    let win = Window {
+        kernel,
+        strides: st,
+        dilations,
+        pads,
+    };
+    let (x, w, y) = (io.input(0), io.input(1), io.outputs[0]);
+    let bias = io.inputs.get(2).copied().flatten();
+    let osp = &od[2..];
+    let ospn: usize = osp.iter().product();
+    let isp: usize = xd[2..].iter().product();
+    let kk: usize = kernel.iter().product();
+    let mut body = vec![];
+
+    if cg == 1 {
+        // Depthwise (with channel multiplier oc / c): few taps per output, no GEMM to feed.
+        let src = pad_source(
+            pb,
+            &mut body,
+            Source {
+                buf: x,
+                dims: xd.clone(),
+            },
+            dt,
+            &pads[..sp],
+            &win.end_pads(&xd[2..], osp),
+            Expr::constant(dt, 0.0),
+        );
+        let ss = src.spatial_strides();
+        let plane = src.plane();
+        let mult = (oc / c) as i64;
+        let base = pb.var();
+        body.extend(spatial_nest(pb, &[n, oc], osp, |pb, o, coords, flat| {
+            let chan = o[0].clone() * (c as i64) + o[1].clone() / mult;
+            let start = (0..sp).fold(chan * plane, |acc, d| {
+                acc + coords[d].clone() * (st[d] as i64 * ss[d])
+            });
+            let ks = strides(kernel);
+            let sum = over_taps(pb, kernel, RedOp::Sum, |t| {
+                let toff = (0..sp).fold(Expr::i(0), |acc, d| {
+                    acc + t[d].clone() * (dilations[d] as i64 * ss[d])
+                });
+                let widx = o[1].clone() * kk as i64 + linear_index(t, &ks);
+                Expr::load(src.buf, Expr::var(base) + toff) * Expr::load(w, widx)
+            });
+            let value = match bias {
+                Some(b) => sum + Expr::load(b, o[1].clone()),
+                None => sum,
+            };
+            let out = (o[0].clone() * oc as i64 + o[1].clone()) * ospn as i64 + flat;
+            vec![
+                Stmt::Let {
+                    var: base,
+                    value: start,
+                },
+                Stmt::Store {
+                    buf: y,
+                    index: out,
+                    value,
+                },
+            ]
+        }));
+        pb.kernel(cx.node, body);
+        return Ok(());
+    }
+
+    if let Some(b) = bias {
+        body.extend(pb.nest(&[n * oc, ospn], |_, i| {
+            vec![Stmt::Store {
+                buf: y,
+                index: i[0].clone() * ospn as i64 + i[1].clone(),
+                value: Expr::load(b, i[0].clone() % oc as i64),
+            }]
+        }));
+    }
+    let acc = bias.is_some();
+    let pointwise = kernel.iter().all(|&k| k == 1)
+        && st.iter().all(|&s| s == 1)
+        && pads.iter().all(|&p| p == 0);
+    if pointwise {
+        // y[n, g] (ocg x isp) = w[g] (ocg x cg) . x[n, g] (cg x isp)
+        body.extend(pb.nest(&[n, g], |_, i| {
+            let (ni, gi) = (i[0].clone(), i[1].clone());
+            let a = (w, gi.clone() * (ocg * cg) as i64);
+            let b = (
+                x,
+                ni.clone() * (c * isp) as i64 + gi.clone() * (cg * isp) as i64,
+            );
+            let yo = (y, ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64);
+            vec![with_acc(gemm(ocg, ospn, cg, a, b, yo), acc)]
+        }));
+        pb.kernel(cx.node, body);
+        return Ok(());
+    }
+
+    // im2col: col[(ci, taps), o] = xpad[n, g*cg + ci, o*s + tap*d]; then y[n, g] = w[g] . col.
+    let src = pad_source(
+        pb,
+        &mut body,
+        Source {
+            buf: x,
+            dims: xd.clone(),
+        },
+        dt,
+        &pads[..sp],
+        &win.end_pads(&xd[2..], osp),
+        Expr::constant(dt, 0.0),
+    );
+    let ss = src.spatial_strides();
+    let plane = src.plane();
+    let col = pb.scratch("col", dt, cg * kk * ospn);
+    let base = pb.var();
+    body.extend(pb.nest(&[n, g], |pb, i| {
+        let (ni, gi) = (i[0].clone(), i[1].clone());
+        let mut dims = vec![cg];
+        dims.extend_from_slice(kernel);
+        let fill = pb.nest(&dims, |pb, ct| {
+            let (ci, taps) = (&ct[0], &ct[1..]);
+            let chan = ni.clone() * c as i64 + gi.clone() * cg as i64 + ci.clone();
+            let toff = (0..sp).fold(chan * plane, |acc, d| {
+                acc + taps[d].clone() * (dilations[d] as i64 * ss[d])
+            });
+            let row = (ci.clone() * kk as i64 + linear_index(taps, &strides(kernel))) * ospn as i64;
+            let mut s = vec![Stmt::Let {
+                var: base,
+                value: toff,
+            }];
+            s.extend(spatial_nest(pb, &[], osp, |_, _, coords, flat| {
+                let at = (0..sp).fold(Expr::var(base), |acc, d| {
+                    acc + coords[d].clone() * (st[d] as i64 * ss[d])
+                });
+                vec![Stmt::Store {
+                    buf: col,
+                    index: row.clone() + flat,
+                    value: Expr::load(src.buf, at),
+                }]
+            }));
+            s
+        });
+        let mut s = fill;
+        let a = (w, gi.clone() * (ocg * cg * kk) as i64);
+        let yo = (y, ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64);
+        s.push(with_acc(
+            gemm(ocg, ospn, cg * kk, a, (col, Expr::i(0)), yo),
+            acc,
+        ));
+        s
+    }));
+    pb.kernel(cx.node, body);
+    Ok(())
+}
+
+fn with_acc(s: Stmt, acc: bool) -> Stmt {
+    match s {
+        Stmt::Matmul(mut m) => {
+            m.accumulate = acc;
+            Stmt::Matmul(m)
+        }
+        s => s,
+    }
+}
+
+fn check_dtypes(cx: &LowerCtx, dt: kiln_ir::DType) -> Result<()> {
+    for i in 0..cx.inputs.len() {
+        if cx.has_input(i) && cx.in_type(i)?.dtype != dt {
+            return Err(cx.err(format!(
+                "input {i} has dtype {}, output {dt}",
+                cx.in_type(i)?.dtype
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn lower_conv_transpose(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
+    let Op::ConvTranspose {
+        kernel,
+        strides: st,
+        pads,
+        dilations,
+        group,
+        ..
+    } = cx.op
+    else {
+        return Err(cx.err("not a ConvTranspose"));
+    };
+    let io = cx.io(pb)?;
+    let (xd, wd, od) = (cx.in_dims(0)?, cx.in_dims(1)?, cx.out_dims(0)?);
+    let dt = cx.outputs[0].dtype;
+    check_dtypes(cx, dt)?;
+    let sp = xd.len() - 2;
+    let g = *group;
+    let (n, c, ocg) = (xd[0], xd[1], wd[1]);
+    if g == 0
+        || wd[0] != c
+        || c % g != 0
+        || wd[2..] != kernel[..]
+        || od.len() != xd.len()
+        || od[1] != ocg * g
+    {
+        return Err(cx.err(format!(
+            "inconsistent shapes: x {xd:?}, w {wd:?}, group {g}, kernel {kernel:?}"
+        )));
+    }
+    let (cg, oc) = (c / g, od[1]);
+    let (x, w, y) = (io.input(0), io.input(1), io.outputs[0]);
+    let bias = io.inputs.get(2).copied().flatten();
+    let isp = &xd[2..];
+    let ispn: usize = isp.iter().product();
+    let osp = &od[2..];
+    let kk: usize = kernel.iter().product();
+    let col = pb.scratch("col", dt, ocg * kk * ispn);
+    let is = strides(isp);
+    let ks = strides(kernel);
+    let os = strides(osp);
+    let body = pb.nest(&[n, g], |pb, i| {
+        let (ni, gi) = (i[0].clone(), i[1].clone());
+        // col[(oc, taps), i] = sum_ci w[g*cg + ci, oc, taps] * x[n, g*cg + ci, i]
+        let a = MatT {
+            buf: w,
+            offset: gi.clone() * (cg * ocg * kk) as i64,
+            rows: ocg * kk,
+        };
+        let xb = (
+            x,
+            (ni.clone() * c as i64 + gi.clone() * cg as i64) * ispn as i64,
+        );
+        let mut s = vec![gemm_at(a, cg, ispn, xb, col)];
+        // y[n, g*ocg + oc, o] = bias + sum over taps with o + pad - tap*dil = i*stride, 0 <= i < in.
+        let mut dims = vec![ocg];
+        dims.extend_from_slice(osp);
+        s.extend(pb.nest(&dims, |pb, oi| {
+            let (o, coords) = (&oi[0], &oi[1..]);
+            let sum = over_taps(pb, kernel, RedOp::Sum, |t| {
+                let mut valid = Expr::B(true);
+                let mut iidx = Vec::with_capacity(sp);
+                for d in 0..sp {
+                    let tpos =
+                        coords[d].clone() + pads[d] as i64 - t[d].clone() * dilations[d] as i64;
+                    let q = tpos.clone() / st[d] as i64;
+                    valid = valid
+                        .and(tpos.clone().ge(Expr::i(0)))
+                        .and(
+                            tpos.clone()
+                                .bin(kiln_ir::kernel::BinOp::Rem, Expr::i(st[d] as i64))
+                                .eq_(Expr::i(0)),
+                        )
+                        .and(q.clone().lt(Expr::i(isp[d] as i64)));
+                    iidx.push(q.max(Expr::i(0)).min(Expr::i(isp[d] as i64 - 1)));
+                }
+                let at = (o.clone() * kk as i64 + linear_index(t, &ks)) * ispn as i64
+                    + linear_index(&iidx, &is);
+                Expr::select(valid, Expr::load(col, at), Expr::constant(dt, 0.0))
+            });
+            let ch = gi.clone() * ocg as i64 + o.clone();
+            let value = match bias {
+                Some(b) => sum + Expr::load(b, ch.clone()),
+                None => sum,
+            };
+            let out = (ni.clone() * oc as i64 + ch) * osp.iter().product::<usize>() as i64
+                + linear_index(coords, &os);
+            vec![Stmt::Store {
+                buf: y,
+                index: out,
+                value,
+            }]
+        }));
+        s
+    });
+    pb.kernel(cx.node, body);
+    Ok(())
+}
+
+/// A weight block read transposed: element `(r, p)` is at `offset + p*rows + r`.
+struct MatT {
+    buf: BufId,
+    offset: Expr,
+    rows: usize,
+}
+
+/// `C (rows x n) = Aᵀ . B` where A is stored `k x rows` and B is row-major `k x n`.
+fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
+    let mut s = gemm(a.rows, n, k, (a.buf, a.offset), b, (c, Expr::i(0)));
+    if let Stmt::Matmul(m) = &mut s {
+        m.a.row_stride = 1;
+        m.a.col_stride = a.rows as i64;
+    }
+    s
+}

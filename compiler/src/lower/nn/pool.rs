@@ -1,0 +1,201 @@
+//! MaxPool, AveragePool and LpPool (with MaxPool's optional indices output).
+//!
+//! The input is padded once into scratch with the kind's neutral value (-inf
+//! for max, 0 for sums), extended past the declared end pad where ceil_mode
+//! lets the last window overrun, so the window reductions never test bounds.
+//! Only the AveragePool divisor depends on which taps are real: it is counted
+//! per output position from the geometry, not from the data.
+
+use super::super::{LowerCtx, Result};
+use super::window::{over_taps, pad_source, spatial_nest, Source, Window};
+use kiln_ir::graph::PoolKind;
+use kiln_ir::kernel::build::{strides, ProgramBuilder};
+use kiln_ir::kernel::{BinOp, Expr, RedOp, Stmt, UnOp};
+use kiln_ir::{DType, Op};
+
+pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
+    let Op::Pool {
+        kind,
+        kernel,
+        strides: st,
+        pads,
+        dilations,
+        ..
+    } = cx.op
+    else {
+        return Err(cx.err("not a Pool"));
+    };
+    if cx.outputs.len() > 2 || (cx.outputs.len() == 2 && !matches!(kind, PoolKind::Max)) {
+        return Err(cx.err("only MaxPool has a second (indices) output"));
+    }
+    let io = cx.io(pb)?;
+    let (xd, od) = (cx.in_dims(0)?, cx.out_dims(0)?);
+    let dt = cx.outputs[0].dtype;
+    if cx.in_type(0)?.dtype != dt {
+        return Err(cx.err("input and output dtypes differ"));
+    }
+    if !dt.is_float() && !matches!(kind, PoolKind::Max) {
+        return Err(cx.err(format!(
+            "average and Lp pooling need a float dtype, got {dt}"
+        )));
+    }
+    let sp = xd.len() - 2;
+    let (n, c) = (xd[0], xd[1]);
+    let (isp, osp) = (&xd[2..], &od[2..]);
+    let ospn: usize = osp.iter().product();
+    let win = Window {
+        kernel,
+        strides: st,
+        dilations,
+        pads,
+    };
+    let end = win.end_pads(isp, osp);
+    let fill = match kind {
+        PoolKind::Max if dt.is_float() => Expr::constant(dt, f64::NEG_INFINITY),
+        PoolKind::Max => Expr::constant(dt, dt.min_max().0),
+        _ => Expr::constant(dt, 0.0),
+    };
+    let (x, y) = (io.input(0), io.outputs[0]);
+    let mut body = vec![];
+    let src = pad_source(
+        pb,
+        &mut body,
+        Source {
+            buf: x,
+            dims: xd.clone(),
+        },
+        dt,
+        &pads[..sp],
+        &end,
+        fill,
+    );
+    let ss = src.spatial_strides();
+    let plane = src.plane();
+    let base = pb.var();
+    let kk: usize = kernel.iter().product();
+    let padded = pads.iter().chain(&end).any(|&p| p != 0);
+    body.extend(spatial_nest(pb, &[n * c], osp, |pb, o, coords, flat| {
+        let start = (0..sp).fold(o[0].clone() * plane, |acc, d| {
+            acc + coords[d].clone() * (st[d] as i64 * ss[d])
+        });
+        let tap = |t: &[Expr]| {
+            let off = (0..sp).fold(Expr::var(base), |acc, d| {
+                acc + t[d].clone() * (dilations[d] as i64 * ss[d])
+            });
+            Expr::load(src.buf, off)
+        };
+        let c = |v: f64| Expr::constant(dt, v);
+        let value = match *kind {
+            PoolKind::Max => over_taps(pb, kernel, RedOp::Max, tap),
+            PoolKind::Avg { count_include_pad } => {
+                let sum = over_taps(pb, kernel, RedOp::Sum, tap);
+                let count = if !padded {
+                    c(kk as f64)
+                } else {
+                    // Taps counted per axis: inside the input, or (count_include_pad) inside the
+                    // declared padding; never the ceil_mode overrun beyond it.
+                    let mut count = Expr::i(1);
+                    for d in 0..sp {
+                        let k = pb.var();
+                        let pos =
+                            coords[d].clone() * st[d] as i64 + Expr::var(k) * dilations[d] as i64;
+                        let (lo, hi) = if count_include_pad {
+                            (0, (pads[d] + isp[d] + pads[sp + d]) as i64)
+                        } else {
+                            (pads[d] as i64, (pads[d] + isp[d]) as i64)
+                        };
+                        let ok = pos.clone().ge(Expr::i(lo)).and(pos.lt(Expr::i(hi)));
+                        let n_d = Expr::reduce(
+                            RedOp::Sum,
+                            k,
+                            kernel[d] as u64,
+                            Expr::select(ok, Expr::i(1), Expr::i(0)),
+                        );
+                        count = count * n_d;
+                    }
+                    count.cast(dt)
+                };
+                sum.bin(BinOp::Div, count)
+            }
+            PoolKind::Lp { p } => {
+                let p = p as f64;
+                if p == 1.0 {
+                    over_taps(pb, kernel, RedOp::Sum, |t| tap(t).un(UnOp::Abs))
+                } else if p == 2.0 {
+                    over_taps(pb, kernel, RedOp::Sum, |t| {
+                        let v = tap(t);
+                        v.clone() * v
+                    })
+                    .un(UnOp::Sqrt)
+                } else {
+                    over_taps(pb, kernel, RedOp::Sum, |t| {
+                        tap(t).un(UnOp::Abs).bin(BinOp::Pow, c(p))
+                    })
+                    .bin(BinOp::Pow, c(1.0 / p))
+                }
+            }
+        };
+        vec![
+            Stmt::Let {
+                var: base,
+                value: start,
+            },
+            Stmt::Store {
+                buf: y,
+                index: o[0].clone() * ospn as i64 + flat,
+                value,
+            },
+        ]
+    }));
+    if cx.outputs.len() == 2 {
+        if cx.outputs[1].dtype != DType::I64 {
+            return Err(cx.err("MaxPool indices output must be int64"));
+        }
+        body.extend(max_indices(pb, &src, y, io.outputs[1], &xd, osp, &win));
+    }
+    pb.kernel(cx.node, body);
+    Ok(())
+}
+
+/// MaxPool's indices: the first tap (in window order) holding the maximum, as a
+/// flat NCHW index into the unpadded input.
+fn max_indices(
+    pb: &mut ProgramBuilder,
+    src: &super::window::Source,
+    y: kiln_ir::kernel::BufId,
+    yi: kiln_ir::kernel::BufId,
+    xd: &[usize],
+    osp: &[usize],
+    win: &Window,
+) -> Vec<Stmt> {
+    let sp = xd.len() - 2;
+    let (ss, xs) = (src.spatial_strides(), strides(&xd[2..]));
+    let (plane, xplane) = (src.plane(), xd[2..].iter().product::<usize>() as i64);
+    let ospn: usize = osp.iter().product();
+    spatial_nest(pb, &[xd[0] * xd[1]], osp, |pb, o, coords, flat| {
+        let out = o[0].clone() * ospn as i64 + flat;
+        let best = Expr::load(y, out.clone());
+        let idx = over_taps(pb, win.kernel, RedOp::Min, |t| {
+            let mut inside = Expr::B(true);
+            let mut at = o[0].clone() * plane;
+            let mut flat_x = o[0].clone() * xplane;
+            for d in 0..sp {
+                let pos = coords[d].clone() * win.strides[d] as i64
+                    + t[d].clone() * win.dilations[d] as i64;
+                at = at + pos.clone() * ss[d];
+                let real = pos - win.pads[d] as i64;
+                inside = inside
+                    .and(real.clone().ge(Expr::i(0)))
+                    .and(real.clone().lt(Expr::i(xd[2 + d] as i64)));
+                flat_x = flat_x + real * xs[d];
+            }
+            let hit = inside.and(Expr::load(src.buf, at).eq_(best.clone()));
+            Expr::select(hit, flat_x, Expr::i(i64::MAX))
+        });
+        vec![Stmt::Store {
+            buf: yi,
+            index: out,
+            value: idx,
+        }]
+    })
+}

@@ -1,0 +1,337 @@
+//! ONNX's operator conformance cases (`<repo>/.cache/onnx-node-tests`, made by
+//! `scripts/gen-conformance.py`), run the way `kiln run` runs a model. Writes
+//! `docs/CONFORMANCE.md` and requires ≥90% per op for the ops the shared
+//! models use.
+
+use kiln_ir::Tensor;
+use kiln_tests::{compare_all, repo_root, run_file};
+use onnx_protobuf::{Message, ModelProto};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// ONNX op types that appear in `../shared/models`.
+const MODEL_OPS: &[&str] = &[
+    "Add",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "Gemm",
+    "GlobalAveragePool",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "If",
+    "LRN",
+    "LSTM",
+    "LayerNormalization",
+    "Less",
+    "Loop",
+    "MatMul",
+    "MaxPool",
+    "AveragePool",
+    "Mod",
+    "Mul",
+    "Pow",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+    "And",
+    "BatchNormalization",
+];
+const THRESHOLD: f64 = 0.90;
+
+struct Outcome {
+    case: String,
+    op: String,
+    error: Option<String>,
+}
+
+/// The node op types of a case's graph, in order.
+fn op_types(dir: &Path) -> Vec<String> {
+    std::fs::read(dir.join("model.onnx"))
+        .ok()
+        .and_then(|b| ModelProto::parse_from_bytes(&b).ok())
+        .map(|m| m.graph.node.iter().map(|n| n.op_type.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The op a case is filed under: its node's op type; for an `_expanded` case
+/// (a function body of many nodes), the op of the case it expands.
+fn case_op(name: &str, ops: &HashMap<String, Vec<String>>) -> String {
+    let own = &ops[name];
+    if own.len() == 1 {
+        return own[0].clone();
+    }
+    if let Some(pos) = name.find("_expanded") {
+        let base = &name[..pos];
+        if let Some(b) = ops.get(base).filter(|b| b.len() == 1) {
+            return b[0].clone();
+        }
+    }
+    own.iter()
+        .find(|o| *o != "Constant")
+        .or(own.first())
+        .cloned()
+        .unwrap_or_else(|| "?".into())
+}
+
+fn read_pbs(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
+    let mut files: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let n = p
+                .file_name()?
+                .to_str()?
+                .strip_prefix(prefix)?
+                .strip_suffix(".pb")?
+                .parse()
+                .ok()?;
+            Some((n, p))
+        })
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|(_, p)| kiln_compiler::io::read_pb(&p).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn run_case(dir: &Path) -> Result<(), String> {
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("test_data_set_"))
+        })
+        .collect();
+    sets.sort();
+    if sets.is_empty() {
+        return Err("no test_data_set_* folder".into());
+    }
+    for set in sets {
+        let inputs = read_pbs(&set, "input_").map_err(|e| format!("reading inputs: {e}"))?;
+        let want =
+            read_pbs(&set, "output_").map_err(|e| format!("reading expected outputs: {e}"))?;
+        let got = run_file(&dir.join("model.onnx"), inputs)?;
+        let set_name = set
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
+        compare_all(&got, &want).map_err(|e| format!("{set_name}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic payload)".into())
+}
+
+fn first_line(s: &str) -> String {
+    let l = s.lines().next().unwrap_or("").trim();
+    if l.chars().count() > 200 {
+        format!("{}…", l.chars().take(200).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+fn write_report(path: &Path, outcomes: &[Outcome]) -> BTreeMap<String, (usize, usize)> {
+    let mut per_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for o in outcomes {
+        let e = per_op.entry(o.op.clone()).or_default();
+        e.1 += 1;
+        if o.error.is_none() {
+            e.0 += 1;
+        }
+    }
+    let passed = outcomes.iter().filter(|o| o.error.is_none()).count();
+    let mut s = String::new();
+    let _ = writeln!(s, "# ONNX operator conformance\n");
+    let _ = writeln!(
+        s,
+        "Generated by `cargo test -p kiln-tests --test conformance` from ONNX's node test cases \
+         (`scripts/gen-conformance.py`), each run like `kiln run` (load, simplify, reference interpreter). \
+         `_expanded` cases (function bodies) are counted under the op they expand.\n"
+    );
+    let _ = writeln!(
+        s,
+        "**Overall: {passed} / {} cases pass ({:.1}%).**\n",
+        outcomes.len(),
+        100.0 * passed as f64 / outcomes.len().max(1) as f64
+    );
+    let _ = writeln!(s, "| op | passed | total | |\n|---|---:|---:|---|");
+    for (op, (p, t)) in &per_op {
+        let mark = if p == t { "✓" } else { "" };
+        let _ = writeln!(s, "| {op} | {p} | {t} | {mark} |");
+    }
+    let _ = writeln!(s, "\n## Failing cases\n");
+    let mut failing: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    failing.sort_by(|a, b| (&a.op, &a.case).cmp(&(&b.op, &b.case)));
+    for o in failing {
+        let msg = first_line(o.error.as_deref().unwrap_or("")).replace('|', "\\|");
+        let _ = writeln!(s, "- `{}` ({}): {}", o.case, o.op, msg);
+    }
+    if let Some(d) = path.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    std::fs::write(path, s).unwrap_or_else(|e| panic!("cannot write '{}': {e}", path.display()));
+    per_op
+}
+
+#[test]
+fn onnx_node_conformance() {
+    let root = repo_root().join(".cache/onnx-node-tests");
+    assert!(
+        root.is_dir(),
+        "ONNX conformance cases not found at '{}': run `.venv/bin/python scripts/gen-conformance.py`",
+        root.display()
+    );
+    let mut cases: Vec<String> = std::fs::read_dir(&root)
+        .expect("read conformance dir")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.path()
+                .join("model.onnx")
+                .is_file()
+                .then(|| e.file_name().to_str().map(str::to_string))?
+        })
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty(), "no cases under '{}'", root.display());
+    // KILN_CONFORMANCE_FILTER narrows the run (substring of the case name) while debugging an op.
+    let filter = std::env::var("KILN_CONFORMANCE_FILTER").ok();
+    let ops: HashMap<String, Vec<String>> = cases
+        .iter()
+        .map(|c| (c.clone(), op_types(&root.join(c))))
+        .collect();
+    if let Some(f) = &filter {
+        cases.retain(|c| c.contains(f.as_str()));
+    }
+
+    // Panics are caught and reported per case; the default hook would print each one.
+    let prev_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let next = AtomicUsize::new(0);
+    let outcomes = Mutex::new(Vec::with_capacity(cases.len()));
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            std::thread::Builder::new()
+                .stack_size(64 << 20)
+                .spawn_scoped(s, || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(case) = cases.get(i) else { break };
+                    let dir = root.join(case);
+                    let error = match catch_unwind(AssertUnwindSafe(|| run_case(&dir))) {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(e),
+                        Err(p) => Some(format!("panicked: {}", panic_message(p))),
+                    };
+                    let op = case_op(case, &ops);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Outcome {
+                            case: case.clone(),
+                            op,
+                            error,
+                        });
+                })
+                .expect("spawn worker");
+        }
+    });
+    std::panic::set_hook(prev_hook);
+    let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
+
+    let report = if filter.is_some() {
+        std::env::temp_dir().join("kiln-CONFORMANCE.md")
+    } else {
+        repo_root().join("docs/CONFORMANCE.md")
+    };
+    let per_op = write_report(&report, &outcomes);
+    let passed = outcomes.iter().filter(|o| o.error.is_none()).count();
+    let panics: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("panicked"))
+        })
+        .collect();
+    eprintln!(
+        "conformance: {passed}/{} cases pass; report in {}",
+        outcomes.len(),
+        report.display()
+    );
+    for p in &panics {
+        eprintln!(
+            "  PANIC {}: {}",
+            p.case,
+            first_line(p.error.as_deref().unwrap_or(""))
+        );
+    }
+
+    let mut short = Vec::new();
+    for op in MODEL_OPS {
+        if let Some(&(p, t)) = per_op.get(*op) {
+            if (p as f64) < THRESHOLD * t as f64 {
+                short.push((op, p, t));
+            }
+        }
+    }
+    if !short.is_empty() {
+        let mut table = format!(
+            "{:<22} {:>6} {:>6} {:>7}\n",
+            "op", "passed", "total", "rate"
+        );
+        for (op, p, t) in &short {
+            let _ = writeln!(
+                table,
+                "{op:<22} {p:>6} {t:>6} {:>6.1}%",
+                100.0 * *p as f64 / *t as f64
+            );
+        }
+        panic!(
+            "{} op(s) used by the shared models pass fewer than {:.0}% of their conformance cases:\n{table}\
+             (failures listed in {})",
+            short.len(),
+            THRESHOLD * 100.0,
+            report.display()
+        );
+    }
+}
