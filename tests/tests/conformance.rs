@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// ONNX op types that appear in `../shared/models`.
 const MODEL_OPS: &[&str] = &[
@@ -67,6 +68,12 @@ const MODEL_OPS: &[&str] = &[
     "BatchNormalization",
 ];
 const THRESHOLD: f64 = 0.90;
+const WORKERS: usize = 2;
+
+/// A poisoned lock only means a worker panicked outside the guard; the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 struct Outcome {
     case: String,
@@ -249,31 +256,62 @@ fn onnx_node_conformance() {
     std::panic::set_hook(Box::new(|_| {}));
     let next = AtomicUsize::new(0);
     let outcomes = Mutex::new(Vec::with_capacity(cases.len()));
+    // What each worker is running since when, so a hung case is named rather than silent.
+    let running: Mutex<[Option<(String, Instant)>; WORKERS]> = Mutex::new(Default::default());
+    let finished = AtomicBool::new(false);
     std::thread::scope(|s| {
-        for _ in 0..2 {
-            std::thread::Builder::new()
-                .stack_size(64 << 20)
-                .spawn_scoped(s, || loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(case) = cases.get(i) else { break };
-                    let dir = root.join(case);
-                    let error = match catch_unwind(AssertUnwindSafe(|| run_case(&dir))) {
-                        Ok(Ok(())) => None,
-                        Ok(Err(e)) => Some(e),
-                        Err(p) => Some(format!("panicked: {}", panic_message(p))),
-                    };
-                    let op = case_op(case, &ops);
-                    outcomes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Outcome {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (next, outcomes, running, cases, ops, root) =
+                    (&next, &outcomes, &running, &cases, &ops, &root);
+                std::thread::Builder::new()
+                    .stack_size(64 << 20)
+                    .spawn_scoped(s, move || loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(case) = cases.get(i) else { break };
+                        lock(running)[w] = Some((case.clone(), Instant::now()));
+                        let dir = root.join(case);
+                        let error = match catch_unwind(AssertUnwindSafe(|| run_case(&dir))) {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e),
+                            Err(p) => Some(format!("panicked: {}", panic_message(p))),
+                        };
+                        let took = lock(running)[w]
+                            .take()
+                            .map(|(_, t)| t.elapsed())
+                            .unwrap_or_default();
+                        if took > Duration::from_secs(10) {
+                            eprintln!("conformance: slow case {case}: {:.1} s", took.as_secs_f64());
+                        }
+                        let op = case_op(case, ops);
+                        let mut o = lock(outcomes);
+                        o.push(Outcome {
                             case: case.clone(),
                             op,
                             error,
                         });
-                })
-                .expect("spawn worker");
+                        if o.len() % 250 == 0 {
+                            eprintln!("conformance: {} / {} cases run", o.len(), cases.len());
+                        }
+                    })
+                    .expect("spawn worker")
+            })
+            .collect();
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                for (case, t) in lock(&running).iter().flatten() {
+                    let secs = t.elapsed().as_secs();
+                    if secs >= 60 && secs % 60 == 0 && t.elapsed().subsec_millis() < 500 {
+                        eprintln!("conformance: {case} has been running for {secs} s");
+                    }
+                }
+            }
+        });
+        for w in workers {
+            let _ = w.join();
         }
+        finished.store(true, Ordering::Relaxed);
     });
     std::panic::set_hook(prev_hook);
     let outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());

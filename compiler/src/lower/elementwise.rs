@@ -12,13 +12,13 @@ use kiln_ir::{DType, Op};
 
 pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let io = cx.io(pb)?;
-    let out_dims = cx.out_dims(0)?;
     let out_t = cx.outputs[0].dtype;
     let n_in = cx.inputs.len();
     let mut in_dims = Vec::with_capacity(n_in);
     for i in 0..n_in {
         in_dims.push(cx.in_dims(i)?);
     }
+    let (out_dims, in_dims) = collapse_dims(&cx.out_dims(0)?, &in_dims);
     let op = cx.op.clone();
     let in_types: Vec<DType> = (0..n_in).map(|i| cx.in_type(i).map(|t| t.dtype)).collect::<Result<_>>()?;
     let mut err = None;
@@ -46,6 +46,48 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let _ = out_t;
     pb.kernel(cx.node, body);
     Ok(())
+}
+
+/// Merges adjacent output dims that every input either spans fully or
+/// broadcasts along both, so loops are few and the innermost one is long:
+/// `[64,128,3,3] * [64,1,1,1]` becomes `[64,1152] * [64,1]`.
+pub fn collapse_dims(out: &[usize], inputs: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let r = out.len();
+    // Each input aligned to the output rank: 1 where broadcast.
+    let aligned: Vec<Vec<usize>> = inputs
+        .iter()
+        .map(|d| {
+            let mut a = vec![1; r - d.len().min(r)];
+            a.extend_from_slice(d);
+            a
+        })
+        .collect();
+    let mut new_out: Vec<usize> = vec![];
+    let mut new_in: Vec<Vec<usize>> = vec![vec![]; inputs.len()];
+    for k in 0..r {
+        let mergeable = k > 0
+            && aligned.iter().enumerate().all(|(i, a)| {
+                let prev_full = *new_in[i].last().unwrap_or(&1) == *new_out.last().unwrap_or(&1);
+                let prev_bcast = *new_in[i].last().unwrap_or(&1) == 1;
+                let cur_full = a[k] == out[k];
+                let cur_bcast = a[k] == 1;
+                (prev_full && cur_full) || (prev_bcast && cur_bcast)
+            });
+        if mergeable {
+            let last = new_out.len() - 1;
+            new_out[last] *= out[k];
+            for (i, a) in aligned.iter().enumerate() {
+                let l = new_in[i].len() - 1;
+                new_in[i][l] *= a[k];
+            }
+        } else {
+            new_out.push(out[k]);
+            for (i, a) in aligned.iter().enumerate() {
+                new_in[i].push(a[k]);
+            }
+        }
+    }
+    (new_out, new_in)
 }
 
 /// Loads an input broadcast (numpy rules, aligned right) to the output index `idx`.

@@ -564,7 +564,7 @@ pub fn erf(x: f64) -> f64 {
             term *= -x2 / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-17 * sum.abs() {
+            if add.abs() <= 1e-17 * sum.abs() {
                 break;
             }
         }
@@ -922,12 +922,21 @@ fn matmul(ctx: &mut Ctx, mm: &Matmul) -> R<()> {
     if mm.c.buf == mm.a.buf || mm.c.buf == mm.b.buf {
         return Err("matmul output aliases an operand".into());
     }
-    let (a_s, b_s) = (ctx.bufs[mm.a.buf as usize].get().clone(), ctx.bufs[mm.b.buf as usize].get().clone());
-    let c_slot = match &mut ctx.bufs[mm.c.buf as usize] {
-        Slot::Own(s) => s,
+    // Take C out of the buffer table so A and B can be borrowed without copying.
+    let mut c_store = match &mut ctx.bufs[mm.c.buf as usize] {
+        Slot::Own(s) => std::mem::replace(s, Storage::F32(Vec::new())),
         Slot::In(_) => return Err("matmul into an input buffer".into()),
     };
-    match (&a_s, &b_s, c_slot) {
+    let r = matmul_into(ctx.bufs[mm.a.buf as usize].get(), ctx.bufs[mm.b.buf as usize].get(), &mut c_store, mm, (oa, ob, oc));
+    if let Slot::Own(s) = &mut ctx.bufs[mm.c.buf as usize] {
+        *s = c_store;
+    }
+    r
+}
+
+fn matmul_into(a_s: &Storage, b_s: &Storage, c_slot: &mut Storage, mm: &Matmul, (oa, ob, oc): (i64, i64, i64)) -> R<()> {
+    let (m, n, k) = (mm.m as i64, mm.n as i64, mm.k as i64);
+    match (a_s, b_s, c_slot) {
         (Storage::F32(a), Storage::F32(b), Storage::F32(c)) => {
             let mut row = vec![0f32; n as usize];
             for i in 0..m {

@@ -6,7 +6,7 @@
 //! of the input and keeps the inner loops short enough for every backend to
 //! vectorise.
 
-use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
+use kiln_ir::kernel::build::{strides, ProgramBuilder};
 use kiln_ir::kernel::{BufId, Expr, RedOp, Stmt};
 
 /// Geometry of a sliding window over the spatial axes of an `[N, C, *S]` tensor.
@@ -84,30 +84,33 @@ pub(super) fn pad_source(
             value: fill,
         }]
     }));
-    let (xs, ps) = (strides(xd), strides(&pd));
-    body.extend(pb.nest(xd, |_, idx| {
-        let shifted: Vec<Expr> = idx
-            .iter()
-            .enumerate()
-            .map(|(a, e)| {
-                if a >= 2 {
-                    e.clone() + begin[a - 2] as i64
-                } else {
-                    e.clone()
-                }
-            })
-            .collect();
-        vec![Stmt::Store {
-            buf,
-            index: linear_index(&shifted, &ps),
-            value: Expr::load(x, linear_index(idx, &xs)),
-        }]
-    }));
+    // One innermost loop per (n, c) plane, so short rows do not cost a loop each.
+    let ps = strides(&pd[2..]);
+    let (xplane, pplane) = (
+        xd[2..].iter().product::<usize>() as i64,
+        pd[2..].iter().product::<usize>() as i64,
+    );
+    body.extend(spatial_nest(
+        pb,
+        &[xd[0] * xd[1]],
+        &xd[2..],
+        |_, o, coords, flat| {
+            let at = (0..begin.len()).fold(o[0].clone() * pplane, |acc, d| {
+                acc + (coords[d].clone() + begin[d] as i64) * ps[d]
+            });
+            vec![Stmt::Store {
+                buf,
+                index: at,
+                value: Expr::load(x, o[0].clone() * xplane + flat),
+            }]
+        },
+    ));
     Source { buf, dims: pd }
 }
 
 /// Loops over `outer` dims and then the flattened output spatial positions
-/// (one long innermost loop, even when rows are short). `f` gets the outer
+/// (one long innermost loop, even when rows are short; the last outer loop
+/// when there is only one position). `f` gets the outer
 /// indices and each spatial output coordinate.
 pub(super) fn spatial_nest(
     pb: &mut ProgramBuilder,
@@ -116,6 +119,11 @@ pub(super) fn spatial_nest(
     f: impl FnOnce(&mut ProgramBuilder, &[Expr], &[Expr], Expr) -> Vec<Stmt>,
 ) -> Vec<Stmt> {
     let flat: usize = out_sp.iter().product();
+    if flat == 1 && !outer.is_empty() {
+        // A single output position (global pooling): the channel loop is the long one.
+        let zeros = vec![Expr::i(0); out_sp.len()];
+        return pb.nest(outer, |pb, idx| f(pb, idx, &zeros, Expr::i(0)));
+    }
     let mut dims = outer.to_vec();
     dims.push(flat);
     let os = strides(out_sp);
