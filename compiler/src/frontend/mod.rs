@@ -18,15 +18,31 @@ pub enum FrontendError {
     #[error("{} unsupported op(s): {}", .0.len(), .0.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "))]
     Unsupported(Vec<UnsupportedOp>),
     #[error("node '{node}' ({op}): {msg}")]
-    BadAttribute { node: String, op: String, msg: String },
+    BadAttribute {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("tensor '{tensor}': external data file '{path}' {msg}")]
-    ExternalData { tensor: String, path: String, msg: String },
+    ExternalData {
+        tensor: String,
+        path: String,
+        msg: String,
+    },
     #[error("tensor '{tensor}': {msg}")]
     BadTensor { tensor: String, msg: String },
     #[error("node '{node}' ({op}): {msg}")]
-    Shape { node: String, op: String, msg: String },
+    Shape {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("node '{node}' ({op}) references unknown value '{name}'")]
-    UnknownValue { node: String, op: String, name: String },
+    UnknownValue {
+        node: String,
+        op: String,
+        name: String,
+    },
     #[error("invalid kiln model {0}")]
     Kiln(String),
     #[error("graph: {0}")]
@@ -43,23 +59,33 @@ pub struct UnsupportedOp {
 
 impl std::fmt::Display for UnsupportedOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let d = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
+        let d = if self.domain.is_empty() {
+            "ai.onnx"
+        } else {
+            &self.domain
+        };
         write!(f, "'{}' ({d}::{})", self.node, self.op_type)
     }
 }
 
 /// Loads a model, choosing the frontend by file extension.
 pub fn load_model(path: &Path) -> Result<Model, FrontendError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match ext.as_str() {
         "onnx" => onnx::load_onnx(path),
         "kiln" => {
             let src = std::fs::read_to_string(path).map_err(|e| io_err(path, e))?;
-            kiln_ir::text::parse(&src).map_err(|e| FrontendError::Kiln(format!("{}: {e}", path.display())))
+            kiln_ir::text::parse(&src)
+                .map_err(|e| FrontendError::Kiln(format!("{}: {e}", path.display())))
         }
         "kilnb" => {
             let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-            kiln_ir::binary::decode(&bytes).map_err(|e| FrontendError::Kiln(format!("{}: {e}", path.display())))
+            kiln_ir::binary::decode(&bytes)
+                .map_err(|e| FrontendError::Kiln(format!("{}: {e}", path.display())))
         }
         _ => Err(FrontendError::UnsupportedFormat(format!(
             "'{}': expected a .onnx, .kiln or .kilnb file",
@@ -69,5 +95,8 @@ pub fn load_model(path: &Path) -> Result<Model, FrontendError> {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> FrontendError {
-    FrontendError::Io { path: path.display().to_string(), msg: e.to_string() }
+    FrontendError::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    }
 }

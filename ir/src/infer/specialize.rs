@@ -181,7 +181,7 @@ pub fn resolve_reshape(input: &[Dim], target: &[i64], allow_zero: bool) -> Resul
                     ([_], 1) => {
                         let ki: usize = input.iter().filter_map(Dim::known).product();
                         let ko: usize = out.iter().flatten().filter_map(Dim::known).product();
-                        if ko > 0 && ki % ko == 0 {
+                        if ko > 0 && ki.is_multiple_of(ko) {
                             Dim::Known(ki / ko)
                         } else {
                             bail!("cannot infer -1 in reshape target {target:?}")

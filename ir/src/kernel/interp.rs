@@ -676,8 +676,8 @@ fn binary(op: BinOp, a: V, b: V) -> R<V> {
                     BinOp::And => a & b,
                     BinOp::Or => a | b,
                     BinOp::Xor => a ^ b,
-                    BinOp::Shl => if (0..64).contains(&b) { a << b } else { 0 },
-                    BinOp::Shr => if (0..64).contains(&b) { a >> b } else { 0 },
+                    BinOp::Shl if (0..64).contains(&b) => a << b,
+                    BinOp::Shr if (0..64).contains(&b) => a >> b,
                     _ => 0,
                 }))
             }

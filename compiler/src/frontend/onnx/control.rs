@@ -8,7 +8,9 @@ use onnx_protobuf::GraphProto;
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
 
 fn graph<'a>(n: &N<'a>, k: &str) -> Result<&'a GraphProto, FrontendError> {
-    n.attr(k).and_then(|a| a.g.as_ref()).ok_or_else(|| n.bad(format!("missing graph attribute {k}")))
+    n.attr(k)
+        .and_then(|a| a.g.as_ref())
+        .ok_or_else(|| n.bad(format!("missing graph attribute {k}")))
 }
 
 pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
@@ -20,14 +22,20 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             let else_r = imp.import_graph(graph(n, "else_branch")?, GraphKind::Sub)?;
             for (b, reg) in [("then", &then_r), ("else", &else_r)] {
                 if reg.results.len() != n_out {
-                    return Err(n.shape_err(format!("{b} branch returns {} values for {n_out} outputs", reg.results.len())));
+                    return Err(n.shape_err(format!(
+                        "{b} branch returns {} values for {n_out} outputs",
+                        reg.results.len()
+                    )));
                 }
             }
             (Op::If, vec![then_r, else_r])
         }
         "Loop" => {
             let body = graph(n, "body")?;
-            let mut outer = vec![Some(TensorType::known(DType::I64, &[])), Some(TensorType::known(DType::Bool, &[]))];
+            let mut outer = vec![
+                Some(TensorType::known(DType::I64, &[])),
+                Some(TensorType::known(DType::Bool, &[])),
+            ];
             outer.extend(ins.iter().skip(2).map(|v| v.map(|v| imp.ty(v).clone())));
             let reg = imp.import_graph_with(body, GraphKind::Sub, &outer)?;
             let n_carried = ins.len().saturating_sub(2);
@@ -53,7 +61,9 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             let n_scan_out = n_out.saturating_sub(n_states);
             let flags = |key: &str, len: usize| -> Vec<bool> {
                 let v = n.ints(key).unwrap_or_default();
-                (0..len).map(|i| v.get(i).copied().unwrap_or(0) != 0).collect()
+                (0..len)
+                    .map(|i| v.get(i).copied().unwrap_or(0) != 0)
+                    .collect()
             };
             let axes = |key: &str, len: usize| -> Vec<i64> {
                 let v = n.ints(key).unwrap_or_default();
@@ -62,10 +72,13 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             let input_axes = axes("scan_input_axes", k);
             let mut outer: Vec<Option<TensorType>> = vec![];
             for (i, v) in ins.iter().enumerate() {
-                let Some(v) = v else { return Err(n.bad(format!("input {i} is missing"))) };
+                let Some(v) = v else {
+                    return Err(n.bad(format!("input {i} is missing")));
+                };
                 let mut t = imp.ty(*v).clone();
                 if i >= n_states {
-                    let a = kiln_ir::infer::norm_axis(input_axes[i - n_states], t.rank()).map_err(|e| n.bad(e.msg))?;
+                    let a = kiln_ir::infer::norm_axis(input_axes[i - n_states], t.rank())
+                        .map_err(|e| n.bad(e.msg))?;
                     t.shape.remove(a);
                 }
                 outer.push(Some(t));

@@ -7,6 +7,7 @@
 //! the op's attributes as nodes are added.
 
 mod control;
+mod data;
 mod nn;
 mod ops;
 mod rnn;
@@ -28,24 +29,38 @@ pub use tensor::tensor_from_proto;
 
 /// Reads an ONNX file; external data is resolved relative to its directory.
 pub fn load_onnx(path: &Path) -> Result<Model, FrontendError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| FrontendError::Io { path: path.display().to_string(), msg: e.to_string() })?;
-    let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })?;
+    let dir = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     let mut m = load_onnx_bytes(&bytes, dir)?;
     if m.name.is_empty() {
-        m.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        m.name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
     }
     Ok(m)
 }
 
 /// Imports a serialized `ModelProto`. Without `base_dir`, external data cannot be resolved.
 pub fn load_onnx_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, FrontendError> {
-    let proto = ModelProto::parse_from_bytes(bytes).map_err(|e| FrontendError::InvalidFile(e.to_string()))?;
+    let proto = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| FrontendError::InvalidFile(e.to_string()))?;
     let Some(graph) = proto.graph.as_ref() else {
         return Err(FrontendError::InvalidFile("the file holds no graph".into()));
     };
     if graph.node.is_empty() && graph.output.is_empty() {
-        return Err(FrontendError::InvalidFile("the graph has no nodes and no outputs".into()));
+        return Err(FrontendError::InvalidFile(
+            "the graph has no nodes and no outputs".into(),
+        ));
     }
     let mut opset = None;
     for o in &proto.opset_import {
@@ -56,7 +71,9 @@ pub fn load_onnx_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, F
     // Models older than IR version 3 carry no opset import and mean opset 1; kiln starts at 7.
     let opset = opset.unwrap_or(7);
     if !(1..=99).contains(&opset) {
-        return Err(FrontendError::InvalidFile(format!("ai.onnx opset {opset} is not valid")));
+        return Err(FrontendError::InvalidFile(format!(
+            "ai.onnx opset {opset} is not valid"
+        )));
     }
 
     let mut unsupported = vec![];
@@ -68,7 +85,10 @@ pub fn load_onnx_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, F
     let mut used = HashSet::new();
     collect_used(graph, &mut used);
     let mut imp = Importer {
-        model: Model { name: graph.name.clone(), ..Model::default() },
+        model: Model {
+            name: graph.name.clone(),
+            ..Model::default()
+        },
         opset,
         base_dir: base_dir.map(Path::to_path_buf),
         scopes: vec![],
@@ -84,7 +104,11 @@ pub fn load_onnx_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, F
 fn collect_unsupported(g: &GraphProto, out: &mut Vec<UnsupportedOp>) {
     for (i, n) in g.node.iter().enumerate() {
         if !ops::is_supported(&n.domain, &n.op_type) {
-            out.push(UnsupportedOp { node: node_name(n, i), op_type: n.op_type.clone(), domain: n.domain.clone() });
+            out.push(UnsupportedOp {
+                node: node_name(n, i),
+                op_type: n.op_type.clone(),
+                domain: n.domain.clone(),
+            });
         }
         for a in &n.attribute {
             for sub in a.g.as_ref().into_iter().chain(a.graphs.iter()) {
@@ -149,7 +173,9 @@ impl<'a> N<'a> {
         self.attr(k).map(|a| a.f).unwrap_or(default)
     }
     pub fn s(&self, k: &str, default: &str) -> String {
-        self.attr(k).map(|a| String::from_utf8_lossy(&a.s).into_owned()).unwrap_or_else(|| default.to_string())
+        self.attr(k)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+            .unwrap_or_else(|| default.to_string())
     }
     pub fn ints(&self, k: &str) -> Option<Vec<i64>> {
         self.attr(k).map(|a| a.ints.clone())
@@ -158,13 +184,26 @@ impl<'a> N<'a> {
         self.attr(k).map(|a| a.floats.clone())
     }
     pub fn strings(&self, k: &str) -> Option<Vec<String>> {
-        self.attr(k).map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        self.attr(k).map(|a| {
+            a.strings
+                .iter()
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        })
     }
     pub fn bad(&self, msg: impl Into<String>) -> FrontendError {
-        FrontendError::BadAttribute { node: self.name.clone(), op: self.p.op_type.clone(), msg: msg.into() }
+        FrontendError::BadAttribute {
+            node: self.name.clone(),
+            op: self.p.op_type.clone(),
+            msg: msg.into(),
+        }
     }
     pub fn shape_err(&self, msg: impl Into<String>) -> FrontendError {
-        FrontendError::Shape { node: self.name.clone(), op: self.p.op_type.clone(), msg: msg.into() }
+        FrontendError::Shape {
+            node: self.name.clone(),
+            op: self.p.op_type.clone(),
+            msg: msg.into(),
+        }
     }
     pub fn n_in(&self) -> usize {
         self.p.input.len()
@@ -202,17 +241,21 @@ impl Importer {
         match n.p.input.get(i) {
             None => Ok(None),
             Some(s) if s.is_empty() => Ok(None),
-            Some(s) => self.lookup(s).map(Some).ok_or_else(|| FrontendError::UnknownValue {
-                node: n.name.clone(),
-                op: n.p.op_type.clone(),
-                name: s.clone(),
-            }),
+            Some(s) => self
+                .lookup(s)
+                .map(Some)
+                .ok_or_else(|| FrontendError::UnknownValue {
+                    node: n.name.clone(),
+                    op: n.p.op_type.clone(),
+                    name: s.clone(),
+                }),
         }
     }
 
     /// A required input.
     pub fn req(&self, n: &N, i: usize) -> Result<ValueId, FrontendError> {
-        self.inp(n, i)?.ok_or_else(|| n.bad(format!("required input {i} is missing")))
+        self.inp(n, i)?
+            .ok_or_else(|| n.bad(format!("required input {i} is missing")))
     }
 
     /// The constant value of input `i`, if it has one.
@@ -244,11 +287,22 @@ impl Importer {
         inputs: Vec<Option<ValueId>>,
         num_outputs: usize,
     ) -> Result<Vec<ValueId>, FrontendError> {
-        let types: Vec<Option<TensorType>> = inputs.iter().map(|i| i.map(|v| self.ty(v).clone())).collect();
-        let consts: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.and_then(|v| self.model.consts.get(&v))).collect();
+        let types: Vec<Option<TensorType>> = inputs
+            .iter()
+            .map(|i| i.map(|v| self.ty(v).clone()))
+            .collect();
+        let consts: Vec<Option<&Tensor>> = inputs
+            .iter()
+            .map(|i| i.and_then(|v| self.model.consts.get(&v)))
+            .collect();
         let spec = specialize(&op, &types, &consts).map_err(|e| shape_err(name, &op, e.msg))?;
         let (op, inputs) = match spec {
-            Some((op, keep)) => (op, keep.iter().map(|&k| inputs.get(k).copied().flatten()).collect()),
+            Some((op, keep)) => (
+                op,
+                keep.iter()
+                    .map(|&k| inputs.get(k).copied().flatten())
+                    .collect(),
+            ),
             None => (op, inputs),
         };
         if let Some(outs) = self.try_fold(name, &op, &inputs, num_outputs) {
@@ -262,13 +316,25 @@ impl Importer {
     }
 
     /// One output node.
-    pub fn add1(&mut self, region: &mut Region, name: &str, op: Op, inputs: Vec<Option<ValueId>>) -> Result<ValueId, FrontendError> {
+    pub fn add1(
+        &mut self,
+        region: &mut Region,
+        name: &str,
+        op: Op,
+        inputs: Vec<Option<ValueId>>,
+    ) -> Result<ValueId, FrontendError> {
         Ok(self.add(region, name, op, inputs, 1)?[0])
     }
 
     /// Shape and Size need only types; other small all-constant nodes run on the
     /// reference executor (the op's one definition). Failure just keeps the node.
-    fn try_fold(&mut self, name: &str, op: &Op, inputs: &[Option<ValueId>], num_outputs: usize) -> Option<Vec<ValueId>> {
+    fn try_fold(
+        &mut self,
+        name: &str,
+        op: &Op,
+        inputs: &[Option<ValueId>],
+        num_outputs: usize,
+    ) -> Option<Vec<ValueId>> {
         const MAX_FOLD: usize = 4096;
         match op {
             Op::Shape { start, end } => {
@@ -277,13 +343,21 @@ impl Importer {
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
                 let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
                 let v: Vec<i64> = dims[s..e.max(s)].iter().map(|&d| d as i64).collect();
-                return Some(vec![self.add_const(name, Tensor::from_i64(vec![v.len()], v))]);
+                return Some(vec![
+                    self.add_const(name, Tensor::from_i64(vec![v.len()], v))
+                ]);
             }
             Op::Size => {
                 let n = self.ty((*inputs.first()?)?).num_elements()?;
-                return Some(vec![self.add_const(name, Tensor::from_i64(vec![], vec![n as i64]))]);
+                return Some(vec![
+                    self.add_const(name, Tensor::from_i64(vec![], vec![n as i64]))
+                ]);
             }
-            _ if op.has_regions() || inputs.is_empty() && !matches!(op, Op::ConstantOfShape { .. }) => return None,
+            _ if op.has_regions()
+                || inputs.is_empty() && !matches!(op, Op::ConstantOfShape { .. }) =>
+            {
+                return None
+            }
             _ => {}
         }
         let mut vals = Vec::with_capacity(inputs.len());
@@ -299,16 +373,28 @@ impl Importer {
                 None => vals.push(None),
             }
         }
-        let types: Vec<Option<TensorType>> = inputs.iter().map(|i| i.map(|v| self.ty(v).clone())).collect();
+        let types: Vec<Option<TensorType>> = inputs
+            .iter()
+            .map(|i| i.map(|v| self.ty(v).clone()))
+            .collect();
         let outs = kiln_ir::infer::infer_types(op, &types, &vals, num_outputs, &[]).ok()?;
-        if outs.iter().take(num_outputs).any(|t| t.num_elements().is_none_or(|n| n > MAX_FOLD)) {
+        if outs
+            .iter()
+            .take(num_outputs)
+            .any(|t| t.num_elements().is_none_or(|n| n > MAX_FOLD))
+        {
             return None;
         }
         let res = eval_op(name, op, &vals, num_outputs).ok()?;
         if res.len() < num_outputs {
             return None;
         }
-        Some(res.into_iter().take(num_outputs).map(|t| self.add_const(name, t)).collect())
+        Some(
+            res.into_iter()
+                .take(num_outputs)
+                .map(|t| self.add_const(name, t))
+                .collect(),
+        )
     }
 
     /// Adds a node whose output types come from its regions (control flow).
@@ -321,10 +407,18 @@ impl Importer {
         num_outputs: usize,
         regions: Vec<Region>,
     ) -> Result<Vec<ValueId>, FrontendError> {
-        let types: Vec<Option<TensorType>> = inputs.iter().map(|i| i.map(|v| self.ty(v).clone())).collect();
-        let consts: Vec<Option<&Tensor>> = inputs.iter().map(|i| i.and_then(|v| self.model.consts.get(&v))).collect();
-        let rr: Vec<Vec<TensorType>> =
-            regions.iter().map(|r| r.results.iter().map(|&v| self.ty(v).clone()).collect()).collect();
+        let types: Vec<Option<TensorType>> = inputs
+            .iter()
+            .map(|i| i.map(|v| self.ty(v).clone()))
+            .collect();
+        let consts: Vec<Option<&Tensor>> = inputs
+            .iter()
+            .map(|i| i.and_then(|v| self.model.consts.get(&v)))
+            .collect();
+        let rr: Vec<Vec<TensorType>> = regions
+            .iter()
+            .map(|r| r.results.iter().map(|&v| self.ty(v).clone()).collect())
+            .collect();
         let mut outs = kiln_ir::infer::infer_types(&op, &types, &consts, num_outputs, &rr)
             .map_err(|e| shape_err(name, &op, e.msg))?;
         outs.truncate(num_outputs);
@@ -337,7 +431,11 @@ impl Importer {
 
     /// Imports a graph's initializers, inputs and nodes as a region. For a
     /// subgraph, its inputs become the region's params in order.
-    pub fn import_graph(&mut self, g: &GraphProto, kind: GraphKind) -> Result<Region, FrontendError> {
+    pub fn import_graph(
+        &mut self,
+        g: &GraphProto,
+        kind: GraphKind,
+    ) -> Result<Region, FrontendError> {
         self.import_graph_with(g, kind, &[])
     }
 
@@ -369,7 +467,9 @@ impl Importer {
             inits.insert(t.name.clone());
         }
         if !g.sparse_initializer.is_empty() {
-            return Err(FrontendError::Graph("sparse initializers are not supported".into()));
+            return Err(FrontendError::Graph(
+                "sparse initializers are not supported".into(),
+            ));
         }
         let mut region = Region::default();
         for (i, vi) in g.input.iter().enumerate() {
@@ -384,7 +484,10 @@ impl Importer {
         }
         let outputs: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
         for (i, np) in g.node.iter().enumerate() {
-            let n = N { p: np, name: node_name(np, i) };
+            let n = N {
+                p: np,
+                name: node_name(np, i),
+            };
             let before = self.model.values.len();
             let outs = ops::convert(self, &mut region, &n)?;
             for (k, out_name) in np.output.iter().enumerate() {
@@ -394,7 +497,9 @@ impl Importer {
                 let id = match outs.get(k).copied().flatten() {
                     Some(id) => id,
                     None if self.is_used(out_name) => {
-                        return Err(n.bad(format!("output {k} ('{out_name}') is used but kiln does not compute it")))
+                        return Err(n.bad(format!(
+                            "output {k} ('{out_name}') is used but kiln does not compute it"
+                        )))
                     }
                     None => continue,
                 };
@@ -411,7 +516,9 @@ impl Importer {
             }
         }
         for o in &g.output {
-            let id = self.lookup(&o.name).ok_or_else(|| FrontendError::Graph(format!("graph output '{}' is never defined", o.name)))?;
+            let id = self.lookup(&o.name).ok_or_else(|| {
+                FrontendError::Graph(format!("graph output '{}' is never defined", o.name))
+            })?;
             region.results.push(id);
         }
         Ok(region)
@@ -419,21 +526,33 @@ impl Importer {
 }
 
 fn shape_err(name: &str, op: &Op, msg: String) -> FrontendError {
-    FrontendError::Shape { node: name.to_string(), op: op.name(), msg }
+    FrontendError::Shape {
+        node: name.to_string(),
+        op: op.name(),
+        msg,
+    }
 }
 
 /// A graph input's declared type. Missing dims become fresh symbols; a subgraph
 /// input with no type at all takes `fallback`.
-fn value_type(vi: &ValueInfoProto, fallback: Option<TensorType>, kind: GraphKind) -> Result<TensorType, FrontendError> {
+fn value_type(
+    vi: &ValueInfoProto,
+    fallback: Option<TensorType>,
+    kind: GraphKind,
+) -> Result<TensorType, FrontendError> {
     use onnx_protobuf::tensor_shape_proto::dimension::Value as DV;
     use onnx_protobuf::type_proto::Value as TV;
     let tt = match vi.type_.as_ref().and_then(|t| t.value.as_ref()) {
         Some(TV::TensorType(tt)) => tt,
         Some(_) => {
-            return Err(FrontendError::Graph(format!("input '{}' is not a tensor (sequences, maps and optionals are not supported)", vi.name)))
+            return Err(FrontendError::Graph(format!(
+                "input '{}' is not a tensor (sequences, maps and optionals are not supported)",
+                vi.name
+            )))
         }
         None => {
-            return fallback.ok_or_else(|| FrontendError::Graph(format!("input '{}' has no type", vi.name)));
+            return fallback
+                .ok_or_else(|| FrontendError::Graph(format!("input '{}' has no type", vi.name)));
         }
     };
     let dtype = match (tt.elem_type, &fallback) {
@@ -443,8 +562,14 @@ fn value_type(vi: &ValueInfoProto, fallback: Option<TensorType>, kind: GraphKind
     let Some(shape) = tt.shape.as_ref() else {
         return match (fallback, kind) {
             (Some(f), _) => Ok(TensorType::new(dtype, f.shape)),
-            (None, GraphKind::Main) => Err(FrontendError::Graph(format!("input '{}' has no shape", vi.name))),
-            (None, GraphKind::Sub) => Err(FrontendError::Graph(format!("subgraph input '{}' has no shape", vi.name))),
+            (None, GraphKind::Main) => Err(FrontendError::Graph(format!(
+                "input '{}' has no shape",
+                vi.name
+            ))),
+            (None, GraphKind::Sub) => Err(FrontendError::Graph(format!(
+                "subgraph input '{}' has no shape",
+                vi.name
+            ))),
         };
     };
     let dims = shape

@@ -2,7 +2,7 @@
 //! forms need geometry resolved (auto_pad, output_shape) or legacy semantics
 //! rewritten (opset < 13 softmax) before they fit kiln's op set.
 
-use super::ops::dim_product;
+use super::data::dim_product;
 use super::{Importer, N};
 use crate::frontend::FrontendError;
 use kiln_ir::graph::{BinaryOp, PoolKind, ReduceOp};
@@ -26,18 +26,44 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             if n.i("training_mode", 0) != 0 {
                 return Err(n.bad("training_mode = 1 is not supported"));
             }
-            let ins = (0..5).map(|i| imp.req(n, i).map(Some)).collect::<Result<Vec<_>, _>>()?;
+            let ins = (0..5)
+                .map(|i| imp.req(n, i).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
             only_first(imp, n)?;
-            one(imp.add1(r, name, Op::BatchNorm { epsilon: n.f("epsilon", 1e-5) }, ins)?)
+            one(imp.add1(
+                r,
+                name,
+                Op::BatchNorm {
+                    epsilon: n.f("epsilon", 1e-5),
+                },
+                ins,
+            )?)
         }
         "InstanceNormalization" => {
-            let ins = (0..3).map(|i| imp.req(n, i).map(Some)).collect::<Result<Vec<_>, _>>()?;
-            one(imp.add1(r, name, Op::InstanceNorm { epsilon: n.f("epsilon", 1e-5) }, ins)?)
+            let ins = (0..3)
+                .map(|i| imp.req(n, i).map(Some))
+                .collect::<Result<Vec<_>, _>>()?;
+            one(imp.add1(
+                r,
+                name,
+                Op::InstanceNorm {
+                    epsilon: n.f("epsilon", 1e-5),
+                },
+                ins,
+            )?)
         }
         "LayerNormalization" => {
             only_first(imp, n)?;
             let ins = vec![Some(imp.req(n, 0)?), Some(imp.req(n, 1)?), imp.inp(n, 2)?];
-            one(imp.add1(r, name, Op::LayerNorm { axis: n.i("axis", -1), epsilon: n.f("epsilon", 1e-5) }, ins)?)
+            one(imp.add1(
+                r,
+                name,
+                Op::LayerNorm {
+                    axis: n.i("axis", -1),
+                    epsilon: n.f("epsilon", 1e-5),
+                },
+                ins,
+            )?)
         }
         "GroupNormalization" => group_norm(imp, r, n),
         "LRN" => {
@@ -45,7 +71,12 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             if size <= 0 {
                 return Err(n.bad("size must be positive"));
             }
-            let op = Op::Lrn { size: size as usize, alpha: n.f("alpha", 1e-4), beta: n.f("beta", 0.75), bias: n.f("bias", 1.0) };
+            let op = Op::Lrn {
+                size: size as usize,
+                alpha: n.f("alpha", 1e-4),
+                beta: n.f("beta", 0.75),
+                bias: n.f("bias", 1.0),
+            };
             one(imp.add1(r, name, op, vec![Some(imp.req(n, 0)?)])?)
         }
         "LpNormalization" => {
@@ -53,11 +84,16 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             if p != 1 && p != 2 {
                 return Err(n.bad(format!("p = {p} must be 1 or 2")));
             }
-            let op = Op::LpNorm { axis: n.i("axis", -1), p: p as u32 };
+            let op = Op::LpNorm {
+                axis: n.i("axis", -1),
+                p: p as u32,
+            };
             one(imp.add1(r, name, op, vec![Some(imp.req(n, 0)?)])?)
         }
         "MeanVarianceNormalization" => {
-            let op = Op::MeanVarianceNorm { axes: n.ints("axes").unwrap_or_else(|| vec![0, 2, 3]) };
+            let op = Op::MeanVarianceNorm {
+                axes: n.ints("axes").unwrap_or_else(|| vec![0, 2, 3]),
+            };
             one(imp.add1(r, name, op, vec![Some(imp.req(n, 0)?)])?)
         }
         "Softmax" | "LogSoftmax" | "Hardmax" => softmax(imp, r, n),
@@ -77,18 +113,37 @@ fn only_first(imp: &Importer, n: &N) -> Result<(), FrontendError> {
 
 fn usizes(n: &N, k: &str, v: Vec<i64>) -> Result<Vec<usize>, FrontendError> {
     v.iter()
-        .map(|&x| if x < 0 { Err(n.bad(format!("{k} has a negative entry {x}"))) } else { Ok(x as usize) })
+        .map(|&x| {
+            if x < 0 {
+                Err(n.bad(format!("{k} has a negative entry {x}")))
+            } else {
+                Ok(x as usize)
+            }
+        })
         .collect()
 }
 
+/// Strides, dilations and pads.
+type Geometry = (Vec<usize>, Vec<usize>, Vec<usize>);
+
 /// Strides, dilations and explicit pads of a windowed op, with auto_pad resolved
 /// against the input's spatial extents.
-fn geometry(n: &N, spatial: &[Dim], kernel: &[usize]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>), FrontendError> {
+fn geometry(n: &N, spatial: &[Dim], kernel: &[usize]) -> Result<Geometry, FrontendError> {
     let sp = kernel.len();
-    let strides = usizes(n, "strides", n.ints("strides").unwrap_or_else(|| vec![1; sp]))?;
-    let dil = usizes(n, "dilations", n.ints("dilations").unwrap_or_else(|| vec![1; sp]))?;
+    let strides = usizes(
+        n,
+        "strides",
+        n.ints("strides").unwrap_or_else(|| vec![1; sp]),
+    )?;
+    let dil = usizes(
+        n,
+        "dilations",
+        n.ints("dilations").unwrap_or_else(|| vec![1; sp]),
+    )?;
     if strides.len() != sp || dil.len() != sp {
-        return Err(n.bad(format!("strides {strides:?} / dilations {dil:?} do not match {sp} spatial dims")));
+        return Err(n.bad(format!(
+            "strides {strides:?} / dilations {dil:?} do not match {sp} spatial dims"
+        )));
     }
     let pads = match n.s("auto_pad", "NOTSET").as_str() {
         "NOTSET" => usizes(n, "pads", n.ints("pads").unwrap_or_else(|| vec![0; 2 * sp]))?,
@@ -101,9 +156,14 @@ fn geometry(n: &N, spatial: &[Dim], kernel: &[usize]) -> Result<(Vec<usize>, Vec
                 };
                 let s = strides[i].max(1);
                 let out = x.div_ceil(s);
-                let need = ((out.max(1) - 1) * s + (kernel[i].max(1) - 1) * dil[i] + 1).saturating_sub(x);
+                let need =
+                    ((out.max(1) - 1) * s + (kernel[i].max(1) - 1) * dil[i] + 1).saturating_sub(x);
                 let (lo, hi) = (need / 2, need - need / 2);
-                (pads[i], pads[sp + i]) = if m == "SAME_UPPER" { (lo, hi) } else { (hi, lo) };
+                (pads[i], pads[sp + i]) = if m == "SAME_UPPER" {
+                    (lo, hi)
+                } else {
+                    (hi, lo)
+                };
             }
             pads
         }
@@ -123,7 +183,10 @@ fn kernel_of(imp: &Importer, n: &N, w: ValueId) -> Result<Vec<usize>, FrontendEr
     wt.shape
         .iter()
         .skip(2)
-        .map(|d| d.known().ok_or_else(|| n.shape_err(format!("weight shape {wt} has symbolic kernel dims"))))
+        .map(|d| {
+            d.known()
+                .ok_or_else(|| n.shape_err(format!("weight shape {wt} has symbolic kernel dims")))
+        })
         .collect()
 }
 
@@ -136,7 +199,13 @@ fn conv(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let kernel = kernel_of(imp, n, w)?;
     let (strides, dilations, pads) = geometry(n, &spatial(imp, x), &kernel)?;
     let group = n.i("group", 1).max(1) as usize;
-    let op = Op::Conv { kernel, strides, pads, dilations, group };
+    let op = Op::Conv {
+        kernel,
+        strides,
+        pads,
+        dilations,
+        group,
+    };
     one(imp.add1(r, &n.name, op, vec![Some(x), Some(w), b])?)
 }
 
@@ -144,9 +213,21 @@ fn conv_transpose(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let (x, w, b) = (imp.req(n, 0)?, imp.req(n, 1)?, imp.inp(n, 2)?);
     let kernel = kernel_of(imp, n, w)?;
     let sp = kernel.len();
-    let strides = usizes(n, "strides", n.ints("strides").unwrap_or_else(|| vec![1; sp]))?;
-    let dilations = usizes(n, "dilations", n.ints("dilations").unwrap_or_else(|| vec![1; sp]))?;
-    let mut output_padding = usizes(n, "output_padding", n.ints("output_padding").unwrap_or_else(|| vec![0; sp]))?;
+    let strides = usizes(
+        n,
+        "strides",
+        n.ints("strides").unwrap_or_else(|| vec![1; sp]),
+    )?;
+    let dilations = usizes(
+        n,
+        "dilations",
+        n.ints("dilations").unwrap_or_else(|| vec![1; sp]),
+    )?;
+    let mut output_padding = usizes(
+        n,
+        "output_padding",
+        n.ints("output_padding").unwrap_or_else(|| vec![0; sp]),
+    )?;
     if strides.len() != sp || dilations.len() != sp || output_padding.len() != sp {
         return Err(n.bad("strides, dilations or output_padding do not match the kernel rank"));
     }
@@ -175,15 +256,21 @@ fn conv_transpose(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
                 let Some(inp) = xs.get(i).and_then(Dim::known) else {
                     return Err(n.shape_err("output_shape needs known spatial dims"));
                 };
-                let full = (strides[i] * (inp.max(1) - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1) as i64;
+                let full = (strides[i] * (inp.max(1) - 1)
+                    + output_padding[i]
+                    + (kernel[i] - 1) * dilations[i]
+                    + 1) as i64;
                 let total = full - t[i] as i64;
                 if total < 0 {
                     output_padding[i] += (-total) as usize;
                     continue;
                 }
                 let total = total as usize;
-                (pads[i], pads[sp + i]) =
-                    if auto_pad == "SAME_UPPER" { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) };
+                (pads[i], pads[sp + i]) = if auto_pad == "SAME_UPPER" {
+                    (total / 2, total - total / 2)
+                } else {
+                    (total - total / 2, total / 2)
+                };
             }
             pads
         }
@@ -191,21 +278,42 @@ fn conv_transpose(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         None => usizes(n, "pads", n.ints("pads").unwrap_or_else(|| vec![0; 2 * sp]))?,
     };
     let group = n.i("group", 1).max(1) as usize;
-    let op = Op::ConvTranspose { kernel, strides, pads, dilations, group, output_padding };
+    let op = Op::ConvTranspose {
+        kernel,
+        strides,
+        pads,
+        dilations,
+        group,
+        output_padding,
+    };
     one(imp.add1(r, &n.name, op, vec![Some(x), Some(w), b])?)
 }
 
 fn pool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let x = imp.req(n, 0)?;
     only_first(imp, n)?;
-    let kernel = usizes(n, "kernel_shape", n.ints("kernel_shape").ok_or_else(|| n.bad("missing attribute kernel_shape"))?)?;
+    let kernel = usizes(
+        n,
+        "kernel_shape",
+        n.ints("kernel_shape")
+            .ok_or_else(|| n.bad("missing attribute kernel_shape"))?,
+    )?;
     let (strides, dilations, pads) = geometry(n, &spatial(imp, x), &kernel)?;
     let kind = match n.p.op_type.as_str() {
         "MaxPool" => PoolKind::Max,
-        "AveragePool" => PoolKind::Avg { count_include_pad: n.i("count_include_pad", 0) != 0 },
+        "AveragePool" => PoolKind::Avg {
+            count_include_pad: n.i("count_include_pad", 0) != 0,
+        },
         _ => PoolKind::Lp { p: lp_p(n) },
     };
-    let op = Op::Pool { kind, kernel, strides, pads, dilations, ceil_mode: n.i("ceil_mode", 0) != 0 };
+    let op = Op::Pool {
+        kind,
+        kernel,
+        strides,
+        pads,
+        dilations,
+        ceil_mode: n.i("ceil_mode", 0) != 0,
+    };
     one(imp.add1(r, &n.name, op, vec![Some(x)])?)
 }
 
@@ -229,14 +337,16 @@ fn global_pool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         "GlobalAveragePool" => ReduceOp::Mean,
         "GlobalMaxPool" => ReduceOp::Max,
         _ => match lp_p(n) {
-            p if p == 1.0 => ReduceOp::L1,
-            p if p == 2.0 => ReduceOp::L2,
+            1.0 => ReduceOp::L1,
+            2.0 => ReduceOp::L2,
             p => {
                 let kernel = spatial(imp, x)
                     .iter()
                     .map(Dim::known)
                     .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| n.shape_err("GlobalLpPool with p other than 1, 2 needs known spatial dims"))?;
+                    .ok_or_else(|| {
+                        n.shape_err("GlobalLpPool with p other than 1, 2 needs known spatial dims")
+                    })?;
                 let sp = kernel.len();
                 let op = Op::Pool {
                     kind: PoolKind::Lp { p },
@@ -250,7 +360,12 @@ fn global_pool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             }
         },
     };
-    let op = Op::Reduce { op: red, axes: Some(axes), keep_dims: true, noop_with_empty_axes: false };
+    let op = Op::Reduce {
+        op: red,
+        axes: Some(axes),
+        keep_dims: true,
+        noop_with_empty_axes: false,
+    };
     one(imp.add1(r, &n.name, op, vec![Some(x)])?)
 }
 
@@ -269,20 +384,43 @@ fn gemm(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     }
     let dtype = imp.ty(a).dtype;
     let last_mm = c.is_none() && alpha == 1.0;
-    let nm = if last_mm { n.name.clone() } else { imp.fresh(&format!("{}/matmul", n.name)) };
+    let nm = if last_mm {
+        n.name.clone()
+    } else {
+        imp.fresh(&format!("{}/matmul", n.name))
+    };
     let mut y = imp.add1(r, &nm, Op::MatMul, vec![Some(a), Some(b)])?;
     if alpha != 1.0 {
         let k = imp.scalar(dtype, alpha as f64);
-        let nm = if c.is_none() { n.name.clone() } else { imp.fresh(&format!("{}/alpha", n.name)) };
-        y = imp.add1(r, &nm, Op::Binary { op: BinaryOp::Mul }, vec![Some(y), Some(k)])?;
+        let nm = if c.is_none() {
+            n.name.clone()
+        } else {
+            imp.fresh(&format!("{}/alpha", n.name))
+        };
+        y = imp.add1(
+            r,
+            &nm,
+            Op::Binary { op: BinaryOp::Mul },
+            vec![Some(y), Some(k)],
+        )?;
     }
     if let Some(mut c) = c {
         if beta != 1.0 {
             let k = imp.scalar(dtype, beta as f64);
             let nm = imp.fresh(&format!("{}/beta", n.name));
-            c = imp.add1(r, &nm, Op::Binary { op: BinaryOp::Mul }, vec![Some(c), Some(k)])?;
+            c = imp.add1(
+                r,
+                &nm,
+                Op::Binary { op: BinaryOp::Mul },
+                vec![Some(c), Some(k)],
+            )?;
         }
-        y = imp.add1(r, &n.name, Op::Binary { op: BinaryOp::Add }, vec![Some(y), Some(c)])?;
+        y = imp.add1(
+            r,
+            &n.name,
+            Op::Binary { op: BinaryOp::Add },
+            vec![Some(y), Some(c)],
+        )?;
     }
     one(y)
 }
@@ -296,20 +434,49 @@ fn group_norm(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     }
     let g = g as usize;
     if imp.opset < 21 {
-        let c = imp.ty(x).shape.get(1).and_then(Dim::known).ok_or_else(|| n.shape_err("channel dim must be known"))?;
+        let c = imp
+            .ty(x)
+            .shape
+            .get(1)
+            .and_then(Dim::known)
+            .ok_or_else(|| n.shape_err("channel dim must be known"))?;
         if c % g != 0 {
             return Err(n.shape_err(format!("{c} channels do not divide into {g} groups")));
         }
         if c != g {
             for v in [&mut scale, &mut bias] {
                 let nm = imp.fresh(&n.name);
-                let s = imp.add1(r, &nm, Op::Reshape { shape: Some(vec![Dim::Known(g), Dim::Known(1)]) }, vec![Some(*v)])?;
-                let e = imp.add1(r, &nm, Op::Expand { shape: Some(vec![g as i64, (c / g) as i64]) }, vec![Some(s)])?;
-                *v = imp.add1(r, &nm, Op::Reshape { shape: Some(vec![Dim::Known(c)]) }, vec![Some(e)])?;
+                let s = imp.add1(
+                    r,
+                    &nm,
+                    Op::Reshape {
+                        shape: Some(vec![Dim::Known(g), Dim::Known(1)]),
+                    },
+                    vec![Some(*v)],
+                )?;
+                let e = imp.add1(
+                    r,
+                    &nm,
+                    Op::Expand {
+                        shape: Some(vec![g as i64, (c / g) as i64]),
+                    },
+                    vec![Some(s)],
+                )?;
+                *v = imp.add1(
+                    r,
+                    &nm,
+                    Op::Reshape {
+                        shape: Some(vec![Dim::Known(c)]),
+                    },
+                    vec![Some(e)],
+                )?;
             }
         }
     }
-    let op = Op::GroupNorm { num_groups: g, epsilon: n.f("epsilon", 1e-5) };
+    let op = Op::GroupNorm {
+        num_groups: g,
+        epsilon: n.f("epsilon", 1e-5),
+    };
     one(imp.add1(r, &n.name, op, vec![Some(x), Some(scale), Some(bias)])?)
 }
 
@@ -336,8 +503,20 @@ fn softmax(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         return Err(n.shape_err("cannot flatten the input to 2-D with several symbolic dims"));
     };
     let nm = imp.fresh(&n.name);
-    let flat = imp.add1(r, &nm, Op::Reshape { shape: Some(vec![p, q]) }, vec![Some(x)])?;
+    let flat = imp.add1(
+        r,
+        &nm,
+        Op::Reshape {
+            shape: Some(vec![p, q]),
+        },
+        vec![Some(x)],
+    )?;
     let nm = imp.fresh(&n.name);
     let y = imp.add1(r, &nm, mk(1), vec![Some(flat)])?;
-    one(imp.add1(r, &n.name, Op::Reshape { shape: Some(shape) }, vec![Some(y)])?)
+    one(imp.add1(
+        r,
+        &n.name,
+        Op::Reshape { shape: Some(shape) },
+        vec![Some(y)],
+    )?)
 }

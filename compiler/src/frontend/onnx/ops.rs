@@ -2,29 +2,157 @@
 //! reductions and data movement. Convolution, pooling, normalisation and
 //! softmax live in `nn`, control flow in `control`, recurrent cells in `rnn`.
 
-use super::{nn, rnn, Importer, N};
+use super::{data, nn, rnn, Importer, N};
 use crate::frontend::FrontendError;
-use kiln_ir::graph::{BinaryOp, CoordTransform, NearestMode, PadMode, ReduceOp, ResizeMode, ScalarValue, ScatterReduction, SliceAxis, UnaryOp};
-use kiln_ir::{DType, Dim, Op, Region, Tensor, ValueId};
+use kiln_ir::graph::{BinaryOp, ReduceOp, ScalarValue, ScatterReduction, SliceAxis, UnaryOp};
+use kiln_ir::{DType, Op, Region, Tensor, ValueId};
 
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
 
 const ONNX_OPS: &[&str] = &[
-    "Abs", "Acos", "Acosh", "Add", "And", "ArgMax", "ArgMin", "Asin", "Asinh", "Atan", "Atanh", "AveragePool",
-    "BatchNormalization", "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Cast", "CastLike",
-    "Ceil", "Celu", "Clip", "Compress", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose", "Cos",
-    "Cosh", "CumSum", "DepthToSpace", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp", "Expand", "EyeLike",
-    "Flatten", "Floor", "GRU", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool",
-    "GlobalLpPool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "GroupNormalization", "HardSigmoid", "HardSwish",
-    "Hardmax", "Identity", "If", "InstanceNormalization", "IsInf", "IsNaN", "LRN", "LSTM", "LayerNormalization",
-    "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "Loop", "LpNormalization", "LpPool", "MatMul", "Max",
-    "MaxPool", "Mean", "MeanVarianceNormalization", "Min", "Mish", "Mod", "Mul", "Neg", "NonZero", "Not", "OneHot",
-    "Or", "PRelu", "Pad", "Pow", "RNN", "Range", "Reciprocal", "ReduceL1", "ReduceL2", "ReduceLogSum",
-    "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare", "Relu",
-    "Reshape", "Resize", "ReverseSequence", "Round", "Scan", "Scatter", "ScatterElements", "ScatterND", "Selu",
-    "Shape", "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Size", "Slice", "Softmax", "Softplus", "Softsign",
-    "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tan", "Tanh", "ThresholdedRelu", "Tile", "TopK",
-    "Transpose", "Trilu", "Unsqueeze", "Upsample", "Where", "Xor",
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "AveragePool",
+    "BatchNormalization",
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Compress",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Cos",
+    "Cosh",
+    "CumSum",
+    "DepthToSpace",
+    "Div",
+    "Dropout",
+    "Einsum",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "EyeLike",
+    "Flatten",
+    "Floor",
+    "GRU",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "Greater",
+    "GreaterOrEqual",
+    "GroupNormalization",
+    "HardSigmoid",
+    "HardSwish",
+    "Hardmax",
+    "Identity",
+    "If",
+    "InstanceNormalization",
+    "IsInf",
+    "IsNaN",
+    "LRN",
+    "LSTM",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "LogSoftmax",
+    "Loop",
+    "LpNormalization",
+    "LpPool",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Mean",
+    "MeanVarianceNormalization",
+    "Min",
+    "Mish",
+    "Mod",
+    "Mul",
+    "Neg",
+    "NonZero",
+    "Not",
+    "OneHot",
+    "Or",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "RNN",
+    "Range",
+    "Reciprocal",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "ReverseSequence",
+    "Round",
+    "Scan",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "Selu",
+    "Shape",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Size",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Softsign",
+    "SpaceToDepth",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Tile",
+    "TopK",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
+    "Upsample",
+    "Where",
+    "Xor",
 ];
 
 /// Whether kiln's op set can express this node. `ai.onnx.ml` is accepted as
@@ -136,13 +264,30 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     }
     let param_unary = |u: UnaryOp| -> Op { Op::Unary { op: u } };
     let op = match t {
-        "LeakyRelu" => param_unary(UnaryOp::LeakyRelu { alpha: n.f("alpha", 0.01) }),
-        "Elu" => param_unary(UnaryOp::Elu { alpha: n.f("alpha", 1.0) }),
-        "Selu" => param_unary(UnaryOp::Selu { alpha: n.f("alpha", 1.673_263_2), gamma: n.f("gamma", 1.050_701) }),
-        "Celu" => param_unary(UnaryOp::Celu { alpha: n.f("alpha", 1.0) }),
-        "HardSigmoid" => param_unary(UnaryOp::HardSigmoid { alpha: n.f("alpha", 0.2), beta: n.f("beta", 0.5) }),
-        "ThresholdedRelu" => param_unary(UnaryOp::ThresholdedRelu { alpha: n.f("alpha", 1.0) }),
-        "Shrink" => param_unary(UnaryOp::Shrink { bias: n.f("bias", 0.0), lambd: n.f("lambd", 0.5) }),
+        "LeakyRelu" => param_unary(UnaryOp::LeakyRelu {
+            alpha: n.f("alpha", 0.01),
+        }),
+        "Elu" => param_unary(UnaryOp::Elu {
+            alpha: n.f("alpha", 1.0),
+        }),
+        "Selu" => param_unary(UnaryOp::Selu {
+            alpha: n.f("alpha", 1.673_263_2),
+            gamma: n.f("gamma", 1.050_701),
+        }),
+        "Celu" => param_unary(UnaryOp::Celu {
+            alpha: n.f("alpha", 1.0),
+        }),
+        "HardSigmoid" => param_unary(UnaryOp::HardSigmoid {
+            alpha: n.f("alpha", 0.2),
+            beta: n.f("beta", 0.5),
+        }),
+        "ThresholdedRelu" => param_unary(UnaryOp::ThresholdedRelu {
+            alpha: n.f("alpha", 1.0),
+        }),
+        "Shrink" => param_unary(UnaryOp::Shrink {
+            bias: n.f("bias", 0.0),
+            lambd: n.f("lambd", 0.5),
+        }),
         "IsInf" => param_unary(UnaryOp::IsInf {
             detect_positive: n.i("detect_positive", 1) != 0,
             detect_negative: n.i("detect_negative", 1) != 0,
@@ -165,16 +310,28 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let opset = imp.opset;
     let simple = |op: Op| -> Op { op };
     let op = match t {
-        "Mod" => Op::Binary { op: if n.i("fmod", 0) != 0 { BinaryOp::Fmod } else { BinaryOp::Mod } },
+        "Mod" => Op::Binary {
+            op: if n.i("fmod", 0) != 0 {
+                BinaryOp::Fmod
+            } else {
+                BinaryOp::Mod
+            },
+        },
         "BitShift" => match n.s("direction", "").as_str() {
-            "LEFT" => Op::Binary { op: BinaryOp::BitShiftLeft },
-            "RIGHT" => Op::Binary { op: BinaryOp::BitShiftRight },
+            "LEFT" => Op::Binary {
+                op: BinaryOp::BitShiftLeft,
+            },
+            "RIGHT" => Op::Binary {
+                op: BinaryOp::BitShiftRight,
+            },
             d => return Err(n.bad(format!("direction '{d}' is not LEFT or RIGHT"))),
         },
         "Sum" | "Max" | "Min" | "Mean" => return variadic(imp, r, n, &ins),
         "Clip" => return clip(imp, r, n),
         "Where" => Op::Select,
-        "Cast" => Op::Cast { to: super::tensor::dtype_of(n.i("to", 0) as i32, &n.name)? },
+        "Cast" => Op::Cast {
+            to: super::tensor::dtype_of(n.i("to", 0) as i32, &n.name)?,
+        },
         "CastLike" => {
             let to = imp.ty(imp.req(n, 1)?).dtype;
             let x = imp.req(n, 0)?;
@@ -200,22 +357,38 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             keep_dims: n.i("keepdims", 1) != 0,
             select_last_index: n.i("select_last_index", 0) != 0,
         },
-        "CumSum" => Op::CumSum { axis: None, exclusive: n.i("exclusive", 0) != 0, reverse: n.i("reverse", 0) != 0 },
+        "CumSum" => Op::CumSum {
+            axis: None,
+            exclusive: n.i("exclusive", 0) != 0,
+            reverse: n.i("reverse", 0) != 0,
+        },
         "MatMul" => Op::MatMul,
-        "Einsum" => Op::Einsum { equation: n.s("equation", "") },
+        "Einsum" => Op::Einsum {
+            equation: n.s("equation", ""),
+        },
         "Reshape" => {
             let x = imp.req(n, 0)?;
             let s = imp.req(n, 1)?;
             if n.i("allowzero", 0) != 0 {
                 if let Some(c) = imp.konst(s).cloned() {
-                    let dims = kiln_ir::infer::specialize::resolve_reshape(&imp.ty(x).shape, &c.to_i64_vec(), true)
-                        .map_err(|e| n.shape_err(e.msg))?;
-                    return one(imp.add1(r, name, Op::Reshape { shape: Some(dims) }, vec![Some(x)])?);
+                    let dims = kiln_ir::infer::specialize::resolve_reshape(
+                        &imp.ty(x).shape,
+                        &c.to_i64_vec(),
+                        true,
+                    )
+                    .map_err(|e| n.shape_err(e.msg))?;
+                    return one(imp.add1(
+                        r,
+                        name,
+                        Op::Reshape { shape: Some(dims) },
+                        vec![Some(x)],
+                    )?);
                 }
+                return Err(n.bad("allowzero = 1 needs a constant shape"));
             }
             return one(imp.add1(r, name, Op::Reshape { shape: None }, vec![Some(x), Some(s)])?);
         }
-        "Flatten" | "Squeeze" | "Unsqueeze" => return reshape_like(imp, r, n),
+        "Flatten" | "Squeeze" | "Unsqueeze" => return data::reshape_like(imp, r, n),
         "Transpose" => {
             let x = imp.req(n, 0)?;
             let rank = imp.ty(x).rank();
@@ -228,40 +401,84 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             };
             return one(imp.add1(r, name, Op::Transpose { perm }, vec![Some(x)])?);
         }
-        "Concat" => Op::Concat { axis: n.attr("axis").map(|a| a.i).ok_or_else(|| n.bad("missing attribute axis"))? },
-        "Split" => return split(imp, r, n),
+        "Concat" => Op::Concat {
+            axis: n
+                .attr("axis")
+                .map(|a| a.i)
+                .ok_or_else(|| n.bad("missing attribute axis"))?,
+        },
+        "Split" => return data::split(imp, r, n),
         "Slice" => {
             if opset < 10 {
-                let starts = n.ints("starts").ok_or_else(|| n.bad("missing attribute starts"))?;
-                let ends = n.ints("ends").ok_or_else(|| n.bad("missing attribute ends"))?;
-                let axes = n.ints("axes").unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let starts = n
+                    .ints("starts")
+                    .ok_or_else(|| n.bad("missing attribute starts"))?;
+                let ends = n
+                    .ints("ends")
+                    .ok_or_else(|| n.bad("missing attribute ends"))?;
+                let axes = n
+                    .ints("axes")
+                    .unwrap_or_else(|| (0..starts.len() as i64).collect());
                 if ends.len() != starts.len() || axes.len() != starts.len() {
                     return Err(n.bad("starts, ends and axes differ in length"));
                 }
                 let spec = (0..starts.len())
-                    .map(|i| SliceAxis { axis: axes[i], start: starts[i], end: ends[i], step: 1 })
+                    .map(|i| SliceAxis {
+                        axis: axes[i],
+                        start: starts[i],
+                        end: ends[i],
+                        step: 1,
+                    })
                     .collect();
-                return one(imp.add1(r, name, Op::Slice { axes: Some(spec) }, vec![Some(imp.req(n, 0)?)])?);
+                return one(imp.add1(
+                    r,
+                    name,
+                    Op::Slice { axes: Some(spec) },
+                    vec![Some(imp.req(n, 0)?)],
+                )?);
             }
             Op::Slice { axes: None }
         }
-        "Gather" => Op::Gather { axis: n.i("axis", 0) },
-        "GatherElements" => Op::GatherElements { axis: n.i("axis", 0) },
-        "GatherND" => Op::GatherNd { batch_dims: n.i("batch_dims", 0).max(0) as usize },
-        "Scatter" | "ScatterElements" => Op::ScatterElements { axis: n.i("axis", 0), reduction: scatter_red(n)? },
-        "ScatterND" => Op::ScatterNd { reduction: scatter_red(n)? },
-        "Pad" => return pad(imp, r, n),
+        "Gather" => Op::Gather {
+            axis: n.i("axis", 0),
+        },
+        "GatherElements" => Op::GatherElements {
+            axis: n.i("axis", 0),
+        },
+        "GatherND" => Op::GatherNd {
+            batch_dims: n.i("batch_dims", 0).max(0) as usize,
+        },
+        "Scatter" | "ScatterElements" => Op::ScatterElements {
+            axis: n.i("axis", 0),
+            reduction: scatter_red(n)?,
+        },
+        "ScatterND" => Op::ScatterNd {
+            reduction: scatter_red(n)?,
+        },
+        "Pad" => return data::pad(imp, r, n),
         "Expand" => Op::Expand { shape: None },
         "Tile" => Op::Tile { repeats: None },
-        "DepthToSpace" => Op::DepthToSpace { block: block(n)?, crd: n.s("mode", "DCR") == "CRD" },
+        "DepthToSpace" => Op::DepthToSpace {
+            block: block(n)?,
+            crd: n.s("mode", "DCR") == "CRD",
+        },
         "SpaceToDepth" => Op::SpaceToDepth { block: block(n)? },
-        "Trilu" => Op::Trilu { upper: n.i("upper", 1) != 0, k: None },
-        "Resize" | "Upsample" => return resize(imp, r, n),
-        "ReverseSequence" => {
-            Op::ReverseSequence { batch_axis: n.i("batch_axis", 1).max(0) as usize, time_axis: n.i("time_axis", 0).max(0) as usize }
-        }
-        "Compress" => Op::Compress { axis: n.attr("axis").map(|a| a.i) },
-        "Shape" => Op::Shape { start: n.i("start", 0), end: n.attr("end").map(|a| a.i) },
+        "Trilu" => Op::Trilu {
+            upper: n.i("upper", 1) != 0,
+            k: None,
+        },
+        "Resize" | "Upsample" => return data::resize(imp, r, n),
+        "ReverseSequence" => Op::ReverseSequence {
+            batch_axis: n.i("batch_axis", 1).max(0) as usize,
+            time_axis: n.i("time_axis", 0).max(0) as usize,
+        },
+        "Compress" => Op::Compress {
+            axis: n.attr("axis").map(|a| a.i),
+        },
+        "Shape" => Op::Shape {
+            start: n.i("start", 0),
+            end: n.attr("end").map(|a| a.i),
+        },
         "Size" => Op::Size,
         "ConstantOfShape" => {
             let value = match n.attr("value").and_then(|a| a.t.as_ref()) {
@@ -270,26 +487,64 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
                     if tv.len() != 1 {
                         return Err(n.bad("value must hold exactly one element"));
                     }
-                    ScalarValue { dtype: tv.dtype(), value: tv.data.get_f64(0) }
+                    ScalarValue {
+                        dtype: tv.dtype(),
+                        value: tv.data.get_f64(0),
+                    }
                 }
-                None => ScalarValue { dtype: DType::F32, value: 0.0 },
+                None => ScalarValue {
+                    dtype: DType::F32,
+                    value: 0.0,
+                },
             };
             Op::ConstantOfShape { shape: None, value }
         }
         "Range" => Op::Range,
         "NonZero" => Op::NonZero,
         "TopK" => {
-            let (axis, largest, sorted) = (n.i("axis", -1), n.i("largest", 1) != 0, n.i("sorted", 1) != 0);
+            let (axis, largest, sorted) = (
+                n.i("axis", -1),
+                n.i("largest", 1) != 0,
+                n.i("sorted", 1) != 0,
+            );
             let x = imp.req(n, 0)?;
             let outs = if opset < 10 {
-                let k = n.attr("k").map(|a| a.i).ok_or_else(|| n.bad("missing attribute k"))?;
-                imp.add(r, name, Op::TopK { axis, largest, sorted, k: Some(k.max(0) as usize) }, vec![Some(x)], 2)?
+                let k = n
+                    .attr("k")
+                    .map(|a| a.i)
+                    .ok_or_else(|| n.bad("missing attribute k"))?;
+                imp.add(
+                    r,
+                    name,
+                    Op::TopK {
+                        axis,
+                        largest,
+                        sorted,
+                        k: Some(k.max(0) as usize),
+                    },
+                    vec![Some(x)],
+                    2,
+                )?
             } else {
-                imp.add(r, name, Op::TopK { axis, largest, sorted, k: None }, vec![Some(x), Some(imp.req(n, 1)?)], 2)?
+                imp.add(
+                    r,
+                    name,
+                    Op::TopK {
+                        axis,
+                        largest,
+                        sorted,
+                        k: None,
+                    },
+                    vec![Some(x), Some(imp.req(n, 1)?)],
+                    2,
+                )?
             };
             return Ok(outs.into_iter().map(Some).collect());
         }
-        "OneHot" => Op::OneHot { axis: n.i("axis", -1), depth: None },
+        "OneHot" => Op::OneHot {
+            axis: n.i("axis", -1),
+            depth: None,
+        },
         "EyeLike" => Op::EyeLike {
             k: n.i("k", 0),
             dtype: match n.attr("dtype") {
@@ -331,10 +586,26 @@ fn convert_reduce(imp: &mut Importer, r: &mut Region, n: &N, red: ReduceOp) -> O
     let axes_as_input = imp.opset >= 18 || (red == ReduceOp::Sum && imp.opset >= 13);
     let x = imp.req(n, 0)?;
     let (op, ins) = if axes_as_input {
-        (Op::Reduce { op: red, axes: None, keep_dims, noop_with_empty_axes: noop }, vec![Some(x), imp.inp(n, 1)?])
+        (
+            Op::Reduce {
+                op: red,
+                axes: None,
+                keep_dims,
+                noop_with_empty_axes: noop,
+            },
+            vec![Some(x), imp.inp(n, 1)?],
+        )
     } else {
         let axes = n.ints("axes").unwrap_or_default();
-        (Op::Reduce { op: red, axes: Some(axes), keep_dims, noop_with_empty_axes: false }, vec![Some(x)])
+        (
+            Op::Reduce {
+                op: red,
+                axes: Some(axes),
+                keep_dims,
+                noop_with_empty_axes: false,
+            },
+            vec![Some(x)],
+        )
     };
     one(imp.add1(r, &n.name, op, ins)?)
 }
@@ -342,7 +613,9 @@ fn convert_reduce(imp: &mut Importer, r: &mut Region, n: &N, red: ReduceOp) -> O
 /// Sum, Mean, Max, Min over any number of inputs: a chain of binary ops.
 fn variadic(imp: &mut Importer, r: &mut Region, n: &N, ins: &[Option<ValueId>]) -> Outs {
     let ins: Vec<ValueId> = ins.iter().flatten().copied().collect();
-    let Some((&first, rest)) = ins.split_first() else { return Err(n.bad("needs at least one input")) };
+    let Some((&first, rest)) = ins.split_first() else {
+        return Err(n.bad("needs at least one input"));
+    };
     let bop = match n.p.op_type.as_str() {
         "Max" => BinaryOp::Max,
         "Min" => BinaryOp::Min,
@@ -351,12 +624,21 @@ fn variadic(imp: &mut Importer, r: &mut Region, n: &N, ins: &[Option<ValueId>]) 
     let mut acc = first;
     let last = rest.len();
     for (i, &v) in rest.iter().enumerate() {
-        let nm = if i + 1 == last && n.p.op_type != "Mean" { n.name.clone() } else { imp.fresh(&n.name) };
+        let nm = if i + 1 == last && n.p.op_type != "Mean" {
+            n.name.clone()
+        } else {
+            imp.fresh(&n.name)
+        };
         acc = imp.add1(r, &nm, Op::Binary { op: bop }, vec![Some(acc), Some(v)])?;
     }
     if n.p.op_type == "Mean" && ins.len() > 1 {
         let c = imp.scalar(imp.ty(acc).dtype, ins.len() as f64);
-        acc = imp.add1(r, &n.name, Op::Binary { op: BinaryOp::Div }, vec![Some(acc), Some(c)])?;
+        acc = imp.add1(
+            r,
+            &n.name,
+            Op::Binary { op: BinaryOp::Div },
+            vec![Some(acc), Some(c)],
+        )?;
     }
     one(acc)
 }
@@ -367,23 +649,43 @@ fn clip(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let (lo, hi) = if imp.opset < 11 {
         let lo = n.attr("min").map(|a| a.f);
         let hi = n.attr("max").map(|a| a.f);
-        (lo.map(|v| imp.scalar(dtype, v as f64)), hi.map(|v| imp.scalar(dtype, v as f64)))
+        (
+            lo.map(|v| imp.scalar(dtype, v as f64)),
+            hi.map(|v| imp.scalar(dtype, v as f64)),
+        )
     } else {
         (imp.inp(n, 1)?, imp.inp(n, 2)?)
     };
     let mut y = x;
     if let Some(lo) = lo {
-        let nm = if hi.is_some() { imp.fresh(&n.name) } else { n.name.clone() };
-        y = imp.add1(r, &nm, Op::Binary { op: BinaryOp::Max }, vec![Some(y), Some(lo)])?;
+        let nm = if hi.is_some() {
+            imp.fresh(&n.name)
+        } else {
+            n.name.clone()
+        };
+        y = imp.add1(
+            r,
+            &nm,
+            Op::Binary { op: BinaryOp::Max },
+            vec![Some(y), Some(lo)],
+        )?;
     }
     if let Some(hi) = hi {
-        y = imp.add1(r, &n.name, Op::Binary { op: BinaryOp::Min }, vec![Some(y), Some(hi)])?;
+        y = imp.add1(
+            r,
+            &n.name,
+            Op::Binary { op: BinaryOp::Min },
+            vec![Some(y), Some(hi)],
+        )?;
     }
     one(y)
 }
 
 fn constant(imp: &mut Importer, n: &N) -> Result<ValueId, FrontendError> {
-    let a = n.p.attribute.first().ok_or_else(|| n.bad("Constant has no value attribute"))?;
+    let a =
+        n.p.attribute
+            .first()
+            .ok_or_else(|| n.bad("Constant has no value attribute"))?;
     let t = match a.name.as_str() {
         "value" => {
             let tp = a.t.as_ref().ok_or_else(|| n.bad("value holds no tensor"))?;
@@ -394,198 +696,11 @@ fn constant(imp: &mut Importer, n: &N) -> Result<ValueId, FrontendError> {
         "value_floats" => Tensor::from_f32(vec![a.floats.len()], a.floats.clone()),
         "value_int" => Tensor::from_i64(vec![], vec![a.i]),
         "value_ints" => Tensor::from_i64(vec![a.ints.len()], a.ints.clone()),
-        o => return Err(n.bad(format!("attribute '{o}' (strings and sparse tensors) is not supported"))),
+        o => {
+            return Err(n.bad(format!(
+                "attribute '{o}' (strings and sparse tensors) is not supported"
+            )))
+        }
     };
     Ok(imp.add_const(&n.name, t))
-}
-
-/// The product of some dims as one dim: known, or a single symbol times 1.
-pub(crate) fn dim_product(d: &[Dim]) -> Option<Dim> {
-    let known: usize = d.iter().filter_map(Dim::known).product();
-    let syms: Vec<&Dim> = d.iter().filter(|x| x.known().is_none()).collect();
-    match syms.as_slice() {
-        [] => Some(Dim::Known(known)),
-        [s] if known == 1 => Some((*s).clone()),
-        _ => None,
-    }
-}
-
-/// Flatten, Squeeze and Unsqueeze are reshapes whose target the frontend computes.
-fn reshape_like(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
-    let x = imp.req(n, 0)?;
-    let shape = imp.ty(x).shape.clone();
-    let rank = shape.len();
-    let axes_arg = |imp: &Importer| -> Result<Option<Vec<i64>>, FrontendError> {
-        if imp.opset < 13 {
-            return Ok(n.ints("axes"));
-        }
-        match imp.inp(n, 1)? {
-            None => Ok(None),
-            Some(v) => match imp.konst(v) {
-                Some(c) => Ok(Some(c.to_i64_vec())),
-                None => Err(n.bad("axes must be a constant")),
-            },
-        }
-    };
-    let target: Vec<Dim> = match n.p.op_type.as_str() {
-        "Flatten" => {
-            let axis = n.i("axis", 1);
-            let a = if axis < 0 { axis + rank as i64 } else { axis };
-            if a < 0 || a > rank as i64 {
-                return Err(n.bad(format!("axis {axis} out of range for rank {rank}")));
-            }
-            let (p, q) = shape.split_at(a as usize);
-            match (dim_product(p), dim_product(q)) {
-                (Some(p), Some(q)) => vec![p, q],
-                _ => return Err(n.shape_err(format!("cannot flatten {} with more than one symbolic dim per side", fmt(&shape)))),
-            }
-        }
-        "Squeeze" => match axes_arg(imp)? {
-            None => shape.iter().filter(|d| **d != Dim::Known(1)).cloned().collect(),
-            Some(axes) => {
-                let axes = norm_axes(n, &axes, rank)?;
-                for &a in &axes {
-                    if let Dim::Known(k) = shape[a] {
-                        if k != 1 {
-                            return Err(n.shape_err(format!("cannot squeeze axis {a} of extent {k}")));
-                        }
-                    }
-                }
-                shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect()
-            }
-        },
-        _ => {
-            let axes = axes_arg(imp)?.ok_or_else(|| n.bad("missing axes"))?;
-            let out_rank = rank + axes.len();
-            let axes = norm_axes(n, &axes, out_rank)?;
-            let mut it = shape.iter();
-            (0..out_rank)
-                .map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().cloned().unwrap_or(Dim::Known(1)) })
-                .collect()
-        }
-    };
-    one(imp.add1(r, &n.name, Op::Reshape { shape: Some(target) }, vec![Some(x)])?)
-}
-
-fn fmt(d: &[Dim]) -> String {
-    kiln_ir::infer::fmt_dims(d)
-}
-
-fn norm_axes(n: &N, axes: &[i64], rank: usize) -> Result<Vec<usize>, FrontendError> {
-    axes.iter().map(|&a| kiln_ir::infer::norm_axis(a, rank).map_err(|e| n.bad(e.msg))).collect()
-}
-
-fn split(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
-    let x = imp.req(n, 0)?;
-    let axis = n.i("axis", 0);
-    let k = n.n_out();
-    let sizes: Option<Vec<i64>> = if imp.opset < 13 {
-        n.ints("split")
-    } else {
-        match imp.inp(n, 1)? {
-            Some(v) => match imp.konst(v) {
-                Some(c) => Some(c.to_i64_vec()),
-                None => {
-                    let outs = imp.add(r, &n.name, Op::Split { axis, sizes: None }, vec![Some(x), Some(v)], k)?;
-                    return Ok(outs.into_iter().map(Some).collect());
-                }
-            },
-            None => None,
-        }
-    };
-    let sizes: Vec<usize> = match sizes {
-        Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
-        None => {
-            let rank = imp.ty(x).rank();
-            let a = kiln_ir::infer::norm_axis(axis, rank).map_err(|e| n.bad(e.msg))?;
-            let Some(total) = imp.ty(x).shape[a].known() else {
-                return Err(n.shape_err("equal split of a symbolic axis"));
-            };
-            let parts = if imp.opset >= 18 { n.i("num_outputs", k as i64).max(1) as usize } else { k.max(1) };
-            // Opset 18: the last chunk may be smaller.
-            let chunk = total.div_ceil(parts);
-            (0..parts).map(|i| chunk.min(total.saturating_sub(i * chunk))).collect()
-        }
-    };
-    let outs = imp.add(r, &n.name, Op::Split { axis, sizes: Some(sizes) }, vec![Some(x)], k)?;
-    Ok(outs.into_iter().map(Some).collect())
-}
-
-fn pad(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
-    let mode = match n.s("mode", "constant").as_str() {
-        "constant" => PadMode::Constant,
-        "reflect" => PadMode::Reflect,
-        "edge" => PadMode::Edge,
-        "wrap" => PadMode::Wrap,
-        o => return Err(n.bad(format!("unknown mode '{o}'"))),
-    };
-    let x = imp.req(n, 0)?;
-    if imp.opset < 11 {
-        let pads = n.ints("pads").or_else(|| n.ints("paddings")).ok_or_else(|| n.bad("missing attribute pads"))?;
-        let value = n.f("value", 0.0) as f64;
-        return one(imp.add1(r, &n.name, Op::Pad { mode, pads: Some(pads), value }, vec![Some(x)])?);
-    }
-    let ins = vec![Some(x), Some(imp.req(n, 1)?), imp.inp(n, 2)?, imp.inp(n, 3)?];
-    one(imp.add1(r, &n.name, Op::Pad { mode, pads: None, value: 0.0 }, ins)?)
-}
-
-fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
-    let legacy = n.p.op_type == "Upsample" || imp.opset < 11;
-    let mode = match n.s("mode", "nearest").as_str() {
-        "nearest" => ResizeMode::Nearest,
-        "linear" | "bilinear" => ResizeMode::Linear,
-        "cubic" => ResizeMode::Cubic,
-        o => return Err(n.bad(format!("unknown mode '{o}'"))),
-    };
-    let coord = if legacy {
-        CoordTransform::Asymmetric
-    } else {
-        match n.s("coordinate_transformation_mode", "half_pixel").as_str() {
-            "half_pixel" => CoordTransform::HalfPixel,
-            "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
-            "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
-            "align_corners" => CoordTransform::AlignCorners,
-            "asymmetric" => CoordTransform::Asymmetric,
-            "tf_crop_and_resize" => CoordTransform::TfCropAndResize,
-            o => return Err(n.bad(format!("unknown coordinate_transformation_mode '{o}'"))),
-        }
-    };
-    let nearest = if legacy {
-        NearestMode::Floor
-    } else {
-        match n.s("nearest_mode", "round_prefer_floor").as_str() {
-            "round_prefer_floor" => NearestMode::RoundPreferFloor,
-            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-            "floor" => NearestMode::Floor,
-            "ceil" => NearestMode::Ceil,
-            o => return Err(n.bad(format!("unknown nearest_mode '{o}'"))),
-        }
-    };
-    if n.attr("axes").is_some() {
-        return Err(n.bad("the axes attribute is not supported"));
-    }
-    if n.s("keep_aspect_ratio_policy", "stretch") != "stretch" {
-        return Err(n.bad("keep_aspect_ratio_policy other than 'stretch' is not supported"));
-    }
-    let x = imp.req(n, 0)?;
-    let mut scales = None;
-    let ins = if n.p.op_type == "Upsample" && imp.opset < 9 {
-        scales = Some(n.floats("scales").ok_or_else(|| n.bad("missing attribute scales"))?);
-        vec![Some(x)]
-    } else if legacy {
-        vec![Some(x), None, Some(imp.req(n, 1)?)]
-    } else {
-        vec![Some(x), imp.inp(n, 1)?, imp.inp(n, 2)?, imp.inp(n, 3)?]
-    };
-    let op = Op::Resize {
-        mode,
-        coord,
-        nearest,
-        cubic_coeff: n.f("cubic_coeff_a", -0.75),
-        exclude_outside: n.i("exclude_outside", 0) != 0,
-        extrapolation_value: n.f("extrapolation_value", 0.0),
-        scales,
-        sizes: None,
-    };
-    one(imp.add1(r, &n.name, op, ins)?)
 }

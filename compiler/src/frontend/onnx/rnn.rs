@@ -34,7 +34,8 @@ struct Ctx<'a, 'n> {
 impl Ctx<'_, '_> {
     fn op(&mut self, op: Op, ins: Vec<ValueId>) -> Res<ValueId> {
         let nm = self.imp.fresh(&self.n.name);
-        self.imp.add1(self.r, &nm, op, ins.into_iter().map(Some).collect())
+        self.imp
+            .add1(self.r, &nm, op, ins.into_iter().map(Some).collect())
     }
     fn bin(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Res<ValueId> {
         self.op(Op::Binary { op }, vec![a, b])
@@ -44,13 +45,25 @@ impl Ctx<'_, '_> {
     }
     /// `x[i]` along axis 0, dropping that axis.
     fn pick(&mut self, x: ValueId, i: usize) -> Res<ValueId> {
-        let idx = self.imp.add_const("idx", Tensor::from_i64(vec![], vec![i as i64]));
+        let idx = self
+            .imp
+            .add_const("idx", Tensor::from_i64(vec![], vec![i as i64]));
         self.op(Op::Gather { axis: 0 }, vec![x, idx])
     }
     /// `x[..., start..end]`.
     fn cols(&mut self, x: ValueId, start: usize, end: usize) -> Res<ValueId> {
-        let s = SliceAxis { axis: -1, start: start as i64, end: end as i64, step: 1 };
-        self.op(Op::Slice { axes: Some(vec![s]) }, vec![x])
+        let s = SliceAxis {
+            axis: -1,
+            start: start as i64,
+            end: end as i64,
+            step: 1,
+        };
+        self.op(
+            Op::Slice {
+                axes: Some(vec![s]),
+            },
+            vec![x],
+        )
     }
     fn transpose(&mut self, x: ValueId, perm: Vec<usize>) -> Res<ValueId> {
         self.op(Op::Transpose { perm }, vec![x])
@@ -83,15 +96,24 @@ impl Ctx<'_, '_> {
             "softplus" => UnaryOp::Softplus,
             "leakyrelu" => UnaryOp::LeakyRelu { alpha: a.alpha },
             "thresholdedrelu" => UnaryOp::ThresholdedRelu { alpha: a.alpha },
-            "hardsigmoid" => UnaryOp::HardSigmoid { alpha: a.alpha, beta: a.beta },
+            "hardsigmoid" => UnaryOp::HardSigmoid {
+                alpha: a.alpha,
+                beta: a.beta,
+            },
             "elu" => UnaryOp::Elu { alpha: a.alpha },
             "affine" => {
-                let (al, be) = (self.imp.scalar(dtype, a.alpha as f64), self.imp.scalar(dtype, a.beta as f64));
+                let (al, be) = (
+                    self.imp.scalar(dtype, a.alpha as f64),
+                    self.imp.scalar(dtype, a.beta as f64),
+                );
                 let y = self.bin(BinaryOp::Mul, x, al)?;
                 return self.bin(BinaryOp::Add, y, be);
             }
             "scaledtanh" => {
-                let (al, be) = (self.imp.scalar(dtype, a.alpha as f64), self.imp.scalar(dtype, a.beta as f64));
+                let (al, be) = (
+                    self.imp.scalar(dtype, a.alpha as f64),
+                    self.imp.scalar(dtype, a.beta as f64),
+                );
                 let y = self.bin(BinaryOp::Mul, x, be)?;
                 let y = self.un(UnaryOp::Tanh, y)?;
                 return self.bin(BinaryOp::Mul, y, al);
@@ -110,12 +132,21 @@ fn activations(n: &N, cell: Cell, dirs: usize) -> Res<Vec<Act>> {
     };
     let names: Vec<String> = match n.strings("activations") {
         Some(v) if !v.is_empty() => v,
-        _ => (0..dirs).flat_map(|_| defaults.iter().map(|s| s.to_string())).collect(),
+        _ => (0..dirs)
+            .flat_map(|_| defaults.iter().map(|s| s.to_string()))
+            .collect(),
     };
     if names.len() != defaults.len() * dirs {
-        return Err(n.bad(format!("{} activations given, {} expected", names.len(), defaults.len() * dirs)));
+        return Err(n.bad(format!(
+            "{} activations given, {} expected",
+            names.len(),
+            defaults.len() * dirs
+        )));
     }
-    let (alphas, betas) = (n.floats("activation_alpha").unwrap_or_default(), n.floats("activation_beta").unwrap_or_default());
+    let (alphas, betas) = (
+        n.floats("activation_alpha").unwrap_or_default(),
+        n.floats("activation_beta").unwrap_or_default(),
+    );
     let (mut ai, mut bi) = (0, 0);
     let mut out = vec![];
     for k in names {
@@ -138,7 +169,11 @@ fn activations(n: &N, cell: Cell, dirs: usize) -> Res<Vec<Act>> {
         };
         let alpha = take(&alphas, &mut ai, da);
         let beta = take(&betas, &mut bi, db);
-        out.push(Act { kind: k, alpha, beta });
+        out.push(Act {
+            kind: k,
+            alpha,
+            beta,
+        });
     }
     Ok(out)
 }
@@ -174,8 +209,16 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
     let (x, w, rw) = (imp.req(n, 0)?, imp.req(n, 1)?, imp.req(n, 2)?);
     let b = imp.inp(n, 3)?;
     let init_h = imp.inp(n, 5)?;
-    let init_c = if cell == Cell::Lstm { imp.inp(n, 6)? } else { None };
-    let peep = if cell == Cell::Lstm { imp.inp(n, 7)? } else { None };
+    let init_c = if cell == Cell::Lstm {
+        imp.inp(n, 6)?
+    } else {
+        None
+    };
+    let peep = if cell == Cell::Lstm {
+        imp.inp(n, 7)?
+    } else {
+        None
+    };
     let dtype = imp.ty(x).dtype;
 
     let mut cx = Ctx { imp, r, n };
@@ -192,9 +235,14 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
         return Err(n.shape_err(format!("X must be 3-D, got {xt}")));
     }
     let Some(seq) = xt.shape[0].known() else {
-        return Err(n.shape_err(format!("the sequence length of X ({xt}) must be static to unroll")));
+        return Err(n.shape_err(format!(
+            "the sequence length of X ({xt}) must be static to unroll"
+        )));
     };
-    let hidden = match (n.attr("hidden_size").map(|a| a.i), cx.imp.ty(rw).shape.get(2).and_then(Dim::known)) {
+    let hidden = match (
+        n.attr("hidden_size").map(|a| a.i),
+        cx.imp.ty(rw).shape.get(2).and_then(Dim::known),
+    ) {
         (Some(h), _) if h > 0 => h as usize,
         (_, Some(h)) => h,
         _ => return Err(n.bad("hidden_size is missing and R's shape is unknown")),
@@ -202,7 +250,9 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
     if let Some(sl) = cx.imp.inp(n, 4)? {
         match cx.imp.konst(sl) {
             Some(t) if t.to_i64_vec().iter().all(|&v| v == seq as i64) => {}
-            _ => return Err(n.bad("sequence_lens other than the full length for every batch entry is not supported")),
+            _ => return Err(n.bad(
+                "sequence_lens other than the full length for every batch entry is not supported",
+            )),
         }
     }
     let h = hidden;
@@ -239,11 +289,22 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
             };
             xw = cx.bin(BinaryOp::Add, xw, bias)?;
         }
-        let (rzr, rh) = if cell == Cell::Gru { (Some(cx.cols(rt, 0, 2 * h)?), Some(cx.cols(rt, 2 * h, 3 * h)?)) } else { (None, None) };
+        let (rzr, rh) = if cell == Cell::Gru {
+            (
+                Some(cx.cols(rt, 0, 2 * h)?),
+                Some(cx.cols(rt, 2 * h, 3 * h)?),
+            )
+        } else {
+            (None, None)
+        };
         let peeps = match peep {
             Some(p) => {
                 let pd = cx.pick(p, d)?;
-                Some((cx.cols(pd, 0, h)?, cx.cols(pd, h, 2 * h)?, cx.cols(pd, 2 * h, 3 * h)?))
+                Some((
+                    cx.cols(pd, 0, h)?,
+                    cx.cols(pd, h, 2 * h)?,
+                    cx.cols(pd, 2 * h, 3 * h)?,
+                ))
             }
             None => None,
         };
@@ -257,7 +318,10 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
             let clipv = |cx: &mut Ctx, v: ValueId| -> Res<ValueId> {
                 match clip {
                     Some(c) => {
-                        let (lo, hi) = (cx.imp.scalar(dtype, -c as f64), cx.imp.scalar(dtype, c as f64));
+                        let (lo, hi) = (
+                            cx.imp.scalar(dtype, -c as f64),
+                            cx.imp.scalar(dtype, c as f64),
+                        );
                         let v = cx.bin(BinaryOp::Max, v, lo)?;
                         cx.bin(BinaryOp::Min, v, hi)
                     }
@@ -274,7 +338,11 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
                     } else {
                         let parts = split_last(&mut cx, g, 4, h)?;
                         let (gi, go, gf, gc) = (parts[0], parts[1], parts[2], parts[3]);
-                        let peep_term = |cx: &mut Ctx, p: Option<ValueId>, c: Option<ValueId>, g: ValueId| -> Res<ValueId> {
+                        let peep_term = |cx: &mut Ctx,
+                                         p: Option<ValueId>,
+                                         c: Option<ValueId>,
+                                         g: ValueId|
+                         -> Res<ValueId> {
                             match (p, c) {
                                 (Some(p), Some(c)) => {
                                     let pc = cx.bin(BinaryOp::Mul, p, c)?;
@@ -348,7 +416,10 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
             hp = Some(hn);
         }
         let hs: Vec<ValueId> = outs.into_iter().flatten().collect();
-        if cx.imp.is_used(n.p.output.first().map(String::as_str).unwrap_or("")) {
+        if cx
+            .imp
+            .is_used(n.p.output.first().map(String::as_str).unwrap_or(""))
+        {
             let mut parts = vec![];
             for &v in &hs {
                 parts.push(cx.unsqueeze(v, 0)?);
@@ -363,9 +434,21 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
             last_c.push(cx.unsqueeze(cv, 0)?);
         }
     }
-    let y = if ys.is_empty() { None } else { Some(cx.concat(ys, 1)?) };
-    let yh = if last_h.len() == dirs { Some(cx.concat(last_h, 0)?) } else { None };
-    let yc = if last_c.len() == dirs && cell == Cell::Lstm { Some(cx.concat(last_c, 0)?) } else { None };
+    let y = if ys.is_empty() {
+        None
+    } else {
+        Some(cx.concat(ys, 1)?)
+    };
+    let yh = if last_h.len() == dirs {
+        Some(cx.concat(last_h, 0)?)
+    } else {
+        None
+    };
+    let yc = if last_c.len() == dirs && cell == Cell::Lstm {
+        Some(cx.concat(last_c, 0)?)
+    } else {
+        None
+    };
     let (y, yh, yc) = if layout == 1 {
         (
             y.map(|v| cx.transpose(v, vec![2, 0, 1, 3])).transpose()?,
@@ -380,5 +463,14 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
 
 fn split_last(cx: &mut Ctx, x: ValueId, k: usize, h: usize) -> Res<Vec<ValueId>> {
     let nm = cx.imp.fresh(&cx.n.name);
-    cx.imp.add(cx.r, &nm, Op::Split { axis: -1, sizes: Some(vec![h; k]) }, vec![Some(x)], k)
+    cx.imp.add(
+        cx.r,
+        &nm,
+        Op::Split {
+            axis: -1,
+            sizes: Some(vec![h; k]),
+        },
+        vec![Some(x)],
+        k,
+    )
 }

@@ -10,7 +10,12 @@ const MODELS: &str = "/work/shared/models";
 
 fn model_paths() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(MODELS)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -25,11 +30,21 @@ fn parse_npy(b: &[u8]) -> Tensor {
         (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
     };
     let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    let descr = header.split("'descr':").nth(1).unwrap().split('\'').nth(1).unwrap();
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .nth(1)
+        .unwrap();
     assert!(!header.contains("'fortran_order': True"));
     let shape_s = header.split("'shape':").nth(1).unwrap();
     let shape_s = &shape_s[shape_s.find('(').unwrap() + 1..shape_s.find(')').unwrap()];
-    let shape: Vec<usize> = shape_s.split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect();
+    let shape: Vec<usize> = shape_s
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
     let dtype = match &descr[1..] {
         "f4" => DType::F32,
         "f8" => DType::F64,
@@ -52,7 +67,9 @@ fn read_npz(path: &Path) -> (Vec<Tensor>, Vec<Tensor>) {
     let mut get = |prefix: &str| {
         let mut v = vec![];
         for i in 0.. {
-            let Ok(mut e) = z.by_name(&format!("{prefix}_{i}.npy")) else { break };
+            let Ok(mut e) = z.by_name(&format!("{prefix}_{i}.npy")) else {
+                break;
+            };
             let mut buf = vec![];
             e.read_to_end(&mut buf).unwrap();
             v.push(parse_npy(&buf));
@@ -75,8 +92,15 @@ fn all_reference_models_load_and_verify() {
                 if let Err(e) = verify(&m) {
                     failures.push(format!("{}: verify: {e}", p.display()));
                 }
-                eprintln!("{}: {} nodes, inputs {:?}", p.display(), m.body.nodes.len(),
-                    m.inputs().iter().map(|&v| m.ty(v).to_string()).collect::<Vec<_>>());
+                eprintln!(
+                    "{}: {} nodes, inputs {:?}",
+                    p.display(),
+                    m.body.nodes.len(),
+                    m.inputs()
+                        .iter()
+                        .map(|&v| m.ty(v).to_string())
+                        .collect::<Vec<_>>()
+                );
             }
             Err(e) => failures.push(format!("{}: {e}", p.display())),
         }
@@ -122,7 +146,11 @@ fn small_models_match_onnxruntime() {
                 eprintln!("{}: ran in {:?}", p.display(), t0.elapsed());
                 assert_eq!(got.len(), outs.len(), "{}: output count", p.display());
                 for (k, (g, w)) in got.iter().zip(&outs).enumerate() {
-                    let tol = if w.dtype().is_float() { (1e-4, 1e-3) } else { (0.0, 0.0) };
+                    let tol = if w.dtype().is_float() {
+                        (1e-4, 1e-3)
+                    } else {
+                        (0.0, 0.0)
+                    };
                     if let Err(e) = close(g, w, tol.0, tol.1) {
                         wrong.push(format!("{} out {k}: {e}", p.display()));
                     }
@@ -136,11 +164,18 @@ fn small_models_match_onnxruntime() {
 
 #[test]
 fn garbage_bytes_are_an_error() {
-    for bytes in [&b"this is not an onnx model at all"[..], &[0xff; 64][..], &[][..]] {
+    for bytes in [
+        &b"this is not an onnx model at all"[..],
+        &[0xff; 64][..],
+        &[][..],
+    ] {
         assert!(load_onnx_bytes(bytes, None).is_err());
     }
     // A truncated real model.
-    let p = model_paths().into_iter().find(|p| p.ends_with("mnist_mlp.onnx")).unwrap();
+    let p = model_paths()
+        .into_iter()
+        .find(|p| p.ends_with("mnist_mlp.onnx"))
+        .unwrap();
     let b = std::fs::read(&p).unwrap();
     let e = load_onnx_bytes(&b[..b.len() / 2], None).unwrap_err();
     assert!(matches!(e, FrontendError::InvalidFile(_)), "{e}");
@@ -161,7 +196,11 @@ fn vinfo(name: &str, dims: &[i64]) -> ValueInfoProto {
     let mut shape = onnx_protobuf::TensorShapeProto::new();
     for &d in dims {
         let mut dim = Dimension::new();
-        dim.value = Some(if d < 0 { DV::DimParam("N".into()) } else { DV::DimValue(d) });
+        dim.value = Some(if d < 0 {
+            DV::DimParam("N".into())
+        } else {
+            DV::DimValue(d)
+        });
         shape.dim.push(dim);
     }
     let mut tt = TT::new();
@@ -194,17 +233,33 @@ fn model_bytes(nodes: Vec<NodeProto>, inits: Vec<onnx_protobuf::TensorProto>) ->
 fn unsupported_ops_are_all_listed() {
     let mut ml = node("LinearClassifier", "clf", &["x"], &["a"]);
     ml.domain = "ai.onnx.ml".into();
-    let nodes = vec![node("Relu", "r", &["x"], &["b"]), node("NonMaxSuppression", "", &["b"], &["c"]), ml, node("Unique", "u", &["c"], &["y"])];
+    let nodes = vec![
+        node("Relu", "r", &["x"], &["b"]),
+        node("NonMaxSuppression", "", &["b"], &["c"]),
+        ml,
+        node("Unique", "u", &["c"], &["y"]),
+    ];
     let e = load_onnx_bytes(&model_bytes(nodes, vec![]), None).unwrap_err();
-    let FrontendError::Unsupported(list) = &e else { panic!("{e}") };
+    let FrontendError::Unsupported(list) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(list.len(), 3, "{e}");
     let s = e.to_string();
-    assert!(s.contains("NonMaxSuppression_1") && s.contains("ai.onnx.ml::LinearClassifier") && s.contains("'u'"), "{s}");
+    assert!(
+        s.contains("NonMaxSuppression_1")
+            && s.contains("ai.onnx.ml::LinearClassifier")
+            && s.contains("'u'"),
+        "{s}"
+    );
 }
 
 #[test]
 fn symbolic_batch_and_missing_external_data() {
-    let m = load_onnx_bytes(&model_bytes(vec![node("Relu", "r", &["x"], &["y"])], vec![]), None).unwrap();
+    let m = load_onnx_bytes(
+        &model_bytes(vec![node("Relu", "r", &["x"], &["y"])], vec![]),
+        None,
+    )
+    .unwrap();
     assert_eq!(m.ty(m.inputs()[0]).shape[0], Dim::Sym("N".into()));
     verify(&m).unwrap();
 
@@ -222,8 +277,16 @@ fn symbolic_batch_and_missing_external_data() {
     std::fs::create_dir_all(&dir).unwrap();
     let e = load_onnx_bytes(&bytes, Some(&dir)).unwrap_err();
     let s = e.to_string();
-    assert!(matches!(e, FrontendError::ExternalData { .. }) && s.contains("'w'") && s.contains("weights.bin"), "{s}");
-    let data: Vec<u8> = [1.0f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert!(
+        matches!(e, FrontendError::ExternalData { .. })
+            && s.contains("'w'")
+            && s.contains("weights.bin"),
+        "{s}"
+    );
+    let data: Vec<u8> = [1.0f32, 2.0, 3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     std::fs::write(dir.join("weights.bin"), data).unwrap();
     let m = load_onnx_bytes(&bytes, Some(&dir)).unwrap();
     let w = m.consts.values().find(|t| t.shape == vec![3]).unwrap();
@@ -233,8 +296,15 @@ fn symbolic_batch_and_missing_external_data() {
 
 #[test]
 fn unknown_value_is_named() {
-    let e = load_onnx_bytes(&model_bytes(vec![node("Relu", "r", &["nope"], &["y"])], vec![]), None).unwrap_err();
-    assert!(e.to_string().contains("'nope'") && e.to_string().contains("'r'"), "{e}");
+    let e = load_onnx_bytes(
+        &model_bytes(vec![node("Relu", "r", &["nope"], &["y"])], vec![]),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("'nope'") && e.to_string().contains("'r'"),
+        "{e}"
+    );
 }
 
 /// ONNX's node conformance cases: loads and runs each, printing a summary.
@@ -244,8 +314,15 @@ fn unknown_value_is_named() {
 fn onnx_node_conformance() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/onnx-node-tests");
     let filter = std::env::var("KILN_CASE").unwrap_or_default();
-    let skip: Vec<String> = std::env::var("KILN_SKIP").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(String::from).collect();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let skip: Vec<String> = std::env::var("KILN_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     dirs.sort();
     let (mut ok, mut load_err, mut run_err, mut wrong) = (0, vec![], vec![], vec![]);
     for d in dirs {
@@ -271,8 +348,12 @@ fn onnx_node_conformance() {
             let t = onnx_protobuf::TensorProto::parse_from_bytes(&b).ok()?;
             tensor_from_proto(&t, None).ok()
         };
-        let ins: Option<Vec<Tensor>> = (0..m.inputs().len()).map(|i| read(ds.join(format!("input_{i}.pb")))).collect();
-        let outs: Vec<Tensor> = (0..).map_while(|i| read(ds.join(format!("output_{i}.pb")))).collect();
+        let ins: Option<Vec<Tensor>> = (0..m.inputs().len())
+            .map(|i| read(ds.join(format!("input_{i}.pb"))))
+            .collect();
+        let outs: Vec<Tensor> = (0..)
+            .map_while(|i| read(ds.join(format!("output_{i}.pb"))))
+            .collect();
         let Some(ins) = ins else {
             run_err.push(format!("{case}: unreadable inputs"));
             continue;
@@ -284,7 +365,11 @@ fn onnx_node_conformance() {
                     bad = Some(format!("{} outputs, want {}", got.len(), outs.len()));
                 }
                 for (k, (g, w)) in got.iter().zip(&outs).enumerate() {
-                    let tol = if w.dtype().is_float() { (1e-4, 1e-3) } else { (0.0, 0.0) };
+                    let tol = if w.dtype().is_float() {
+                        (1e-4, 1e-3)
+                    } else {
+                        (0.0, 0.0)
+                    };
                     if g.dtype() != w.dtype() {
                         bad = Some(format!("out {k}: dtype {} want {}", g.dtype(), w.dtype()));
                     } else if let Err(e) = close(g, w, tol.0, tol.1) {
@@ -299,7 +384,11 @@ fn onnx_node_conformance() {
             Err(e) => run_err.push(format!("{case}: {e}")),
         }
     }
-    eprintln!("== LOAD ERRORS ({})\n{}", load_err.len(), load_err.join("\n"));
+    eprintln!(
+        "== LOAD ERRORS ({})\n{}",
+        load_err.len(),
+        load_err.join("\n")
+    );
     eprintln!("== RUN ERRORS ({})\n{}", run_err.len(), run_err.join("\n"));
     eprintln!("== WRONG ({})\n{}", wrong.len(), wrong.join("\n"));
     eprintln!("== OK {ok}");

@@ -1,0 +1,288 @@
+//! Data-movement ops whose ONNX form needs resolving: Flatten, Squeeze and
+//! Unsqueeze as reshapes, Split sizes, Pad and Resize across opsets.
+
+use super::{Importer, N};
+use crate::frontend::FrontendError;
+use kiln_ir::graph::{CoordTransform, NearestMode, PadMode, ResizeMode};
+use kiln_ir::{Dim, Op, Region, ValueId};
+
+type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
+
+fn one(v: ValueId) -> Outs {
+    Ok(vec![Some(v)])
+}
+
+/// The product of some dims as one dim: known, or a single symbol times 1.
+pub(crate) fn dim_product(d: &[Dim]) -> Option<Dim> {
+    let known: usize = d.iter().filter_map(Dim::known).product();
+    let syms: Vec<&Dim> = d.iter().filter(|x| x.known().is_none()).collect();
+    match syms.as_slice() {
+        [] => Some(Dim::Known(known)),
+        [s] if known == 1 => Some((*s).clone()),
+        _ => None,
+    }
+}
+
+/// Flatten, Squeeze and Unsqueeze are reshapes whose target the frontend computes.
+pub(crate) fn reshape_like(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
+    let x = imp.req(n, 0)?;
+    let shape = imp.ty(x).shape.clone();
+    let rank = shape.len();
+    let axes_arg = |imp: &Importer| -> Result<Option<Vec<i64>>, FrontendError> {
+        if imp.opset < 13 {
+            return Ok(n.ints("axes"));
+        }
+        match imp.inp(n, 1)? {
+            None => Ok(None),
+            Some(v) => match imp.konst(v) {
+                Some(c) => Ok(Some(c.to_i64_vec())),
+                None => Err(n.bad("axes must be a constant")),
+            },
+        }
+    };
+    let target: Vec<Dim> = match n.p.op_type.as_str() {
+        "Flatten" => {
+            let axis = n.i("axis", 1);
+            let a = if axis < 0 { axis + rank as i64 } else { axis };
+            if a < 0 || a > rank as i64 {
+                return Err(n.bad(format!("axis {axis} out of range for rank {rank}")));
+            }
+            let (p, q) = shape.split_at(a as usize);
+            match (dim_product(p), dim_product(q)) {
+                (Some(p), Some(q)) => vec![p, q],
+                _ => {
+                    return Err(n.shape_err(format!(
+                        "cannot flatten {} with more than one symbolic dim per side",
+                        fmt(&shape)
+                    )))
+                }
+            }
+        }
+        "Squeeze" => match axes_arg(imp)? {
+            None => shape
+                .iter()
+                .filter(|d| **d != Dim::Known(1))
+                .cloned()
+                .collect(),
+            Some(axes) => {
+                let axes = norm_axes(n, &axes, rank)?;
+                for &a in &axes {
+                    if let Dim::Known(k) = shape[a] {
+                        if k != 1 {
+                            return Err(
+                                n.shape_err(format!("cannot squeeze axis {a} of extent {k}"))
+                            );
+                        }
+                    }
+                }
+                shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect()
+            }
+        },
+        _ => {
+            let axes = axes_arg(imp)?.ok_or_else(|| n.bad("missing axes"))?;
+            let out_rank = rank + axes.len();
+            let axes = norm_axes(n, &axes, out_rank)?;
+            let mut it = shape.iter();
+            (0..out_rank)
+                .map(|i| {
+                    if axes.contains(&i) {
+                        Dim::Known(1)
+                    } else {
+                        it.next().cloned().unwrap_or(Dim::Known(1))
+                    }
+                })
+                .collect()
+        }
+    };
+    one(imp.add1(
+        r,
+        &n.name,
+        Op::Reshape {
+            shape: Some(target),
+        },
+        vec![Some(x)],
+    )?)
+}
+
+fn fmt(d: &[Dim]) -> String {
+    kiln_ir::infer::fmt_dims(d)
+}
+
+fn norm_axes(n: &N, axes: &[i64], rank: usize) -> Result<Vec<usize>, FrontendError> {
+    axes.iter()
+        .map(|&a| kiln_ir::infer::norm_axis(a, rank).map_err(|e| n.bad(e.msg)))
+        .collect()
+}
+
+pub(crate) fn split(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
+    let x = imp.req(n, 0)?;
+    let axis = n.i("axis", 0);
+    let k = n.n_out();
+    let sizes: Option<Vec<i64>> = if imp.opset < 13 {
+        n.ints("split")
+    } else {
+        match imp.inp(n, 1)? {
+            Some(v) => match imp.konst(v) {
+                Some(c) => Some(c.to_i64_vec()),
+                None => {
+                    let outs = imp.add(
+                        r,
+                        &n.name,
+                        Op::Split { axis, sizes: None },
+                        vec![Some(x), Some(v)],
+                        k,
+                    )?;
+                    return Ok(outs.into_iter().map(Some).collect());
+                }
+            },
+            None => None,
+        }
+    };
+    let sizes: Vec<usize> = match sizes {
+        Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
+        None => {
+            let rank = imp.ty(x).rank();
+            let a = kiln_ir::infer::norm_axis(axis, rank).map_err(|e| n.bad(e.msg))?;
+            let Some(total) = imp.ty(x).shape[a].known() else {
+                return Err(n.shape_err("equal split of a symbolic axis"));
+            };
+            let parts = if imp.opset >= 18 {
+                n.i("num_outputs", k as i64).max(1) as usize
+            } else {
+                k.max(1)
+            };
+            // Opset 18: the last chunk may be smaller.
+            let chunk = total.div_ceil(parts);
+            (0..parts)
+                .map(|i| chunk.min(total.saturating_sub(i * chunk)))
+                .collect()
+        }
+    };
+    let outs = imp.add(
+        r,
+        &n.name,
+        Op::Split {
+            axis,
+            sizes: Some(sizes),
+        },
+        vec![Some(x)],
+        k,
+    )?;
+    Ok(outs.into_iter().map(Some).collect())
+}
+
+pub(crate) fn pad(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
+    let mode = match n.s("mode", "constant").as_str() {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" => PadMode::Wrap,
+        o => return Err(n.bad(format!("unknown mode '{o}'"))),
+    };
+    let x = imp.req(n, 0)?;
+    if imp.opset < 11 {
+        let pads = n
+            .ints("pads")
+            .or_else(|| n.ints("paddings"))
+            .ok_or_else(|| n.bad("missing attribute pads"))?;
+        let value = n.f("value", 0.0) as f64;
+        return one(imp.add1(
+            r,
+            &n.name,
+            Op::Pad {
+                mode,
+                pads: Some(pads),
+                value,
+            },
+            vec![Some(x)],
+        )?);
+    }
+    let ins = vec![
+        Some(x),
+        Some(imp.req(n, 1)?),
+        imp.inp(n, 2)?,
+        imp.inp(n, 3)?,
+    ];
+    one(imp.add1(
+        r,
+        &n.name,
+        Op::Pad {
+            mode,
+            pads: None,
+            value: 0.0,
+        },
+        ins,
+    )?)
+}
+
+pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
+    let legacy = n.p.op_type == "Upsample" || imp.opset < 11;
+    let mode = match n.s("mode", "nearest").as_str() {
+        "nearest" => ResizeMode::Nearest,
+        "linear" | "bilinear" => ResizeMode::Linear,
+        "cubic" => ResizeMode::Cubic,
+        o => return Err(n.bad(format!("unknown mode '{o}'"))),
+    };
+    let coord = if legacy {
+        CoordTransform::Asymmetric
+    } else {
+        match n.s("coordinate_transformation_mode", "half_pixel").as_str() {
+            "half_pixel" => CoordTransform::HalfPixel,
+            "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
+            "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+            "align_corners" => CoordTransform::AlignCorners,
+            "asymmetric" => CoordTransform::Asymmetric,
+            "tf_crop_and_resize" => CoordTransform::TfCropAndResize,
+            o => return Err(n.bad(format!("unknown coordinate_transformation_mode '{o}'"))),
+        }
+    };
+    let nearest = if legacy {
+        NearestMode::Floor
+    } else {
+        match n.s("nearest_mode", "round_prefer_floor").as_str() {
+            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+            "floor" => NearestMode::Floor,
+            "ceil" => NearestMode::Ceil,
+            o => return Err(n.bad(format!("unknown nearest_mode '{o}'"))),
+        }
+    };
+    if n.i("antialias", 0) != 0 {
+        return Err(n.bad("antialias = 1 is not supported"));
+    }
+    if n.attr("axes").is_some() {
+        return Err(n.bad("the axes attribute is not supported"));
+    }
+    if n.s("keep_aspect_ratio_policy", "stretch") != "stretch" {
+        return Err(n.bad("keep_aspect_ratio_policy other than 'stretch' is not supported"));
+    }
+    let x = imp.req(n, 0)?;
+    let mut scales = None;
+    let ins = if n.p.op_type == "Upsample" && imp.opset < 9 {
+        scales = Some(
+            n.floats("scales")
+                .ok_or_else(|| n.bad("missing attribute scales"))?,
+        );
+        vec![Some(x)]
+    } else if legacy {
+        vec![Some(x), None, Some(imp.req(n, 1)?)]
+    } else {
+        vec![Some(x), imp.inp(n, 1)?, imp.inp(n, 2)?, imp.inp(n, 3)?]
+    };
+    let op = Op::Resize {
+        mode,
+        coord,
+        nearest,
+        cubic_coeff: n.f("cubic_coeff_a", -0.75),
+        exclude_outside: n.i("exclude_outside", 0) != 0,
+        extrapolation_value: n.f("extrapolation_value", 0.0),
+        scales,
+        sizes: None,
+    };
+    one(imp.add1(r, &n.name, op, ins)?)
+}
