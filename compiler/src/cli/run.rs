@@ -123,7 +123,13 @@ pub fn main(a: Args) -> CmdResult {
         })?;
         let t: Tensor =
             io::read_tensor(file).with_context(|| format!("reading input '{}'", info.name))?;
-        tracing::debug!("input '{}' <- {} ({:?} {})", info.name, file.display(), t.shape, t.dtype());
+        tracing::debug!(
+            "input '{}' <- {} ({:?} {})",
+            info.name,
+            file.display(),
+            t.shape,
+            t.dtype()
+        );
         exec::check_input(&m, p, &t).map_err(anyhow::Error::from)?;
         inputs.push(t);
     }

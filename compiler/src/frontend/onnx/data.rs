@@ -3,8 +3,8 @@
 
 use super::{Importer, N};
 use crate::frontend::FrontendError;
-use kiln_ir::graph::{CoordTransform, NearestMode, PadMode, ResizeMode};
-use kiln_ir::{Dim, Op, Region, ValueId};
+use kiln_ir::graph::{CoordTransform, NearestMode, PadMode, ResizeMode, ScalarValue};
+use kiln_ir::{DType, Dim, Op, Region, ValueId};
 
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
 
@@ -34,12 +34,20 @@ pub(crate) fn reshape_like(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         }
         match imp.inp(n, 1)? {
             None => Ok(None),
-            Some(v) => match imp.konst(v) {
-                Some(c) => Ok(Some(c.to_i64_vec())),
-                None => Err(n.bad("axes must be a constant")),
-            },
+            Some(v) => Ok(imp.konst(v).map(|c| c.to_i64_vec())),
         }
     };
+    // Axes known only at run time: the dynamic op, specialised into a Reshape later.
+    if n.p.op_type != "Flatten" && imp.opset >= 13 {
+        if let Some(axes) = imp.inp(n, 1)?.filter(|&v| imp.konst(v).is_none()) {
+            let op = if n.p.op_type == "Squeeze" {
+                Op::Squeeze { axes: None }
+            } else {
+                Op::Unsqueeze { axes: None }
+            };
+            return one(imp.add1(r, &n.name, op, vec![Some(x), Some(axes)])?);
+        }
+    }
     let target: Vec<Dim> = match n.p.op_type.as_str() {
         "Flatten" => {
             let axis = n.i("axis", 1);
@@ -255,12 +263,6 @@ pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     if n.i("antialias", 0) != 0 {
         return Err(n.bad("antialias = 1 is not supported"));
     }
-    if n.attr("axes").is_some() {
-        return Err(n.bad("the axes attribute is not supported"));
-    }
-    if n.s("keep_aspect_ratio_policy", "stretch") != "stretch" {
-        return Err(n.bad("keep_aspect_ratio_policy other than 'stretch' is not supported"));
-    }
     let x = imp.req(n, 0)?;
     let mut scales = None;
     let ins = if n.p.op_type == "Upsample" && imp.opset < 9 {
@@ -271,6 +273,8 @@ pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         vec![Some(x)]
     } else if legacy {
         vec![Some(x), None, Some(imp.req(n, 1)?)]
+    } else if n.attr("axes").is_some() || n.s("keep_aspect_ratio_policy", "stretch") != "stretch" {
+        resize_full_rank(imp, n, x)?
     } else {
         vec![Some(x), imp.inp(n, 1)?, imp.inp(n, 2)?, imp.inp(n, 3)?]
     };
@@ -285,4 +289,149 @@ pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         sizes: None,
     };
     one(imp.add1(r, &n.name, op, ins)?)
+}
+
+/// Dropout is the identity (with an all-true mask) unless it trains with a
+/// non-zero ratio; random dropout is not supported.
+pub(crate) fn dropout(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
+    let x = imp.req(n, 0)?;
+    if imp.opset >= 12 {
+        let ratio_zero = match imp.inp(n, 1)? {
+            None => false,
+            Some(v) => match imp.konst(v) {
+                Some(t) => t.len() == 1 && t.data.get_f64(0) == 0.0,
+                None => false,
+            },
+        };
+        let training = match imp.inp(n, 2)? {
+            None => Some(false),
+            Some(v) => imp
+                .konst(v)
+                .map(|t| t.len() == 1 && t.data.get_f64(0) != 0.0),
+        };
+        match training {
+            Some(false) => {}
+            _ if ratio_zero => {}
+            Some(true) => {
+                return Err(n.bad("training_mode = true (random dropout) is not supported"))
+            }
+            None => return Err(n.bad(
+                "training_mode is a graph input; kiln supports only inference (constant false) \
+                     or ratio 0",
+            )),
+        }
+    }
+    let mask = match n.p.output.get(1) {
+        Some(o) if imp.is_used(o) => {
+            let nm = imp.fresh(&n.name);
+            let shape = imp.add1(
+                r,
+                &nm,
+                Op::Shape {
+                    start: 0,
+                    end: None,
+                },
+                vec![Some(x)],
+            )?;
+            let op = Op::ConstantOfShape {
+                shape: None,
+                value: ScalarValue {
+                    dtype: DType::Bool,
+                    value: 1.0,
+                },
+            };
+            Some(imp.add1(r, &nm, op, vec![Some(shape)])?)
+        }
+        _ => None,
+    };
+    Ok(vec![Some(x), mask])
+}
+
+/// Opset 18's `axes` and `keep_aspect_ratio_policy`, resolved into full-rank
+/// constant roi, scales and sizes (identity on the axes not named).
+fn resize_full_rank(
+    imp: &mut Importer,
+    n: &N,
+    x: ValueId,
+) -> Result<Vec<Option<ValueId>>, FrontendError> {
+    let shape = imp.ty(x).shape.clone();
+    let rank = shape.len();
+    let axes = match n.ints("axes") {
+        Some(a) => norm_axes(n, &a, rank)?,
+        None => (0..rank).collect(),
+    };
+    let konst = |imp: &Importer, i: usize, what: &str| -> Result<Option<Vec<f64>>, FrontendError> {
+        match imp.inp(n, i)? {
+            None => Ok(None),
+            Some(v) => match imp.konst(v) {
+                Some(t) if t.is_empty() => Ok(None),
+                Some(t) => Ok(Some(t.to_f64_vec())),
+                None => Err(n.bad(format!(
+                    "{what} must be a constant with the axes attribute or keep_aspect_ratio_policy"
+                ))),
+            },
+        }
+    };
+    let (roi, scales, sizes) = (
+        konst(imp, 1, "roi")?,
+        konst(imp, 2, "scales")?,
+        konst(imp, 3, "sizes")?,
+    );
+    let k = axes.len();
+    let roi = match roi {
+        Some(v) if v.len() == 2 * k => {
+            let mut full: Vec<f32> = vec![0.0; rank];
+            full.extend(vec![1.0f32; rank]);
+            for (i, &a) in axes.iter().enumerate() {
+                full[a] = v[i] as f32;
+                full[rank + a] = v[k + i] as f32;
+            }
+            Some(imp.add_const(&n.name, kiln_ir::Tensor::from_f32(vec![2 * rank], full)))
+        }
+        Some(v) => return Err(n.bad(format!("roi has {} values for {k} axes", v.len()))),
+        None => None,
+    };
+    let in_dim = |a: usize| {
+        shape[a]
+            .known()
+            .ok_or_else(|| n.shape_err(format!("axis {a} must be known")))
+    };
+    if let Some(sz) = sizes {
+        if sz.len() != k {
+            return Err(n.bad(format!("sizes has {} values for {k} axes", sz.len())));
+        }
+        let mut full = (0..rank)
+            .map(|a| in_dim(a).map(|d| d as i64))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ratios: Vec<f64> = axes
+            .iter()
+            .zip(&sz)
+            .map(|(&a, &s)| Ok(s / in_dim(a)?.max(1) as f64))
+            .collect::<Result<_, FrontendError>>()?;
+        let policy = n.s("keep_aspect_ratio_policy", "stretch");
+        let common = match policy.as_str() {
+            "stretch" => None,
+            "not_larger" => ratios.iter().copied().reduce(f64::min),
+            "not_smaller" => ratios.iter().copied().reduce(f64::max),
+            o => return Err(n.bad(format!("unknown keep_aspect_ratio_policy '{o}'"))),
+        };
+        for (i, &a) in axes.iter().enumerate() {
+            full[a] = match common {
+                Some(c) => (c * in_dim(a)? as f64 + 0.5) as i64,
+                None => sz[i] as i64,
+            };
+        }
+        let sizes = imp.add_const(&n.name, kiln_ir::Tensor::from_i64(vec![rank], full));
+        return Ok(vec![Some(x), roi, None, Some(sizes)]);
+    }
+    let sc = scales.ok_or_else(|| n.bad("Resize needs scales or sizes"))?;
+    if sc.len() != k {
+        return Err(n.bad(format!("scales has {} values for {k} axes", sc.len())));
+    }
+    let mut full = vec![1.0f32; rank];
+    for (i, &a) in axes.iter().enumerate() {
+        full[a] = sc[i] as f32;
+    }
+    let scales = imp.add_const(&n.name, kiln_ir::Tensor::from_f32(vec![rank], full));
+    Ok(vec![Some(x), roi, Some(scales), None])
 }

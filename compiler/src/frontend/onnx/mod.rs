@@ -6,7 +6,9 @@
 //! types; shape-determining inputs that are constants are specialised into
 //! the op's attributes as nodes are added.
 
+mod composite;
 mod control;
+mod decomp;
 mod data;
 mod nn;
 mod ops;

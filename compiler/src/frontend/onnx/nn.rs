@@ -53,9 +53,8 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             )?)
         }
         "LayerNormalization" => {
-            only_first(imp, n)?;
             let ins = vec![Some(imp.req(n, 0)?), Some(imp.req(n, 1)?), imp.inp(n, 2)?];
-            one(imp.add1(
+            let outs = imp.add(
                 r,
                 name,
                 Op::LayerNorm {
@@ -63,7 +62,9 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
                     epsilon: n.f("epsilon", 1e-5),
                 },
                 ins,
-            )?)
+                n.n_out().clamp(1, 3),
+            )?;
+            Ok(outs.into_iter().map(Some).collect())
         }
         "GroupNormalization" => group_norm(imp, r, n),
         "LRN" => {
@@ -291,7 +292,11 @@ fn conv_transpose(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
 
 fn pool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let x = imp.req(n, 0)?;
-    only_first(imp, n)?;
+    // MaxPool's indices output is computed in row-major order only.
+    let with_indices = n.p.op_type == "MaxPool" && n.p.output.get(1).is_some_and(|o| !o.is_empty());
+    if !with_indices || n.i("storage_order", 0) != 0 {
+        only_first(imp, n)?;
+    }
     let kernel = usizes(
         n,
         "kernel_shape",
@@ -314,7 +319,13 @@ fn pool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         dilations,
         ceil_mode: n.i("ceil_mode", 0) != 0,
     };
-    one(imp.add1(r, &n.name, op, vec![Some(x)])?)
+    let k = if with_indices && n.i("storage_order", 0) == 0 {
+        2
+    } else {
+        1
+    };
+    let outs = imp.add(r, &n.name, op, vec![Some(x)], k)?;
+    Ok(outs.into_iter().map(Some).collect())
 }
 
 /// LpPool's `p` was a float before opset 2 and an int since.

@@ -158,7 +158,10 @@ const ONNX_OPS: &[&str] = &[
 /// Whether kiln's op set can express this node. `ai.onnx.ml` is accepted as
 /// an import (tf2onnx declares it), but none of its ops are.
 pub(crate) fn is_supported(domain: &str, op: &str) -> bool {
-    (domain.is_empty() || domain == "ai.onnx") && ONNX_OPS.binary_search(&op).is_ok()
+    (domain.is_empty() || domain == "ai.onnx")
+        && (ONNX_OPS.binary_search(&op).is_ok()
+            || super::composite::OPS.contains(&op)
+            || super::decomp::OPS.contains(&op))
 }
 
 fn unary(op: &str) -> Option<UnaryOp> {
@@ -338,18 +341,7 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             return one(imp.add1(r, name, Op::Cast { to }, vec![Some(x)])?);
         }
         "Identity" => return one(imp.req(n, 0)?),
-        "Dropout" => {
-            if opset >= 12 {
-                if let Some(tm) = imp.const_input(n, 2)? {
-                    if tm.len() == 1 && tm.data.get_f64(0) != 0.0 {
-                        return Err(n.bad("training_mode = true is not supported"));
-                    }
-                } else if imp.inp(n, 2)?.is_some() {
-                    return Err(n.bad("training_mode must be a constant"));
-                }
-            }
-            return Ok(vec![Some(imp.req(n, 0)?)]);
-        }
+        "Dropout" => return data::dropout(imp, r, n),
         "Constant" => return one(constant(imp, n)?),
         "ArgMax" | "ArgMin" => Op::ArgReduce {
             max: t == "ArgMax",
@@ -554,6 +546,8 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         },
         "If" | "Loop" | "Scan" => return super::control::convert(imp, r, n),
         "LSTM" | "GRU" | "RNN" => return rnn::convert(imp, r, n),
+        t if super::composite::OPS.contains(&t) => return super::composite::convert(imp, r, n),
+        t if super::decomp::OPS.contains(&t) => return super::decomp::convert(imp, r, n),
         _ => return nn::convert(imp, r, n),
     };
     let op = simple(op);

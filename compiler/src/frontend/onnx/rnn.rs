@@ -247,12 +247,18 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
         (_, Some(h)) => h,
         _ => return Err(n.bad("hidden_size is missing and R's shape is unknown")),
     };
+    // Per-batch sequence lengths shorter than X: a step past an entry's length
+    // keeps its state and outputs zeros (forward direction only).
+    let mut seq_lens = None;
     if let Some(sl) = cx.imp.inp(n, 4)? {
         match cx.imp.konst(sl) {
             Some(t) if t.to_i64_vec().iter().all(|&v| v == seq as i64) => {}
-            _ => return Err(n.bad(
-                "sequence_lens other than the full length for every batch entry is not supported",
-            )),
+            _ if dirs == 1 && !reverse_only => seq_lens = Some(sl),
+            _ => {
+                return Err(n.bad(
+                    "sequence_lens shorter than X is supported only for the forward direction",
+                ))
+            }
         }
     }
     let h = hidden;
@@ -314,6 +320,7 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
         let mut outs: Vec<Option<ValueId>> = vec![None; seq];
         for step in 0..seq {
             let t = if reverse { seq - 1 - step } else { step };
+            let (h_before, c_before) = (hp, cp);
             let xt = cx.pick(xw, t)?;
             let clipv = |cx: &mut Ctx, v: ValueId| -> Res<ValueId> {
                 match clip {
@@ -412,7 +419,25 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Res<Vec<Opti
                     cx.bin(BinaryOp::Add, ht, zd)?
                 }
             };
-            outs[t] = Some(hn);
+            let hn = match seq_lens {
+                Some(sl) => {
+                    let sl_t = cx.imp.ty(sl).dtype;
+                    let tc = cx.imp.scalar(sl_t, t as f64);
+                    let live = cx.bin(BinaryOp::Less, tc, sl)?;
+                    let live = cx.unsqueeze(live, 1)?;
+                    let zero = cx.imp.scalar(dtype, 0.0);
+                    let y = cx.op(Op::Select, vec![live, hn, zero])?;
+                    outs[t] = Some(y);
+                    if let (Some(c), true) = (cp, cell == Cell::Lstm) {
+                        cp = Some(cx.op(Op::Select, vec![live, c, c_before.unwrap_or(zero)])?);
+                    }
+                    cx.op(Op::Select, vec![live, hn, h_before.unwrap_or(zero)])?
+                }
+                None => {
+                    outs[t] = Some(hn);
+                    hn
+                }
+            };
             hp = Some(hn);
         }
         let hs: Vec<ValueId> = outs.into_iter().flatten().collect();
