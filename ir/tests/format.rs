@@ -103,6 +103,7 @@ fn all_ops() -> Vec<Op> {
             axis: None,
             exclusive: true,
             reverse: false,
+            prod: false,
         },
         MatMul,
         conv(false),

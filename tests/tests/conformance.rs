@@ -88,9 +88,23 @@ struct Outcome {
 /// ONNX element types with a kiln `DType`.
 const KILN_ELEM_TYPES: &[i32] = &[1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 16];
 
+/// Cases whose reference output is a random draw (training-mode Dropout with a
+/// non-zero ratio, Bernoulli): no implementation can reproduce it, so they are
+/// reported with the out-of-scope cases rather than as failures of an op.
+const RANDOM_CASES: &[&str] = &[
+    "test_training_dropout",
+    "test_training_dropout_default",
+    "test_training_dropout_default_mask",
+    "test_training_dropout_mask",
+];
+
 /// `Some(reason)` when a graph input or output has a type outside kiln's set.
 fn out_of_scope(dir: &Path) -> Option<String> {
     use onnx_protobuf::type_proto::Value;
+    let case = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if RANDOM_CASES.contains(&case) || case.starts_with("test_bernoulli") {
+        return Some("the expected output was drawn from numpy's random generator".into());
+    }
     let m = ModelProto::parse_from_bytes(&std::fs::read(dir.join("model.onnx")).ok()?).ok()?;
     for v in m.graph.input.iter().chain(&m.graph.output) {
         match v.type_.value.as_ref() {
@@ -237,19 +251,21 @@ fn write_report(path: &Path, outcomes: &[Outcome]) -> OpCounts {
          (`scripts/gen-conformance.py`), each run like `kiln run` (load, simplify, reference interpreter). \
          `_expanded` cases (function bodies) are counted under the op they expand. Cases whose graph \
          takes or gives a value outside kiln's type set (strings, complex, float8, int4/int2, float4, \
-         sequences, optionals, maps) are not run; they are counted in the last column and listed below.\n"
+         sequences, optionals, maps), and the few whose reference output is a random draw \
+         (training-mode Dropout, Bernoulli), are not run; they are counted in the last column and \
+         listed below, and they count as not passing in the first overall figure.\n"
     );
     let _ = writeln!(
         s,
         "**Overall: {passed} / {} cases pass ({:.1}%), counting every case as ONNX ships it; \
-         {passed} / {run} ({:.1}%) of the cases within kiln's types ({skipped} are outside them).**\n",
+         {passed} / {run} ({:.1}%) of the cases kiln can run ({skipped} are outside its types or random).**\n",
         outcomes.len(),
         100.0 * passed as f64 / outcomes.len().max(1) as f64,
         100.0 * passed as f64 / run.max(1) as f64
     );
     let _ = writeln!(
         s,
-        "| op | passed | total | outside kiln's types | |\n|---|---:|---:|---:|---|"
+        "| op | passed | total | not run (types, random) | |\n|---|---:|---:|---:|---|"
     );
     for (op, (p, t, k)) in &per_op {
         let mark = if p == t && *t > 0 { "✓" } else { "" };
@@ -262,7 +278,7 @@ fn write_report(path: &Path, outcomes: &[Outcome]) -> OpCounts {
         let msg = first_line(o.error.as_deref().unwrap_or("")).replace('|', "\\|");
         let _ = writeln!(s, "- `{}` ({}): {}", o.case, o.op, msg);
     }
-    let _ = writeln!(s, "\n## Not run: outside kiln's types\n");
+    let _ = writeln!(s, "\n## Not run: outside kiln's types, or random reference outputs\n");
     let mut skips: Vec<&Outcome> = outcomes.iter().filter(|o| o.skip.is_some()).collect();
     skips.sort_by(|a, b| (&a.op, &a.case).cmp(&(&b.op, &b.case)));
     for o in skips {

@@ -223,8 +223,14 @@ pub enum Op {
     Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keep_dims: bool, noop_with_empty_axes: bool },
     /// `(x) -> i64 indices`
     ArgReduce { max: bool, axis: i64, keep_dims: bool, select_last_index: bool },
-    /// `(x [, axis]) -> y`
-    CumSum { axis: Option<i64>, exclusive: bool, reverse: bool },
+    /// `(x [, axis]) -> y`. `prod` makes it ONNX CumProd (a running product).
+    CumSum {
+        axis: Option<i64>,
+        exclusive: bool,
+        reverse: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        prod: bool,
+    },
 
     // ---- linear algebra and convolution ----
     /// `(a, b) -> y`, numpy-style batched matrix product.

@@ -48,8 +48,8 @@ pub fn specialize(
             let op = Op::Reduce { op: *r, axes: Some(axes), keep_dims: *keep_dims, noop_with_empty_axes: *noop_with_empty_axes };
             Some((op, vec![0]))
         }
-        Op::CumSum { axis: None, exclusive, reverse } => ints(1).map(|a| {
-            (Op::CumSum { axis: a.first().copied(), exclusive: *exclusive, reverse: *reverse }, vec![0])
+        Op::CumSum { axis: None, exclusive, reverse, prod } => ints(1).map(|a| {
+            (Op::CumSum { axis: a.first().copied(), exclusive: *exclusive, reverse: *reverse, prod: *prod }, vec![0])
         }),
         Op::Split { axis, sizes: None } => ints(1).map(|s| {
             (Op::Split { axis: *axis, sizes: Some(s.iter().map(|&v| v.max(0) as usize).collect()) }, vec![0])

@@ -3,8 +3,10 @@
 
 use super::{Importer, N};
 use crate::frontend::FrontendError;
-use kiln_ir::graph::{CoordTransform, NearestMode, PadMode, ResizeMode, ScalarValue};
-use kiln_ir::{DType, Dim, Op, Region, ValueId};
+use kiln_ir::graph::{
+    BinaryOp, CoordTransform, NearestMode, PadMode, ReduceOp, ResizeMode, ScalarValue, UnaryOp,
+};
+use kiln_ir::{DType, Dim, Op, Region, Tensor, ValueId};
 
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
 
@@ -274,7 +276,7 @@ pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     } else if legacy {
         vec![Some(x), None, Some(imp.req(n, 1)?)]
     } else if n.attr("axes").is_some() || n.s("keep_aspect_ratio_policy", "stretch") != "stretch" {
-        resize_full_rank(imp, n, x)?
+        resize_full_rank(imp, r, n, x)?
     } else {
         vec![Some(x), imp.inp(n, 1)?, imp.inp(n, 2)?, imp.inp(n, 3)?]
     };
@@ -296,17 +298,13 @@ pub(crate) fn resize(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
 pub(crate) fn dropout(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let x = imp.req(n, 0)?;
     if imp.opset >= 12 {
-        let ratio_zero = match imp.inp(n, 1)? {
-            None => false,
-            Some(v) => match imp.konst(v) {
-                Some(t) => t.len() == 1 && t.data.get_f64(0) == 0.0,
-                None => false,
-            },
-        };
+        let ratio_zero = imp
+            .const_input(n, 1)?
+            .is_some_and(|t| t.len() == 1 && t.data.get_f64(0) == 0.0);
         let training = match imp.inp(n, 2)? {
             None => Some(false),
-            Some(v) => imp
-                .konst(v)
+            Some(_) => imp
+                .const_input(n, 2)?
                 .map(|t| t.len() == 1 && t.data.get_f64(0) != 0.0),
         };
         match training {
@@ -348,9 +346,11 @@ pub(crate) fn dropout(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
 }
 
 /// Opset 18's `axes` and `keep_aspect_ratio_policy`, resolved into full-rank
-/// constant roi, scales and sizes (identity on the axes not named).
+/// roi, scales and sizes (identity on the axes not named). The inputs may be
+/// run-time values, so the expansion is built from graph ops (folded when constant).
 fn resize_full_rank(
     imp: &mut Importer,
+    r: &mut Region,
     n: &N,
     x: ValueId,
 ) -> Result<Vec<Option<ValueId>>, FrontendError> {
@@ -360,78 +360,147 @@ fn resize_full_rank(
         Some(a) => norm_axes(n, &a, rank)?,
         None => (0..rank).collect(),
     };
-    let konst = |imp: &Importer, i: usize, what: &str| -> Result<Option<Vec<f64>>, FrontendError> {
-        match imp.inp(n, i)? {
-            None => Ok(None),
-            Some(v) => match imp.konst(v) {
-                Some(t) if t.is_empty() => Ok(None),
-                Some(t) => Ok(Some(t.to_f64_vec())),
-                None => Err(n.bad(format!(
-                    "{what} must be a constant with the axes attribute or keep_aspect_ratio_policy"
-                ))),
-            },
-        }
-    };
-    let (roi, scales, sizes) = (
-        konst(imp, 1, "roi")?,
-        konst(imp, 2, "scales")?,
-        konst(imp, 3, "sizes")?,
-    );
     let k = axes.len();
+    // An input given as an empty constant counts as absent.
+    let present = |imp: &Importer, i: usize| -> Result<Option<ValueId>, FrontendError> {
+        Ok(imp
+            .inp(n, i)?
+            .filter(|&v| imp.konst(v).is_none_or(|t| !t.is_empty())))
+    };
+    let (roi, scales, sizes) = (present(imp, 1)?, present(imp, 2)?, present(imp, 3)?);
+    let pick = |imp: &mut Importer, r: &mut Region, v: ValueId, i: usize| {
+        let idx = imp.add_const(&n.name, Tensor::from_i64(vec![1], vec![i as i64]));
+        let nm = imp.fresh(&n.name);
+        imp.add1(r, &nm, Op::Gather { axis: 0 }, vec![Some(v), Some(idx)])
+    };
+    let fill = |imp: &mut Importer, dtype: DType, v: f64| {
+        imp.add_const(
+            &n.name,
+            Tensor {
+                shape: vec![1],
+                data: kiln_ir::tensor::Storage::from_f64s(dtype, [v]),
+            },
+        )
+    };
+    let concat = |imp: &mut Importer, r: &mut Region, parts: Vec<ValueId>| {
+        let nm = imp.fresh(&n.name);
+        imp.add1(
+            r,
+            &nm,
+            Op::Concat { axis: 0 },
+            parts.into_iter().map(Some).collect(),
+        )
+    };
     let roi = match roi {
-        Some(v) if v.len() == 2 * k => {
-            let mut full: Vec<f32> = vec![0.0; rank];
-            full.extend(vec![1.0f32; rank]);
-            for (i, &a) in axes.iter().enumerate() {
-                full[a] = v[i] as f32;
-                full[rank + a] = v[k + i] as f32;
+        Some(v) => {
+            let dt = imp.ty(v).dtype;
+            let mut parts = vec![];
+            for (base, default) in [(0, 0.0), (k, 1.0)] {
+                for a in 0..rank {
+                    parts.push(match axes.iter().position(|&b| b == a) {
+                        Some(i) => pick(imp, r, v, base + i)?,
+                        None => fill(imp, dt, default),
+                    });
+                }
             }
-            Some(imp.add_const(&n.name, kiln_ir::Tensor::from_f32(vec![2 * rank], full)))
+            Some(concat(imp, r, parts)?)
         }
-        Some(v) => return Err(n.bad(format!("roi has {} values for {k} axes", v.len()))),
         None => None,
     };
-    let in_dim = |a: usize| {
-        shape[a]
-            .known()
-            .ok_or_else(|| n.shape_err(format!("axis {a} must be known")))
-    };
     if let Some(sz) = sizes {
-        if sz.len() != k {
-            return Err(n.bad(format!("sizes has {} values for {k} axes", sz.len())));
-        }
-        let mut full = (0..rank)
-            .map(|a| in_dim(a).map(|d| d as i64))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ratios: Vec<f64> = axes
-            .iter()
-            .zip(&sz)
-            .map(|(&a, &s)| Ok(s / in_dim(a)?.max(1) as f64))
-            .collect::<Result<_, FrontendError>>()?;
+        let in_dim = |a: usize| {
+            shape[a]
+                .known()
+                .ok_or_else(|| n.shape_err(format!("axis {a} must be known")))
+        };
         let policy = n.s("keep_aspect_ratio_policy", "stretch");
-        let common = match policy.as_str() {
+        let red = match policy.as_str() {
             "stretch" => None,
-            "not_larger" => ratios.iter().copied().reduce(f64::min),
-            "not_smaller" => ratios.iter().copied().reduce(f64::max),
+            "not_larger" => Some(ReduceOp::Min),
+            "not_smaller" => Some(ReduceOp::Max),
             o => return Err(n.bad(format!("unknown keep_aspect_ratio_policy '{o}'"))),
         };
-        for (i, &a) in axes.iter().enumerate() {
-            full[a] = match common {
-                Some(c) => (c * in_dim(a)? as f64 + 0.5) as i64,
-                None => sz[i] as i64,
-            };
+        let mut parts = vec![];
+        match red {
+            None => {
+                for a in 0..rank {
+                    parts.push(match axes.iter().position(|&b| b == a) {
+                        Some(i) => pick(imp, r, sz, i)?,
+                        None => fill(imp, DType::I64, in_dim(a)? as f64),
+                    });
+                }
+            }
+            Some(red) => {
+                // scale = min/max over the axes of sizes / in; out = round_half_up(scale * in).
+                let ins: Vec<f64> = axes
+                    .iter()
+                    .map(|&a| in_dim(a).map(|d| d as f64))
+                    .collect::<Result<_, _>>()?;
+                let in_t = imp.add_const(
+                    &n.name,
+                    Tensor::from_f32(vec![k], ins.iter().map(|&v| v as f32).collect()),
+                );
+                let nm = imp.fresh(&n.name);
+                let szf = imp.add1(r, &nm, Op::Cast { to: DType::F32 }, vec![Some(sz)])?;
+                let nm = imp.fresh(&n.name);
+                let ratio = imp.add1(
+                    r,
+                    &nm,
+                    Op::Binary { op: BinaryOp::Div },
+                    vec![Some(szf), Some(in_t)],
+                )?;
+                let nm = imp.fresh(&n.name);
+                let scale = imp.add1(
+                    r,
+                    &nm,
+                    Op::Reduce {
+                        op: red,
+                        axes: Some(vec![0]),
+                        keep_dims: true,
+                        noop_with_empty_axes: false,
+                    },
+                    vec![Some(ratio)],
+                )?;
+                for a in 0..rank {
+                    let d = fill(imp, DType::F32, in_dim(a)? as f64);
+                    if !axes.contains(&a) {
+                        parts.push(fill(imp, DType::I64, in_dim(a)? as f64));
+                        continue;
+                    }
+                    let half = fill(imp, DType::F32, 0.5);
+                    let nm = imp.fresh(&n.name);
+                    let o = imp.add1(
+                        r,
+                        &nm,
+                        Op::Binary { op: BinaryOp::Mul },
+                        vec![Some(scale), Some(d)],
+                    )?;
+                    let nm = imp.fresh(&n.name);
+                    let o = imp.add1(
+                        r,
+                        &nm,
+                        Op::Binary { op: BinaryOp::Add },
+                        vec![Some(o), Some(half)],
+                    )?;
+                    let nm = imp.fresh(&n.name);
+                    let o = imp.add1(r, &nm, Op::Unary { op: UnaryOp::Floor }, vec![Some(o)])?;
+                    let nm = imp.fresh(&n.name);
+                    parts.push(imp.add1(r, &nm, Op::Cast { to: DType::I64 }, vec![Some(o)])?);
+                }
+            }
         }
-        let sizes = imp.add_const(&n.name, kiln_ir::Tensor::from_i64(vec![rank], full));
+        let sizes = concat(imp, r, parts)?;
         return Ok(vec![Some(x), roi, None, Some(sizes)]);
     }
     let sc = scales.ok_or_else(|| n.bad("Resize needs scales or sizes"))?;
-    if sc.len() != k {
-        return Err(n.bad(format!("scales has {} values for {k} axes", sc.len())));
+    let dt = imp.ty(sc).dtype;
+    let mut parts = vec![];
+    for a in 0..rank {
+        parts.push(match axes.iter().position(|&b| b == a) {
+            Some(i) => pick(imp, r, sc, i)?,
+            None => fill(imp, dt, 1.0),
+        });
     }
-    let mut full = vec![1.0f32; rank];
-    for (i, &a) in axes.iter().enumerate() {
-        full[a] = sc[i] as f32;
-    }
-    let scales = imp.add_const(&n.name, kiln_ir::Tensor::from_f32(vec![rank], full));
+    let scales = concat(imp, r, parts)?;
     Ok(vec![Some(x), roi, Some(scales), None])
 }

@@ -24,7 +24,7 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         "Gemm" => gemm(imp, r, n),
         "BatchNormalization" => {
             if n.i("training_mode", 0) != 0 {
-                return Err(n.bad("training_mode = 1 is not supported"));
+                return super::decomp::batch_norm_training(imp, r, n);
             }
             let ins = (0..5)
                 .map(|i| imp.req(n, i).map(Some))

@@ -41,6 +41,7 @@ const ONNX_OPS: &[&str] = &[
     "ConvTranspose",
     "Cos",
     "Cosh",
+    "CumProd",
     "CumSum",
     "DepthToSpace",
     "Div",
@@ -349,10 +350,11 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             keep_dims: n.i("keepdims", 1) != 0,
             select_last_index: n.i("select_last_index", 0) != 0,
         },
-        "CumSum" => Op::CumSum {
+        "CumSum" | "CumProd" => Op::CumSum {
             axis: None,
             exclusive: n.i("exclusive", 0) != 0,
             reverse: n.i("reverse", 0) != 0,
+            prod: t == "CumProd",
         },
         "MatMul" => Op::MatMul,
         "Einsum" => Op::Einsum {

@@ -347,9 +347,15 @@ fn cumsum(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         axis,
         exclusive,
         reverse,
+        prod,
     } = cx.op
     else {
         unreachable!()
+    };
+    let (red, unit) = if *prod {
+        (RedOp::Prod, 1.0)
+    } else {
+        (RedOp::Sum, 0.0)
     };
     let axis = axis.ok_or_else(|| cx.err("CumSum axis must be known (specialise first)"))?;
     let dims = cx.in_dims(0)?;
@@ -377,9 +383,9 @@ fn cumsum(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         let term = Expr::select(
             take,
             load_as(x, linear_index(&src, &st), t, ct),
-            Expr::constant(ct, 0.0),
+            Expr::constant(ct, unit),
         );
-        let value = Expr::reduce(RedOp::Sum, j, dims[a] as u64, term);
+        let value = Expr::reduce(red, j, dims[a] as u64, term);
         vec![Stmt::Store {
             buf: y,
             index: linear_index(idx, &st),

@@ -201,6 +201,7 @@ fn cumsum() {
         axis: Some(1),
         exclusive: true,
         reverse: true,
+        prod: false,
     };
     close(
         &run(op, &[&x]),
@@ -237,8 +238,22 @@ fn cumsum() {
         axis: Some(0),
         exclusive: false,
         reverse: false,
+        prod: false,
     };
     assert_eq!(run(op, &[&t]).to_i64_vec(), vec![1, 3, 6, 10]);
+}
+
+#[test]
+fn cumprod() {
+    let t = Tensor::from_i64(vec![4], vec![1, 2, 3, 4]);
+    let mk = |exclusive, reverse| Op::CumSum {
+        axis: Some(0),
+        exclusive,
+        reverse,
+        prod: true,
+    };
+    assert_eq!(run(mk(false, false), &[&t]).to_i64_vec(), vec![1, 2, 6, 24]);
+    assert_eq!(run(mk(true, true), &[&t]).to_i64_vec(), vec![24, 12, 4, 1]);
 }
 
 #[test]
