@@ -2,6 +2,7 @@
 //! executor behind `kiln run`, and tensor file I/O. The `kiln` binary is a thin
 //! CLI over this library.
 
+pub mod aot;
 pub mod exec;
 pub mod frontend;
 pub mod io;

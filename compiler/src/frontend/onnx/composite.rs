@@ -3,6 +3,7 @@
 //! decompositions mirror `onnx.reference`, including its order of rounding
 //! (Attention scales Q and K by `sqrt(scale)` each).
 
+use super::emit::Emit as Ctx;
 use super::{Importer, N};
 use crate::frontend::FrontendError;
 use kiln_ir::graph::{BinaryOp, PadMode, ReduceOp, SliceAxis, UnaryOp};
@@ -19,38 +20,9 @@ pub(crate) const OPS: &[&str] = &[
     "SoftmaxCrossEntropyLoss",
 ];
 
-struct Ctx<'a, 'n> {
-    imp: &'a mut Importer,
-    r: &'a mut Region,
-    n: &'a N<'n>,
-}
-
 impl Ctx<'_, '_> {
-    fn op(&mut self, op: Op, ins: Vec<ValueId>) -> Res<ValueId> {
-        let nm = self.imp.fresh(&self.n.name);
-        self.imp
-            .add1(self.r, &nm, op, ins.into_iter().map(Some).collect())
-    }
-    fn bin(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Res<ValueId> {
-        self.op(Op::Binary { op }, vec![a, b])
-    }
-    fn un(&mut self, op: UnaryOp, a: ValueId) -> Res<ValueId> {
-        self.op(Op::Unary { op }, vec![a])
-    }
-    fn scalar(&mut self, dtype: DType, v: f64) -> ValueId {
-        self.imp.scalar(dtype, v)
-    }
-    fn cast(&mut self, x: ValueId, to: DType) -> Res<ValueId> {
-        if self.imp.ty(x).dtype == to {
-            return Ok(x);
-        }
-        self.op(Op::Cast { to }, vec![x])
-    }
     fn reshape(&mut self, x: ValueId, shape: Vec<Dim>) -> Res<ValueId> {
         self.op(Op::Reshape { shape: Some(shape) }, vec![x])
-    }
-    fn transpose(&mut self, x: ValueId, perm: Vec<usize>) -> Res<ValueId> {
-        self.op(Op::Transpose { perm }, vec![x])
     }
     /// `x[..., start..end:step]` on the last axis.
     fn last(&mut self, x: ValueId, start: usize, end: usize, step: usize) -> Res<ValueId> {
@@ -78,14 +50,6 @@ impl Ctx<'_, '_> {
             },
             vec![x],
         )
-    }
-    /// The static shape of `x`, which the decompositions below need.
-    fn dims(&self, x: ValueId) -> Res<Vec<usize>> {
-        let t = self.imp.ty(x);
-        t.dims().ok_or_else(|| {
-            self.n
-                .shape_err(format!("needs a static input shape, got {t}"))
-        })
     }
 }
 

@@ -18,6 +18,21 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let n_out = n.n_out();
     let (op, regions) = match n.p.op_type.as_str() {
         "If" => {
+            // A constant condition (e.g. a function body testing a known rank)
+            // inlines the taken branch, so the other need not be well-typed.
+            let cond = ins.first().copied().flatten().and_then(|v| imp.konst(v));
+            if let Some(c) = cond.filter(|c| c.data.len() == 1) {
+                let k = if c.data.get_f64(0) != 0.0 { "then_branch" } else { "else_branch" };
+                let mut reg = imp.import_graph(graph(n, k)?, GraphKind::Sub)?;
+                if reg.results.len() != n_out {
+                    return Err(n.shape_err(format!(
+                        "{k} returns {} values for {n_out} outputs",
+                        reg.results.len()
+                    )));
+                }
+                r.nodes.append(&mut reg.nodes);
+                return Ok(reg.results.into_iter().map(Some).collect());
+            }
             let then_r = imp.import_graph(graph(n, "then_branch")?, GraphKind::Sub)?;
             let else_r = imp.import_graph(graph(n, "else_branch")?, GraphKind::Sub)?;
             for (b, reg) in [("then", &then_r), ("else", &else_r)] {

@@ -9,10 +9,13 @@
 mod composite;
 mod control;
 mod decomp;
+mod emit;
 mod data;
 mod nn;
 mod ops;
+mod quant;
 mod rnn;
+mod signal;
 mod tensor;
 #[cfg(test)]
 mod tests;

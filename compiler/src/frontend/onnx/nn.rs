@@ -195,6 +195,21 @@ fn spatial(imp: &Importer, x: ValueId) -> Vec<Dim> {
     imp.ty(x).shape.iter().skip(2).cloned().collect()
 }
 
+/// The kiln Conv op for an ONNX Conv-like node's attributes (shared with
+/// the quantised convolutions).
+pub(crate) fn conv_op(imp: &Importer, n: &N, x: ValueId, w: ValueId) -> Result<Op, FrontendError> {
+    let kernel = kernel_of(imp, n, w)?;
+    let (strides, dilations, pads) = geometry(n, &spatial(imp, x), &kernel)?;
+    let group = n.i("group", 1).max(1) as usize;
+    Ok(Op::Conv {
+        kernel,
+        strides,
+        pads,
+        dilations,
+        group,
+    })
+}
+
 fn conv(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let (x, w, b) = (imp.req(n, 0)?, imp.req(n, 1)?, imp.inp(n, 2)?);
     let kernel = kernel_of(imp, n, w)?;

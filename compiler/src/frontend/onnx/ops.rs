@@ -162,7 +162,9 @@ pub(crate) fn is_supported(domain: &str, op: &str) -> bool {
     (domain.is_empty() || domain == "ai.onnx")
         && (ONNX_OPS.binary_search(&op).is_ok()
             || super::composite::OPS.contains(&op)
-            || super::decomp::OPS.contains(&op))
+            || super::decomp::OPS.contains(&op)
+            || super::quant::OPS.contains(&op)
+            || super::signal::OPS.contains(&op))
 }
 
 fn unary(op: &str) -> Option<UnaryOp> {
@@ -550,6 +552,8 @@ fn convert_other(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         "LSTM" | "GRU" | "RNN" => return rnn::convert(imp, r, n),
         t if super::composite::OPS.contains(&t) => return super::composite::convert(imp, r, n),
         t if super::decomp::OPS.contains(&t) => return super::decomp::convert(imp, r, n),
+        t if super::quant::OPS.contains(&t) => return super::quant::convert(imp, r, n),
+        t if super::signal::OPS.contains(&t) => return super::signal::convert(imp, r, n),
         _ => return nn::convert(imp, r, n),
     };
     let op = simple(op);

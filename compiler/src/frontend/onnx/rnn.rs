@@ -3,6 +3,7 @@
 //! needed on any target. The input projection of all time steps is one MatMul;
 //! each step adds the recurrent MatMul and the gate arithmetic.
 
+use super::emit::Emit as Ctx;
 use super::{Importer, N};
 use crate::frontend::FrontendError;
 use kiln_ir::graph::{BinaryOp, SliceAxis, UnaryOp};
@@ -25,24 +26,7 @@ struct Act {
     beta: f32,
 }
 
-struct Ctx<'a, 'n> {
-    imp: &'a mut Importer,
-    r: &'a mut Region,
-    n: &'a N<'n>,
-}
-
 impl Ctx<'_, '_> {
-    fn op(&mut self, op: Op, ins: Vec<ValueId>) -> Res<ValueId> {
-        let nm = self.imp.fresh(&self.n.name);
-        self.imp
-            .add1(self.r, &nm, op, ins.into_iter().map(Some).collect())
-    }
-    fn bin(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Res<ValueId> {
-        self.op(Op::Binary { op }, vec![a, b])
-    }
-    fn un(&mut self, op: UnaryOp, a: ValueId) -> Res<ValueId> {
-        self.op(Op::Unary { op }, vec![a])
-    }
     /// `x[i]` along axis 0, dropping that axis.
     fn pick(&mut self, x: ValueId, i: usize) -> Res<ValueId> {
         let idx = self
@@ -64,9 +48,6 @@ impl Ctx<'_, '_> {
             },
             vec![x],
         )
-    }
-    fn transpose(&mut self, x: ValueId, perm: Vec<usize>) -> Res<ValueId> {
-        self.op(Op::Transpose { perm }, vec![x])
     }
     /// Prepends a unit axis at position `at`.
     fn unsqueeze(&mut self, x: ValueId, at: usize) -> Res<ValueId> {

@@ -1,0 +1,261 @@
+//! Ahead-of-time planning: a static model becomes an [`AotProgram`] — every
+//! node lowered to kernel IR once, weights as data, and all intermediate
+//! tensors in one arena placed by lifetime — ready for a renderer in
+//! `kiln-targets` (the C backend, later the CPU and firmware backends).
+
+pub mod arena;
+
+use crate::lower::{lower, LowerCtx};
+use crate::passes;
+use arena::Interval;
+use kiln_ir::infer::specialize::specialize;
+use kiln_ir::kernel::BufferRole;
+use kiln_ir::{Model, Op, Tensor, TensorType, ValueId};
+use kiln_targets::plan::{AotIo, AotProgram, AotStep, AotWeight, BufferLoc, OutputCopy};
+use std::collections::HashMap;
+use thiserror::Error;
+
+/// Why a model cannot be compiled ahead of time.
+#[derive(Debug, Error)]
+pub enum AotError {
+    #[error("node '{node}' ({op}): {msg}")]
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
+    #[error("{0}")]
+    Model(String),
+}
+
+/// Where a value lives while planning (arena slots get offsets at the end).
+#[derive(Clone, Copy)]
+enum Place {
+    Fixed(BufferLoc),
+    Slot(usize),
+}
+
+/// Simplifies a copy of `model` and plans it. Shapes must be fully static and
+/// the graph free of control flow (If/Loop/Scan need a runtime executor).
+pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
+    let mut m = model.clone();
+    passes::simplify(&mut m).map_err(|e| AotError::Model(format!("simplify: {e}")))?;
+    let dims_of = |v: ValueId| -> Result<Vec<usize>, String> {
+        let info = m.value(v);
+        info.ty
+            .dims()
+            .ok_or_else(|| format!("value '{}' has symbolic shape {}", info.name, info.ty))
+    };
+    let io = |v: ValueId| -> Result<AotIo, AotError> {
+        let info = m.value(v);
+        Ok(AotIo {
+            name: info.name.clone(),
+            dtype: info.ty.dtype,
+            shape: dims_of(v).map_err(AotError::Model)?,
+        })
+    };
+    let inputs: Vec<AotIo> = m
+        .inputs()
+        .iter()
+        .map(|&v| io(v))
+        .collect::<Result<_, _>>()?;
+    let outputs: Vec<AotIo> = m
+        .outputs()
+        .iter()
+        .map(|&v| io(v))
+        .collect::<Result<_, _>>()?;
+
+    let mut places: HashMap<ValueId, Place> = HashMap::new();
+    for (i, &v) in m.inputs().iter().enumerate() {
+        places.insert(v, Place::Fixed(BufferLoc::Input(i)));
+    }
+    let mut weights: Vec<AotWeight> = vec![];
+    let mut weight_of: HashMap<ValueId, usize> = HashMap::new();
+    let mut weight = |v: ValueId, t: &Tensor, weights: &mut Vec<AotWeight>| -> usize {
+        *weight_of.entry(v).or_insert_with(|| {
+            weights.push(AotWeight {
+                name: m.value(v).name.clone(),
+                data: t.data.clone(),
+            });
+            weights.len() - 1
+        })
+    };
+    // Graph outputs computed by a node are written straight into the caller's buffer.
+    let mut out_of: HashMap<ValueId, usize> = HashMap::new();
+    let mut copies: Vec<(usize, ValueId)> = vec![];
+    let produced: std::collections::HashSet<ValueId> = m
+        .body
+        .nodes
+        .iter()
+        .flat_map(|n| n.outputs.iter().copied())
+        .collect();
+    for (k, &v) in m.outputs().iter().enumerate() {
+        if produced.contains(&v) && !out_of.contains_key(&v) {
+            out_of.insert(v, k);
+        } else {
+            copies.push((k, v));
+        }
+    }
+
+    let mut slots: Vec<Interval> = vec![];
+    let mut steps: Vec<(String, kiln_ir::kernel::KernelProgram, Vec<Place>)> = vec![];
+    for (si, n) in m.body.nodes.iter().enumerate() {
+        let nerr = |msg: String| AotError::Node {
+            node: n.name.clone(),
+            op: n.op.name(),
+            msg,
+        };
+        if !n.regions.is_empty() || matches!(n.op, Op::If | Op::Loop | Op::Scan { .. }) {
+            return Err(nerr("control flow cannot be compiled ahead of time (the C backend needs a static graph)".into()));
+        }
+        let mut types: Vec<Option<TensorType>> = vec![];
+        let mut consts: Vec<Option<&Tensor>> = vec![];
+        for i in &n.inputs {
+            match i {
+                Some(v) => {
+                    let d = dims_of(*v).map_err(nerr)?;
+                    types.push(Some(TensorType::known(m.ty(*v).dtype, &d)));
+                    consts.push(m.consts.get(v));
+                }
+                None => {
+                    types.push(None);
+                    consts.push(None);
+                }
+            }
+        }
+        let (op, keep): (Op, Vec<usize>) =
+            match specialize(&n.op, &types, &consts).map_err(|e| nerr(e.msg))? {
+                Some((op, keep)) => (op, keep),
+                None => (n.op.clone(), (0..n.inputs.len()).collect()),
+            };
+        let ktypes: Vec<Option<TensorType>> = keep
+            .iter()
+            .map(|&i| types.get(i).cloned().flatten())
+            .collect();
+        let kconsts: Vec<Option<&Tensor>> = keep
+            .iter()
+            .map(|&i| consts.get(i).copied().flatten())
+            .collect();
+        let kvals: Vec<Option<ValueId>> = keep
+            .iter()
+            .map(|&i| n.inputs.get(i).copied().flatten())
+            .collect();
+        let outs: Vec<TensorType> = n
+            .outputs
+            .iter()
+            .map(|&v| dims_of(v).map(|d| TensorType::known(m.ty(v).dtype, &d)))
+            .collect::<Result<_, _>>()
+            .map_err(nerr)?;
+        let cx = LowerCtx {
+            node: &n.name,
+            op: &op,
+            inputs: &ktypes,
+            outputs: &outs,
+            consts: &kconsts,
+        };
+        let prog = lower(&cx).map_err(|e| nerr(e.msg))?;
+        for &v in &n.outputs {
+            let place = match out_of.get(&v) {
+                Some(&k) => Place::Fixed(BufferLoc::Output(k)),
+                None => {
+                    let size = m
+                        .ty(v)
+                        .byte_size()
+                        .ok_or_else(|| nerr("symbolic output".into()))?;
+                    slots.push(Interval {
+                        size,
+                        start: si,
+                        end: si,
+                    });
+                    Place::Slot(slots.len() - 1)
+                }
+            };
+            places.insert(v, place);
+        }
+        let mut binds = Vec::with_capacity(prog.buffers.len());
+        for b in &prog.buffers {
+            binds.push(match b.role {
+                BufferRole::Input(i) => {
+                    let v = kvals
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| nerr(format!("program input {i} has no value")))?;
+                    if let Some(t) = m.consts.get(&v) {
+                        Place::Fixed(BufferLoc::Weight(weight(v, t, &mut weights)))
+                    } else {
+                        let p = *places.get(&v).ok_or_else(|| {
+                            nerr(format!("input '{}' is never computed", m.value(v).name))
+                        })?;
+                        if let Place::Slot(s) = p {
+                            slots[s].end = slots[s].end.max(si);
+                        }
+                        p
+                    }
+                }
+                BufferRole::Output(k) => {
+                    let v = *n
+                        .outputs
+                        .get(k)
+                        .ok_or_else(|| nerr(format!("program output {k} has no value")))?;
+                    places[&v]
+                }
+                BufferRole::Scratch => {
+                    slots.push(Interval {
+                        size: b.len * b.dtype.size(),
+                        start: si,
+                        end: si,
+                    });
+                    Place::Slot(slots.len() - 1)
+                }
+            });
+        }
+        steps.push((n.name.clone(), prog, binds));
+    }
+
+    let mut output_copies = vec![];
+    for (k, v) in copies {
+        let from = if let Some(t) = m.consts.get(&v) {
+            BufferLoc::Weight(weight(v, t, &mut weights))
+        } else {
+            match places.get(&v) {
+                Some(Place::Fixed(l)) => *l,
+                _ => {
+                    return Err(AotError::Model(format!(
+                        "output '{}' is never computed",
+                        m.value(v).name
+                    )))
+                }
+            }
+        };
+        output_copies.push(OutputCopy {
+            output: k,
+            from,
+            bytes: outputs[k].byte_size(),
+        });
+    }
+    let (offs, arena_size) = arena::plan(&slots);
+    let arena_lower_bound = arena::lower_bound(&slots, steps.len());
+    let resolve = |p: Place| match p {
+        Place::Fixed(l) => l,
+        Place::Slot(s) => BufferLoc::Arena(offs[s]),
+    };
+    let steps = steps
+        .into_iter()
+        .map(|(node, program, binds)| AotStep {
+            node,
+            program,
+            bindings: binds.into_iter().map(resolve).collect(),
+        })
+        .collect();
+    Ok(AotProgram {
+        name: m.name.clone(),
+        steps,
+        weights,
+        inputs,
+        outputs,
+        output_copies,
+        arena_size,
+        arena_lower_bound,
+    })
+}

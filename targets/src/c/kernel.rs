@@ -1,0 +1,505 @@
+//! Kernel IR → C statements. Values follow the interpreter's lane kinds: f32
+//! (`float`), f64 (`double`), every integer type as `int64_t` (wrapping), bool
+//! as `int`; a store converts to the buffer's element type.
+
+use super::{c_elem_type, CError};
+use kiln_ir::kernel::{BinOp, BufId, BufferDecl, Expr, Matmul, RedOp, Stmt, UnOp, VarId};
+use kiln_ir::DType;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// The lane kind of a C value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    F,
+    D,
+    I,
+    B,
+}
+
+impl Kind {
+    fn of(dt: DType) -> Kind {
+        match dt {
+            DType::F64 => Kind::D,
+            DType::Bool => Kind::B,
+            d if d.is_float() => Kind::F,
+            _ => Kind::I,
+        }
+    }
+
+    fn c(self) -> &'static str {
+        match self {
+            Kind::F => "float",
+            Kind::D => "double",
+            Kind::I => "int64_t",
+            Kind::B => "int",
+        }
+    }
+}
+
+/// Renders the body of one kernel.
+pub(crate) struct KernelWriter<'a> {
+    bufs: &'a [BufferDecl],
+    vars: HashMap<VarId, Kind>,
+    tmp: usize,
+    pub(crate) out: String,
+}
+
+type R<T> = Result<T, CError>;
+
+/// Hex-float literal of a finite double (exact), or a macro for NaN/inf.
+pub(crate) fn hex_double(x: f64) -> String {
+    if x.is_nan() {
+        return "KILN_NAN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 {
+            "KILN_INF".into()
+        } else {
+            "(-KILN_INF)".into()
+        };
+    }
+    let bits = x.to_bits();
+    let sign = if bits >> 63 == 1 { "-" } else { "" };
+    let exp = ((bits >> 52) & 0x7ff) as i64;
+    let mant = bits & ((1u64 << 52) - 1);
+    if exp == 0 {
+        if mant == 0 {
+            return format!("{sign}0x0p+0");
+        }
+        return format!("{sign}0x0.{mant:013x}p-1022");
+    }
+    format!("{sign}0x1.{mant:013x}p{:+}", exp - 1023)
+}
+
+/// An f32 constant as C source (exact).
+pub(crate) fn hex_float(x: f32) -> String {
+    if !x.is_finite() {
+        return format!("((float){})", hex_double(x as f64));
+    }
+    format!("{}f", hex_double(x as f64))
+}
+
+/// A 64-bit integer constant as C source.
+pub(crate) fn int_lit(v: i64) -> String {
+    if v == i64::MIN {
+        "INT64_MIN".into()
+    } else {
+        format!("INT64_C({v})")
+    }
+}
+
+fn wrap_int(v: i64, t: DType) -> i64 {
+    match t {
+        DType::I8 => v as i8 as i64,
+        DType::U8 => v as u8 as i64,
+        DType::I16 => v as i16 as i64,
+        DType::U16 => v as u16 as i64,
+        DType::I32 => v as i32 as i64,
+        DType::U32 => v as u32 as i64,
+        _ => v,
+    }
+}
+
+impl<'a> KernelWriter<'a> {
+    pub(crate) fn new(bufs: &'a [BufferDecl]) -> Self {
+        KernelWriter {
+            bufs,
+            vars: HashMap::new(),
+            tmp: 0,
+            out: String::new(),
+        }
+    }
+
+    fn buf(&self, b: BufId) -> R<&BufferDecl> {
+        self.bufs
+            .get(b as usize)
+            .ok_or_else(|| CError::Unsupported(format!("no buffer {b}")))
+    }
+
+    fn line(&mut self, ind: usize, s: &str) {
+        let _ = writeln!(self.out, "{:w$}{s}", "", w = 2 * ind);
+    }
+
+    fn kind(&self, e: &Expr) -> R<Kind> {
+        Ok(match e {
+            Expr::F(_, DType::F64) => Kind::D,
+            Expr::F(..) => Kind::F,
+            Expr::I(..) => Kind::I,
+            Expr::B(_) => Kind::B,
+            Expr::Var(v) => *self.vars.get(v).unwrap_or(&Kind::I),
+            Expr::Load { buf, .. } => Kind::of(self.buf(*buf)?.dtype),
+            Expr::Unary(UnOp::IsNan | UnOp::IsInf, _) => Kind::B,
+            Expr::Unary(_, a) => self.kind(a)?,
+            Expr::Binary(op, a, _) => {
+                if op.is_comparison() {
+                    Kind::B
+                } else {
+                    self.kind(a)?
+                }
+            }
+            Expr::Select(_, a, _) => self.kind(a)?,
+            Expr::Cast(t, _) => Kind::of(*t),
+            Expr::Reduce { body, .. } => self.kind(body)?,
+        })
+    }
+
+    /// Renders `e` as a C expression; reductions become loops appended to `self.out` first.
+    pub(crate) fn expr(&mut self, e: &Expr, ind: usize) -> R<String> {
+        Ok(match e {
+            Expr::F(v, DType::F64) => hex_double(*v),
+            Expr::F(v, _) => hex_float(*v as f32),
+            Expr::I(v, t) => int_lit(wrap_int(*v, *t)),
+            Expr::B(b) => (if *b { "1" } else { "0" }).into(),
+            Expr::Var(v) => format!("v{v}"),
+            Expr::Load { buf, index } => {
+                let k = Kind::of(self.buf(*buf)?.dtype);
+                let i = self.expr(index, ind)?;
+                match k {
+                    Kind::I => format!("((int64_t)b{buf}[{i}])"),
+                    Kind::B => format!("((int)b{buf}[{i}])"),
+                    _ => format!("b{buf}[{i}]"),
+                }
+            }
+            Expr::Unary(op, a) => {
+                let k = self.kind(a)?;
+                let x = self.expr(a, ind)?;
+                unary(*op, k, &x)?
+            }
+            Expr::Binary(op, a, b) => {
+                let k = self.kind(a)?;
+                let x = self.expr(a, ind)?;
+                let y = self.expr(b, ind)?;
+                binary(*op, k, &x, &y)?
+            }
+            Expr::Select(c, a, b) => {
+                let c = self.expr(c, ind)?;
+                let a = self.expr(a, ind)?;
+                let b = self.expr(b, ind)?;
+                format!("({c} ? {a} : {b})")
+            }
+            Expr::Cast(t, a) => {
+                let k = self.kind(a)?;
+                let x = self.expr(a, ind)?;
+                cast(*t, k, &x)?
+            }
+            Expr::Reduce {
+                op,
+                var,
+                extent,
+                body,
+            } => self.reduce(*op, *var, *extent, body, ind)?,
+        })
+    }
+
+    fn reduce(&mut self, op: RedOp, var: VarId, extent: u64, body: &Expr, ind: usize) -> R<String> {
+        let k = self.kind(body)?;
+        if extent == 0 {
+            return Ok(match (op, k) {
+                (RedOp::Sum, Kind::F) => "0.0f".into(),
+                (RedOp::Prod, Kind::F) => "1.0f".into(),
+                (RedOp::Max, Kind::F) => "((float)-KILN_INF)".into(),
+                (RedOp::Min, Kind::F) => "((float)KILN_INF)".into(),
+                (RedOp::Sum, Kind::D) => "0.0".into(),
+                (RedOp::Prod, Kind::D) => "1.0".into(),
+                (RedOp::Max, Kind::D) => "(-KILN_INF)".into(),
+                (RedOp::Min, Kind::D) => "KILN_INF".into(),
+                (RedOp::Max, Kind::B) => "0".into(),
+                (RedOp::Min, Kind::B) => "1".into(),
+                (RedOp::Sum, _) => "INT64_C(0)".into(),
+                (RedOp::Prod, _) => "INT64_C(1)".into(),
+                (RedOp::Max, _) => "INT64_MIN".into(),
+                (RedOp::Min, _) => "INT64_MAX".into(),
+            });
+        }
+        self.tmp += 1;
+        let acc = format!("r{}", self.tmp);
+        let t = format!("t{}", self.tmp);
+        self.line(ind, &format!("{} {acc} = 0;", k.c()));
+        self.line(
+            ind,
+            &format!("for (int64_t v{var} = 0; v{var} < INT64_C({extent}); v{var}++) {{"),
+        );
+        self.vars.insert(var, Kind::I);
+        let val = self.expr(body, ind + 1)?;
+        self.line(ind + 1, &format!("{} {t} = {val};", k.c()));
+        let bop = match op {
+            RedOp::Sum => BinOp::Add,
+            RedOp::Prod => BinOp::Mul,
+            RedOp::Max => BinOp::Max,
+            RedOp::Min => BinOp::Min,
+        };
+        let comb = if k == Kind::B {
+            // The interpreter folds bool lanes with or (Max/Sum) and and (Min/Prod).
+            if matches!(op, RedOp::Max | RedOp::Sum) {
+                format!("({acc} | {t})")
+            } else {
+                format!("({acc} & {t})")
+            }
+        } else {
+            binary(bop, k, &acc, &t)?
+        };
+        self.line(ind + 1, &format!("{acc} = v{var} == 0 ? {t} : {comb};"));
+        self.line(ind, "}");
+        Ok(acc)
+    }
+
+    /// Renders a block of statements.
+    pub(crate) fn block(&mut self, stmts: &[Stmt], ind: usize) -> R<()> {
+        for s in stmts {
+            self.stmt(s, ind)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt, ind: usize) -> R<()> {
+        match s {
+            Stmt::For { var, extent, body } => {
+                self.vars.insert(*var, Kind::I);
+                self.line(
+                    ind,
+                    &format!("for (int64_t v{var} = 0; v{var} < INT64_C({extent}); v{var}++) {{"),
+                );
+                self.block(body, ind + 1)?;
+                self.line(ind, "}");
+            }
+            Stmt::Let { var, value } => {
+                let k = self.kind(value)?;
+                let v = self.expr(value, ind)?;
+                self.vars.insert(*var, k);
+                self.line(ind, &format!("const {} v{var} = {v};", k.c()));
+            }
+            Stmt::Store { buf, index, value } => {
+                let dt = self.buf(*buf)?.dtype;
+                let i = self.expr(index, ind)?;
+                let v = self.expr(value, ind)?;
+                let ty = c_elem_type(dt)?;
+                let v = if dt == DType::Bool {
+                    format!("(uint8_t)(({v}) != 0)")
+                } else {
+                    format!("({ty})({v})")
+                };
+                self.line(ind, &format!("b{buf}[{i}] = {v};"));
+            }
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
+                let c = self.expr(cond, ind)?;
+                self.line(ind, &format!("if ({c}) {{"));
+                self.block(then_body, ind + 1)?;
+                if !else_body.is_empty() {
+                    self.line(ind, "} else {");
+                    self.block(else_body, ind + 1)?;
+                }
+                self.line(ind, "}");
+            }
+            Stmt::Matmul(m) => self.matmul(m, ind)?,
+        }
+        Ok(())
+    }
+
+    /// A plain i-p-j triple loop (j innermost, contiguous in the common layout).
+    fn matmul(&mut self, m: &Matmul, ind: usize) -> R<()> {
+        let ty = c_elem_type(self.buf(m.c.buf)?.dtype)?;
+        self.tmp += 1;
+        let n = self.tmp;
+        let oa = self.expr(&m.a.offset, ind)?;
+        let ob = self.expr(&m.b.offset, ind)?;
+        let oc = self.expr(&m.c.offset, ind)?;
+        let (a, b, c) = (&m.a, &m.b, &m.c);
+        self.line(ind, "{");
+        let i2 = ind + 1;
+        self.line(
+            i2,
+            &format!("const int64_t oa{n} = {oa}, ob{n} = {ob}, oc{n} = {oc};"),
+        );
+        self.line(
+            i2,
+            &format!("for (int64_t i = 0; i < INT64_C({}); i++) {{", m.m),
+        );
+        if !m.accumulate {
+            self.line(
+                i2 + 1,
+                &format!(
+                    "for (int64_t j = 0; j < INT64_C({}); j++) b{}[oc{n} + i * INT64_C({}) + j * INT64_C({})] = 0;",
+                    m.n, c.buf, c.row_stride, c.col_stride
+                ),
+            );
+        }
+        self.line(
+            i2 + 1,
+            &format!("for (int64_t p = 0; p < INT64_C({}); p++) {{", m.k),
+        );
+        self.line(
+            i2 + 2,
+            &format!(
+                "const {ty} av = b{}[oa{n} + i * INT64_C({}) + p * INT64_C({})];",
+                a.buf, a.row_stride, a.col_stride
+            ),
+        );
+        self.line(
+            i2 + 2,
+            &format!("for (int64_t j = 0; j < INT64_C({}); j++) {{", m.n),
+        );
+        self.line(
+            i2 + 3,
+            &format!(
+                "b{cb}[oc{n} + i * INT64_C({cr}) + j * INT64_C({cc})] += av * b{bb}[ob{n} + p * INT64_C({br}) + j * INT64_C({bc})];",
+                cb = c.buf,
+                cr = c.row_stride,
+                cc = c.col_stride,
+                bb = b.buf,
+                br = b.row_stride,
+                bc = b.col_stride
+            ),
+        );
+        self.line(i2 + 2, "}");
+        self.line(i2 + 1, "}");
+        self.line(i2, "}");
+        self.line(ind, "}");
+        Ok(())
+    }
+}
+
+fn unary(op: UnOp, k: Kind, x: &str) -> R<String> {
+    use UnOp::*;
+    let bad = || CError::Unsupported(format!("{op:?} on {k:?}"));
+    Ok(match k {
+        Kind::F | Kind::D => {
+            let f = match op {
+                Neg => return Ok(format!("(-{x})")),
+                IsNan => return Ok(format!("kiln_isnan((double){x})")),
+                IsInf => return Ok(format!("kiln_isinf((double){x})")),
+                Not => return Err(bad()),
+                Abs => "kiln_fabs",
+                Exp => "kiln_exp",
+                Log => "kiln_log",
+                Sqrt => "kiln_sqrt",
+                Sin => "kiln_sin",
+                Cos => "kiln_cos",
+                Tan => "kiln_tan",
+                Asin => "kiln_asin",
+                Acos => "kiln_acos",
+                Atan => "kiln_atan",
+                Sinh => "kiln_sinh",
+                Cosh => "kiln_cosh",
+                Asinh => "kiln_asinh",
+                Acosh => "kiln_acosh",
+                Atanh => "kiln_atanh",
+                Tanh => "kiln_tanh",
+                Erf => "kiln_erf",
+                Floor => "kiln_floor",
+                Ceil => "kiln_ceil",
+                Round => "kiln_round_even",
+            };
+            if k == Kind::F {
+                format!("((float){f}((double){x}))")
+            } else {
+                format!("{f}({x})")
+            }
+        }
+        Kind::I => match op {
+            Neg => format!("kiln_ineg({x})"),
+            Abs => format!("kiln_iabs({x})"),
+            Not => format!("(~{x})"),
+            Floor | Ceil | Round => x.to_string(),
+            _ => return Err(bad()),
+        },
+        Kind::B => match op {
+            Not => format!("(!{x})"),
+            _ => return Err(bad()),
+        },
+    })
+}
+
+fn binary(op: BinOp, k: Kind, x: &str, y: &str) -> R<String> {
+    use BinOp::*;
+    let bad = || CError::Unsupported(format!("{op:?} on {k:?}"));
+    let cmp = |s: &str| format!("({x} {s} {y})");
+    Ok(match op {
+        Eq if k != Kind::B => cmp("=="),
+        Ne if k != Kind::B => cmp("!="),
+        Lt => cmp("<"),
+        Le => cmp("<="),
+        Gt => cmp(">"),
+        Ge => cmp(">="),
+        _ => match k {
+            Kind::F | Kind::D => {
+                let f = match op {
+                    Add => return Ok(cmp("+")),
+                    Sub => return Ok(cmp("-")),
+                    Mul => return Ok(cmp("*")),
+                    Div => return Ok(cmp("/")),
+                    Rem => "kiln_fmod",
+                    Pow => "kiln_pow",
+                    Max => "kiln_fmax",
+                    Min => "kiln_fmin",
+                    _ => return Err(bad()),
+                };
+                if k == Kind::F {
+                    format!("((float){f}((double){x}, (double){y}))")
+                } else {
+                    format!("{f}({x}, {y})")
+                }
+            }
+            Kind::I => {
+                let f = match op {
+                    Add => "kiln_iadd",
+                    Sub => "kiln_isub",
+                    Mul => "kiln_imul",
+                    Div => "kiln_idiv",
+                    Rem => "kiln_irem",
+                    Pow => "kiln_ipow",
+                    Max => "kiln_imax",
+                    Min => "kiln_imin",
+                    And => return Ok(cmp("&")),
+                    Or => return Ok(cmp("|")),
+                    Xor => return Ok(cmp("^")),
+                    Shl => "kiln_shl",
+                    Shr => "kiln_shr",
+                    _ => return Err(bad()),
+                };
+                format!("{f}({x}, {y})")
+            }
+            Kind::B => match op {
+                And | Min => cmp("&"),
+                Or | Max => cmp("|"),
+                Xor | Ne => cmp("^"),
+                Eq => cmp("=="),
+                _ => "0".into(),
+            },
+        },
+    })
+}
+
+fn cast(t: DType, k: Kind, x: &str) -> R<String> {
+    let to = Kind::of(t);
+    if matches!(t, DType::F16 | DType::BF16) {
+        return Err(CError::Unsupported(format!("cast to {t}")));
+    }
+    Ok(match (to, k) {
+        (Kind::F, Kind::F) | (Kind::D, Kind::D) | (Kind::B, Kind::B) => x.to_string(),
+        (Kind::F, _) => format!("((float){x})"),
+        (Kind::D, _) => format!("((double){x})"),
+        (Kind::B, _) => format!("({x} != 0)"),
+        (Kind::I, Kind::I) => match t {
+            DType::I64 | DType::U64 => x.to_string(),
+            _ => format!("((int64_t)({})({x}))", c_elem_type(t)?),
+        },
+        (Kind::I, Kind::B) => format!("((int64_t){x})"),
+        (Kind::I, _) => {
+            if t == DType::U64 {
+                format!("kiln_f2u64((double){x})")
+            } else {
+                let (lo, hi) = t.min_max();
+                format!(
+                    "kiln_f2i((double){x}, {}, {})",
+                    hex_double(lo),
+                    hex_double(hi)
+                )
+            }
+        }
+    })
+}
