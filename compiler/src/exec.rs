@@ -15,13 +15,21 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ExecError {
     #[error("node '{node}' ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
     #[error("{0}")]
     Input(String),
 }
 
 fn node_err(n: &Node, msg: impl Into<String>) -> ExecError {
-    ExecError::Node { node: n.name.clone(), op: n.op.name(), msg: msg.into() }
+    ExecError::Node {
+        node: n.name.clone(),
+        op: n.op.name(),
+        msg: msg.into(),
+    }
 }
 
 /// Values known so far, by id.
@@ -32,7 +40,11 @@ pub type Env = HashMap<ValueId, Tensor>;
 pub fn run_model(model: &Model, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ExecError> {
     let params = model.inputs();
     if inputs.len() != params.len() {
-        return Err(ExecError::Input(format!("model has {} inputs, {} given", params.len(), inputs.len())));
+        return Err(ExecError::Input(format!(
+            "model has {} inputs, {} given",
+            params.len(),
+            inputs.len()
+        )));
     }
     let mut env: Env = HashMap::new();
     for (&p, t) in params.iter().zip(inputs) {
@@ -47,12 +59,25 @@ pub fn run_model(model: &Model, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, Exec
 pub fn check_input(model: &Model, p: ValueId, t: &Tensor) -> Result<(), ExecError> {
     let info = model.value(p);
     if t.dtype() != info.ty.dtype {
-        return Err(ExecError::Input(format!("input '{}' must be {}, got {}", info.name, info.ty.dtype, t.dtype())));
+        return Err(ExecError::Input(format!(
+            "input '{}' must be {}, got {}",
+            info.name,
+            info.ty.dtype,
+            t.dtype()
+        )));
     }
     let dims_ok = info.ty.rank() == t.shape.len()
-        && info.ty.shape.iter().zip(&t.shape).all(|(d, &n)| d.known().is_none_or(|k| k == n));
+        && info
+            .ty
+            .shape
+            .iter()
+            .zip(&t.shape)
+            .all(|(d, &n)| d.known().is_none_or(|k| k == n));
     if !dims_ok {
-        return Err(ExecError::Input(format!("input '{}' must have shape {}, got {:?}", info.name, info.ty, t.shape)));
+        return Err(ExecError::Input(format!(
+            "input '{}' must have shape {}, got {:?}",
+            info.name, info.ty, t.shape
+        )));
     }
     Ok(())
 }
@@ -62,7 +87,12 @@ fn get<'e>(model: &'e Model, env: &'e Env, v: ValueId) -> Option<&'e Tensor> {
 }
 
 /// Runs a region with `args` bound to its params; returns its results.
-pub fn run_region(model: &Model, r: &Region, env: &mut Env, args: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
+pub fn run_region(
+    model: &Model,
+    r: &Region,
+    env: &mut Env,
+    args: &[Tensor],
+) -> Result<Vec<Tensor>, ExecError> {
     for (&p, a) in r.params.iter().zip(args) {
         env.insert(p, a.clone());
     }
@@ -75,9 +105,12 @@ pub fn run_region(model: &Model, r: &Region, env: &mut Env, args: &[Tensor]) -> 
     r.results
         .iter()
         .map(|&v| {
-            get(model, env, v)
-                .cloned()
-                .ok_or_else(|| ExecError::Input(format!("result '{}' was never computed", model.value(v).name)))
+            get(model, env, v).cloned().ok_or_else(|| {
+                ExecError::Input(format!(
+                    "result '{}' was never computed",
+                    model.value(v).name
+                ))
+            })
         })
         .collect()
 }
@@ -87,11 +120,9 @@ pub fn run_node(model: &Model, n: &Node, env: &mut Env) -> Result<Vec<Tensor>, E
     let mut vals: Vec<Option<Tensor>> = Vec::with_capacity(n.inputs.len());
     for i in &n.inputs {
         vals.push(match i {
-            Some(v) => Some(
-                get(model, env, *v)
-                    .cloned()
-                    .ok_or_else(|| node_err(n, format!("input '{}' has no value", model.value(*v).name)))?,
-            ),
+            Some(v) => Some(get(model, env, *v).cloned().ok_or_else(|| {
+                node_err(n, format!("input '{}' has no value", model.value(*v).name))
+            })?),
             None => None,
         });
     }
@@ -107,35 +138,60 @@ pub fn run_node(model: &Model, n: &Node, env: &mut Env) -> Result<Vec<Tensor>, E
 }
 
 /// Evaluates a non-control-flow op on concrete values: specialise, infer, lower, interpret.
-pub fn eval_op(name: &str, op: &Op, vals: &[Option<&Tensor>], num_outputs: usize) -> Result<Vec<Tensor>, String> {
-    let types: Vec<Option<TensorType>> =
-        vals.iter().map(|v| v.map(|t| TensorType::known(t.dtype(), &t.shape))).collect();
+pub fn eval_op(
+    name: &str,
+    op: &Op,
+    vals: &[Option<&Tensor>],
+    num_outputs: usize,
+) -> Result<Vec<Tensor>, String> {
+    let types: Vec<Option<TensorType>> = vals
+        .iter()
+        .map(|v| v.map(|t| TensorType::known(t.dtype(), &t.shape)))
+        .collect();
     let (op, keep) = match specialize(op, &types, vals).map_err(|e| e.msg)? {
         Some((op, keep)) => (op, Some(keep)),
         None => (op.clone(), None),
     };
     let (types, vals): (Vec<Option<TensorType>>, Vec<Option<&Tensor>>) = match &keep {
-        Some(k) => (k.iter().map(|&i| types.get(i).cloned().flatten()).collect(), k.iter().map(|&i| vals.get(i).copied().flatten()).collect()),
+        Some(k) => (
+            k.iter().map(|&i| types.get(i).cloned().flatten()).collect(),
+            k.iter().map(|&i| vals.get(i).copied().flatten()).collect(),
+        ),
         None => (types, vals.to_vec()),
     };
     let outs = infer_types(&op, &types, &vals, num_outputs, &[]).map_err(|e| e.msg)?;
     let outs: Vec<TensorType> = outs.into_iter().take(num_outputs).collect();
     for t in &outs {
         if t.dims().is_none() {
-            return Err(format!("output shape {t} could not be determined from the given values"));
+            return Err(format!(
+                "output shape {t} could not be determined from the given values"
+            ));
         }
     }
-    let cx = LowerCtx { node: name, op: &op, inputs: &types, outputs: &outs, consts: &vals };
+    let cx = LowerCtx {
+        node: name,
+        op: &op,
+        inputs: &types,
+        outputs: &outs,
+        consts: &vals,
+    };
     let prog = lower(&cx).map_err(|e| e.msg)?;
     let storages: Vec<Option<&Storage>> = vals.iter().map(|v| v.map(|t| &t.data)).collect();
     let data = run_program(&prog, &storages).map_err(|e| e.to_string())?;
     if data.len() != outs.len() {
-        return Err(format!("lowering produced {} outputs, expected {}", data.len(), outs.len()));
+        return Err(format!(
+            "lowering produced {} outputs, expected {}",
+            data.len(),
+            outs.len()
+        ));
     }
     Ok(outs
         .iter()
         .zip(data)
-        .map(|(t, d)| Tensor { shape: t.dims().unwrap_or_default(), data: d })
+        .map(|(t, d)| Tensor {
+            shape: t.dims().unwrap_or_default(),
+            data: d,
+        })
         .collect())
 }
 
@@ -146,15 +202,39 @@ fn scalar_bool(t: &Tensor) -> Result<bool, String> {
     Ok(t.data.get_f64(0) != 0.0)
 }
 
-fn run_if(model: &Model, n: &Node, env: &mut Env, vals: &[Option<Tensor>]) -> Result<Vec<Tensor>, ExecError> {
-    let c = vals.first().cloned().flatten().ok_or_else(|| node_err(n, "missing condition"))?;
-    let branch = if scalar_bool(&c).map_err(|m| node_err(n, m))? { 0 } else { 1 };
-    let r = n.regions.get(branch).ok_or_else(|| node_err(n, "missing branch region"))?;
+fn run_if(
+    model: &Model,
+    n: &Node,
+    env: &mut Env,
+    vals: &[Option<Tensor>],
+) -> Result<Vec<Tensor>, ExecError> {
+    let c = vals
+        .first()
+        .cloned()
+        .flatten()
+        .ok_or_else(|| node_err(n, "missing condition"))?;
+    let branch = if scalar_bool(&c).map_err(|m| node_err(n, m))? {
+        0
+    } else {
+        1
+    };
+    let r = n
+        .regions
+        .get(branch)
+        .ok_or_else(|| node_err(n, "missing branch region"))?;
     run_region(model, r, env, &[])
 }
 
-fn run_loop(model: &Model, n: &Node, env: &mut Env, vals: &[Option<Tensor>]) -> Result<Vec<Tensor>, ExecError> {
-    let body = n.regions.first().ok_or_else(|| node_err(n, "missing body"))?;
+fn run_loop(
+    model: &Model,
+    n: &Node,
+    env: &mut Env,
+    vals: &[Option<Tensor>],
+) -> Result<Vec<Tensor>, ExecError> {
+    let body = n
+        .regions
+        .first()
+        .ok_or_else(|| node_err(n, "missing body"))?;
     let max_trip = match vals.first().cloned().flatten() {
         Some(t) if !t.is_empty() => Some(t.data.get_i64(0)),
         _ => None,
@@ -163,16 +243,31 @@ fn run_loop(model: &Model, n: &Node, env: &mut Env, vals: &[Option<Tensor>]) -> 
         Some(t) => scalar_bool(&t).map_err(|m| node_err(n, m))?,
         None => true,
     };
-    let mut carried: Vec<Tensor> = vals[2..].iter().map(|v| v.clone().ok_or_else(|| node_err(n, "missing carried value"))).collect::<Result<_, _>>()?;
+    let mut carried: Vec<Tensor> = vals[2..]
+        .iter()
+        .map(|v| {
+            v.clone()
+                .ok_or_else(|| node_err(n, "missing carried value"))
+        })
+        .collect::<Result<_, _>>()?;
     let n_carried = carried.len();
     let mut scans: Vec<Vec<Tensor>> = vec![];
     let mut i: i64 = 0;
     const LIMIT: i64 = 10_000_000;
     while cond && max_trip.is_none_or(|m| i < m) {
         if i >= LIMIT {
-            return Err(node_err(n, format!("loop ran {LIMIT} iterations without terminating")));
+            return Err(node_err(
+                n,
+                format!("loop ran {LIMIT} iterations without terminating"),
+            ));
         }
-        let mut args = vec![Tensor::from_i64(vec![], vec![i]), Tensor { shape: vec![], data: Storage::Bool(vec![cond]) }];
+        let mut args = vec![
+            Tensor::from_i64(vec![], vec![i]),
+            Tensor {
+                shape: vec![],
+                data: Storage::Bool(vec![cond]),
+            },
+        ];
         args.extend(carried.iter().cloned());
         let outs = run_region(model, body, env, &args)?;
         if outs.len() < 1 + n_carried {
@@ -209,7 +304,10 @@ pub fn stack(parts: &[Tensor], ty: &TensorType) -> Result<Tensor, String> {
     let mut bytes = Vec::new();
     for p in parts {
         if p.shape != first.shape {
-            return Err(format!("scan outputs change shape across iterations: {:?} vs {:?}", p.shape, first.shape));
+            return Err(format!(
+                "scan outputs change shape across iterations: {:?} vs {:?}",
+                p.shape, first.shape
+            ));
         }
         bytes.extend(p.data.to_le_bytes());
     }
@@ -233,7 +331,10 @@ pub fn take_axis(t: &Tensor, axis: usize, i: usize) -> Tensor {
     }
     let mut shape = t.shape.clone();
     shape.remove(axis);
-    Tensor { shape, data: Storage::from_le_bytes(t.dtype(), &out).unwrap_or(Storage::zeros(t.dtype(), 0)) }
+    Tensor {
+        shape,
+        data: Storage::from_le_bytes(t.dtype(), &out).unwrap_or(Storage::zeros(t.dtype(), 0)),
+    }
 }
 
 /// Moves axis 0 of `t` to position `axis`.
@@ -255,20 +356,54 @@ fn move_leading_axis(t: Tensor, axis: usize) -> Tensor {
             out.extend_from_slice(&b[o * inner * es..(o + 1) * inner * es]);
         }
     }
-    Tensor { shape, data: Storage::from_le_bytes(t.dtype(), &out).unwrap_or(Storage::zeros(t.dtype(), 0)) }
+    Tensor {
+        shape,
+        data: Storage::from_le_bytes(t.dtype(), &out).unwrap_or(Storage::zeros(t.dtype(), 0)),
+    }
 }
 
-fn run_scan(model: &Model, n: &Node, env: &mut Env, vals: &[Option<Tensor>]) -> Result<Vec<Tensor>, ExecError> {
-    let Op::Scan { num_scan_inputs, input_directions, output_directions, input_axes, output_axes } = &n.op else {
+fn run_scan(
+    model: &Model,
+    n: &Node,
+    env: &mut Env,
+    vals: &[Option<Tensor>],
+) -> Result<Vec<Tensor>, ExecError> {
+    let Op::Scan {
+        num_scan_inputs,
+        input_directions,
+        output_directions,
+        input_axes,
+        output_axes,
+    } = &n.op
+    else {
         unreachable!()
     };
-    let body = n.regions.first().ok_or_else(|| node_err(n, "missing body"))?;
-    let vals: Vec<Tensor> = vals.iter().map(|v| v.clone().ok_or_else(|| node_err(n, "missing input"))).collect::<Result<_, _>>()?;
+    let body = n
+        .regions
+        .first()
+        .ok_or_else(|| node_err(n, "missing body"))?;
+    let vals: Vec<Tensor> = vals
+        .iter()
+        .map(|v| v.clone().ok_or_else(|| node_err(n, "missing input")))
+        .collect::<Result<_, _>>()?;
     let n_states = vals.len() - num_scan_inputs;
     let mut states: Vec<Tensor> = vals[..n_states].to_vec();
     let scan_in = &vals[n_states..];
-    let norm = |a: i64, r: usize| if a < 0 { (a + r as i64) as usize } else { a as usize };
-    let axes: Vec<usize> = (0..scan_in.len()).map(|j| norm(input_axes.get(j).copied().unwrap_or(0), scan_in[j].shape.len())).collect();
+    let norm = |a: i64, r: usize| {
+        if a < 0 {
+            (a + r as i64) as usize
+        } else {
+            a as usize
+        }
+    };
+    let axes: Vec<usize> = (0..scan_in.len())
+        .map(|j| {
+            norm(
+                input_axes.get(j).copied().unwrap_or(0),
+                scan_in[j].shape.len(),
+            )
+        })
+        .collect();
     let len = scan_in.first().map(|t| t.shape[axes[0]]).unwrap_or(0);
     let mut scans: Vec<Vec<Tensor>> = vec![];
     for it in 0..len {
@@ -292,16 +427,23 @@ fn run_scan(model: &Model, n: &Node, env: &mut Env, vals: &[Option<Tensor>]) -> 
             parts.reverse();
         }
         let ty = model.ty(n.outputs[n_states + k]);
-        let stacked = stack(&parts, &TensorType::new(ty.dtype, vec![])).map_err(|m| node_err(n, m))?;
+        let stacked =
+            stack(&parts, &TensorType::new(ty.dtype, vec![])).map_err(|m| node_err(n, m))?;
         let r = stacked.shape.len();
-        out.push(move_leading_axis(stacked, norm(output_axes.get(k).copied().unwrap_or(0), r)));
+        out.push(move_leading_axis(
+            stacked,
+            norm(output_axes.get(k).copied().unwrap_or(0), r),
+        ));
     }
     Ok(out)
 }
 
 /// A bool scalar tensor.
 pub fn bool_scalar(b: bool) -> Tensor {
-    Tensor { shape: vec![], data: Storage::Bool(vec![b]) }
+    Tensor {
+        shape: vec![],
+        data: Storage::Bool(vec![b]),
+    }
 }
 
 #[allow(dead_code)]

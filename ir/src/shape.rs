@@ -50,7 +50,10 @@ impl TensorType {
 
     /// A fully known type from concrete dims.
     pub fn known(dtype: DType, dims: &[usize]) -> TensorType {
-        TensorType { dtype, shape: dims.iter().map(|&d| Dim::Known(d)).collect() }
+        TensorType {
+            dtype,
+            shape: dims.iter().map(|&d| Dim::Known(d)).collect(),
+        }
     }
 
     pub fn rank(&self) -> usize {

@@ -45,7 +45,6 @@ macro_rules! for_each_storage {
     };
 }
 
-
 impl Storage {
     /// Zero-filled storage of `len` elements.
     pub fn zeros(dtype: DType, len: usize) -> Storage {
@@ -137,16 +136,30 @@ impl Storage {
             Storage::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
             Storage::I8(v) => out.extend(v.iter().map(|&b| b as u8)),
             Storage::U8(v) => out.extend_from_slice(v),
-            Storage::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::F16(v) | Storage::BF16(v) | Storage::U16(v) => {
-                v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes()))
-            }
-            Storage::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::I64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            Storage::U64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F16(v) | Storage::BF16(v) | Storage::U16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::I16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::I32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::U32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::I64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            Storage::U64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         }
         out
     }
@@ -236,22 +249,42 @@ impl Tensor {
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = shape.iter().product();
-        Tensor { shape, data: Storage::zeros(dtype, n) }
+        Tensor {
+            shape,
+            data: Storage::zeros(dtype, n),
+        }
     }
 
     pub fn from_f32(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), v.len(), "shape/data mismatch");
-        Tensor { shape, data: Storage::F32(v) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            v.len(),
+            "shape/data mismatch"
+        );
+        Tensor {
+            shape,
+            data: Storage::F32(v),
+        }
     }
 
     pub fn from_i64(shape: Vec<usize>, v: Vec<i64>) -> Tensor {
-        assert_eq!(shape.iter().product::<usize>(), v.len(), "shape/data mismatch");
-        Tensor { shape, data: Storage::I64(v) }
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            v.len(),
+            "shape/data mismatch"
+        );
+        Tensor {
+            shape,
+            data: Storage::I64(v),
+        }
     }
 
     /// A rank-0 tensor holding one value of `dtype`.
     pub fn scalar_f64(dtype: DType, v: f64) -> Tensor {
-        Tensor { shape: vec![], data: Storage::from_f64s(dtype, [v]) }
+        Tensor {
+            shape: vec![],
+            data: Storage::from_f64s(dtype, [v]),
+        }
     }
 
     pub fn dtype(&self) -> DType {
@@ -286,6 +319,9 @@ impl Tensor {
         } else {
             Storage::from_i64s(to, self.to_i64_vec())
         };
-        Tensor { shape: self.shape.clone(), data }
+        Tensor {
+            shape: self.shape.clone(),
+            data,
+        }
     }
 }

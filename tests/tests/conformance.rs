@@ -278,7 +278,10 @@ fn write_report(path: &Path, outcomes: &[Outcome]) -> OpCounts {
         let msg = first_line(o.error.as_deref().unwrap_or("")).replace('|', "\\|");
         let _ = writeln!(s, "- `{}` ({}): {}", o.case, o.op, msg);
     }
-    let _ = writeln!(s, "\n## Not run: outside kiln's types, or random reference outputs\n");
+    let _ = writeln!(
+        s,
+        "\n## Not run: outside kiln's types, or random reference outputs\n"
+    );
     let mut skips: Vec<&Outcome> = outcomes.iter().filter(|o| o.skip.is_some()).collect();
     skips.sort_by(|a, b| (&a.op, &a.case).cmp(&(&b.op, &b.case)));
     for o in skips {

@@ -20,7 +20,9 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     }
     let (out_dims, in_dims) = collapse_dims(&cx.out_dims(0)?, &in_dims);
     let op = cx.op.clone();
-    let in_types: Vec<DType> = (0..n_in).map(|i| cx.in_type(i).map(|t| t.dtype)).collect::<Result<_>>()?;
+    let in_types: Vec<DType> = (0..n_in)
+        .map(|i| cx.in_type(i).map(|t| t.dtype))
+        .collect::<Result<_>>()?;
     let mut err = None;
     let body = pb.nest(&out_dims, |_, idx| {
         let load = |i: usize| broadcast_load(io.input(i), &in_dims[i], &out_dims, idx);
@@ -33,7 +35,11 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             _ => Err(format!("{} is not elementwise", op.name())),
         };
         match value {
-            Ok(v) => vec![Stmt::Store { buf: io.outputs[0], index: linear_index(idx, &strides(&out_dims)), value: v }],
+            Ok(v) => vec![Stmt::Store {
+                buf: io.outputs[0],
+                index: linear_index(idx, &strides(&out_dims)),
+                value: v,
+            }],
             Err(e) => {
                 err = Some(e);
                 vec![]
@@ -91,7 +97,12 @@ pub fn collapse_dims(out: &[usize], inputs: &[Vec<usize>]) -> (Vec<usize>, Vec<V
 }
 
 /// Loads an input broadcast (numpy rules, aligned right) to the output index `idx`.
-pub fn broadcast_load(buf: BufId, dims: &[usize], out_dims: &[usize], idx: &[kiln_ir::kernel::Expr]) -> Expr {
+pub fn broadcast_load(
+    buf: BufId,
+    dims: &[usize],
+    out_dims: &[usize],
+    idx: &[kiln_ir::kernel::Expr],
+) -> Expr {
     let st = strides(dims);
     let off = out_dims.len() - dims.len();
     let index = dims
@@ -119,7 +130,11 @@ pub fn unary_expr(op: &UnaryOp, x: Expr, t: DType) -> std::result::Result<Expr, 
         UnaryOp::Sign => Expr::select(
             x.clone().gt(c(0.0)),
             c(1.0),
-            Expr::select(x.clone().lt(c(0.0)), c(-1.0), if t.is_float() { x } else { c(0.0) }),
+            Expr::select(
+                x.clone().lt(c(0.0)),
+                c(-1.0),
+                if t.is_float() { x } else { c(0.0) },
+            ),
         ),
         UnaryOp::Sin => x.un(UnOp::Sin),
         UnaryOp::Cos => x.un(UnOp::Cos),
@@ -138,7 +153,10 @@ pub fn unary_expr(op: &UnaryOp, x: Expr, t: DType) -> std::result::Result<Expr, 
         UnaryOp::Relu => x.max(c(0.0)),
         UnaryOp::Not | UnaryOp::BitwiseNot => x.un(UnOp::Not),
         UnaryOp::IsNan => x.un(UnOp::IsNan),
-        UnaryOp::IsInf { detect_positive, detect_negative } => {
+        UnaryOp::IsInf {
+            detect_positive,
+            detect_negative,
+        } => {
             let inf = x.clone().un(UnOp::IsInf);
             match (detect_positive, detect_negative) {
                 (true, true) => inf,
@@ -151,10 +169,14 @@ pub fn unary_expr(op: &UnaryOp, x: Expr, t: DType) -> std::result::Result<Expr, 
         UnaryOp::Softsign => x.clone().bin(BinOp::Div, c(1.0) + x.un(UnOp::Abs)),
         UnaryOp::HardSwish => x.clone() * (x * c(1.0 / 6.0) + c(0.5)).min(c(1.0)).max(c(0.0)),
         UnaryOp::Mish => x.clone() * (exp(x) + c(1.0)).un(UnOp::Log).un(UnOp::Tanh),
-        UnaryOp::LeakyRelu { alpha } => Expr::select(x.clone().lt(c(0.0)), x.clone() * c(*alpha as f64), x),
-        UnaryOp::Elu { alpha } => {
-            Expr::select(x.clone().lt(c(0.0)), c(*alpha as f64) * (exp(x.clone()) - c(1.0)), x)
+        UnaryOp::LeakyRelu { alpha } => {
+            Expr::select(x.clone().lt(c(0.0)), x.clone() * c(*alpha as f64), x)
         }
+        UnaryOp::Elu { alpha } => Expr::select(
+            x.clone().lt(c(0.0)),
+            c(*alpha as f64) * (exp(x.clone()) - c(1.0)),
+            x,
+        ),
         UnaryOp::Selu { alpha, gamma } => {
             let neg = c(*alpha as f64) * exp(x.clone()) - c(*alpha as f64);
             c(*gamma as f64) * Expr::select(x.clone().le(c(0.0)), neg, x)
@@ -163,15 +185,18 @@ pub fn unary_expr(op: &UnaryOp, x: Expr, t: DType) -> std::result::Result<Expr, 
             let a = *alpha as f64;
             x.clone().max(c(0.0)) + (c(a) * (exp(x.bin(BinOp::Div, c(a))) - c(1.0))).min(c(0.0))
         }
-        UnaryOp::HardSigmoid { alpha, beta } => {
-            (c(*alpha as f64) * x + c(*beta as f64)).min(c(1.0)).max(c(0.0))
+        UnaryOp::HardSigmoid { alpha, beta } => (c(*alpha as f64) * x + c(*beta as f64))
+            .min(c(1.0))
+            .max(c(0.0)),
+        UnaryOp::ThresholdedRelu { alpha } => {
+            Expr::select(x.clone().gt(c(*alpha as f64)), x, c(0.0))
         }
-        UnaryOp::ThresholdedRelu { alpha } => Expr::select(x.clone().gt(c(*alpha as f64)), x, c(0.0)),
         UnaryOp::Gelu { tanh: false } => {
             c(0.5) * x.clone() * (c(1.0) + (x * c(std::f64::consts::FRAC_1_SQRT_2)).un(UnOp::Erf))
         }
         UnaryOp::Gelu { tanh: true } => {
-            let inner = c((2.0 / std::f64::consts::PI).sqrt()) * (x.clone() + c(0.044715) * x.clone() * x.clone() * x.clone());
+            let inner = c((2.0 / std::f64::consts::PI).sqrt())
+                * (x.clone() + c(0.044715) * x.clone() * x.clone() * x.clone());
             c(0.5) * x * (c(1.0) + inner.un(UnOp::Tanh))
         }
         UnaryOp::Shrink { bias, lambd } => {
@@ -186,7 +211,13 @@ pub fn unary_expr(op: &UnaryOp, x: Expr, t: DType) -> std::result::Result<Expr, 
 }
 
 /// The expression of a binary op on `a: ta` and `b: tb`.
-pub fn binary_expr(op: BinaryOp, a: Expr, b: Expr, ta: DType, tb: DType) -> std::result::Result<Expr, String> {
+pub fn binary_expr(
+    op: BinaryOp,
+    a: Expr,
+    b: Expr,
+    ta: DType,
+    tb: DType,
+) -> std::result::Result<Expr, String> {
     let b = if ta != tb { b.cast(ta) } else { b };
     let zero = Expr::constant(ta, 0.0);
     Ok(match op {
@@ -200,7 +231,11 @@ pub fn binary_expr(op: BinaryOp, a: Expr, b: Expr, ta: DType, tb: DType) -> std:
         BinaryOp::Fmod => a.bin(BinOp::Rem, b),
         BinaryOp::Mod => {
             let r = a.bin(BinOp::Rem, b.clone());
-            let fix = r.clone().bin(BinOp::Ne, zero.clone()).and(r.clone().lt(zero.clone()).bin(BinOp::Ne, b.clone().lt(zero)));
+            let fix = r.clone().bin(BinOp::Ne, zero.clone()).and(
+                r.clone()
+                    .lt(zero.clone())
+                    .bin(BinOp::Ne, b.clone().lt(zero)),
+            );
             Expr::select(fix, r.clone() + b, r)
         }
         BinaryOp::Equal => a.eq_(b),

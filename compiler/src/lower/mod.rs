@@ -41,13 +41,19 @@ pub struct LowerCtx<'a> {
 
 impl<'a> LowerCtx<'a> {
     pub fn err(&self, msg: impl Into<String>) -> LowerError {
-        LowerError { node: self.node.to_string(), op: self.op.name(), msg: msg.into() }
+        LowerError {
+            node: self.node.to_string(),
+            op: self.op.name(),
+            msg: msg.into(),
+        }
     }
 
     /// Concrete dims of input `i` (an error if absent or symbolic).
     pub fn in_dims(&self, i: usize) -> Result<Vec<usize>> {
         match self.inputs.get(i) {
-            Some(Some(t)) => t.dims().ok_or_else(|| self.err(format!("input {i} has symbolic shape {t}"))),
+            Some(Some(t)) => t
+                .dims()
+                .ok_or_else(|| self.err(format!("input {i} has symbolic shape {t}"))),
             _ => Err(self.err(format!("missing input {i}"))),
         }
     }
@@ -64,8 +70,12 @@ impl<'a> LowerCtx<'a> {
     }
 
     pub fn out_dims(&self, k: usize) -> Result<Vec<usize>> {
-        let t = self.outputs.get(k).ok_or_else(|| self.err(format!("missing output {k}")))?;
-        t.dims().ok_or_else(|| self.err(format!("output {k} has symbolic shape {t}")))
+        let t = self
+            .outputs
+            .get(k)
+            .ok_or_else(|| self.err(format!("missing output {k}")))?;
+        t.dims()
+            .ok_or_else(|| self.err(format!("output {k} has symbolic shape {t}")))
     }
 
     pub fn konst(&self, i: usize) -> Option<&'a Tensor> {
@@ -78,7 +88,9 @@ impl<'a> LowerCtx<'a> {
         for (i, t) in self.inputs.iter().enumerate() {
             inputs.push(match t {
                 Some(t) => {
-                    let n = t.num_elements().ok_or_else(|| self.err(format!("input {i} has symbolic shape {t}")))?;
+                    let n = t
+                        .num_elements()
+                        .ok_or_else(|| self.err(format!("input {i} has symbolic shape {t}")))?;
                     Some(pb.buffer(format!("in{i}"), t.dtype, n, BufferRole::Input(i)))
                 }
                 None => None,
@@ -86,7 +98,9 @@ impl<'a> LowerCtx<'a> {
         }
         let mut outputs = Vec::with_capacity(self.outputs.len());
         for (k, t) in self.outputs.iter().enumerate() {
-            let n = t.num_elements().ok_or_else(|| self.err(format!("output {k} has symbolic shape {t}")))?;
+            let n = t
+                .num_elements()
+                .ok_or_else(|| self.err(format!("output {k} has symbolic shape {t}")))?;
             outputs.push(pb.buffer(format!("out{k}"), t.dtype, n, BufferRole::Output(k)));
         }
         Ok(Io { inputs, outputs })
@@ -127,20 +141,28 @@ pub fn lower(cx: &LowerCtx) -> Result<KernelProgram> {
         | Op::Lrn { .. }
         | Op::LpNorm { .. }
         | Op::MeanVarianceNorm { .. } => reduce::lower(cx, &mut pb)?,
-        Op::MatMul | Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pool { .. } | Op::Einsum { .. } => {
-            nn::lower(cx, &mut pb)?
-        }
-        Op::Shape { .. } | Op::Size | Op::ConstantOfShape { .. } | Op::Range | Op::NonZero | Op::EyeLike { .. } => {
-            gen::lower(cx, &mut pb)?
-        }
+        Op::MatMul
+        | Op::Conv { .. }
+        | Op::ConvTranspose { .. }
+        | Op::Pool { .. }
+        | Op::Einsum { .. } => nn::lower(cx, &mut pb)?,
+        Op::Shape { .. }
+        | Op::Size
+        | Op::ConstantOfShape { .. }
+        | Op::Range
+        | Op::NonZero
+        | Op::EyeLike { .. } => gen::lower(cx, &mut pb)?,
         Op::If | Op::Loop | Op::Scan { .. } => {
-            return Err(cx.err("control flow is run by the graph executor, not lowered to one kernel program"))
+            return Err(cx.err(
+                "control flow is run by the graph executor, not lowered to one kernel program",
+            ))
         }
         _ => data::lower(cx, &mut pb)?,
     }
     let prog = pb.finish();
     if cfg!(debug_assertions) {
-        kiln_ir::kernel::verify::verify(&prog).map_err(|e| cx.err(format!("lowering produced invalid kernel IR: {e}")))?;
+        kiln_ir::kernel::verify::verify(&prog)
+            .map_err(|e| cx.err(format!("lowering produced invalid kernel IR: {e}")))?;
     }
     Ok(prog)
 }

@@ -18,8 +18,12 @@ pub fn fold_shapes(model: &mut Model) -> bool {
             for sub in &n.regions {
                 go(model, sub, found);
             }
-            let Some(Some(x)) = n.inputs.first() else { continue };
-            let Some(dims) = model.ty(*x).dims() else { continue };
+            let Some(Some(x)) = n.inputs.first() else {
+                continue;
+            };
+            let Some(dims) = model.ty(*x).dims() else {
+                continue;
+            };
             let t = match &n.op {
                 Op::Shape { start, end } => {
                     let r = dims.len() as i64;
@@ -56,7 +60,8 @@ fn make_const(model: &mut Model, v: ValueId, t: Tensor) {
                 drop_def(sub, v);
             }
         }
-        r.nodes.retain(|n| !(n.outputs.len() == 1 && n.outputs[0] == v));
+        r.nodes
+            .retain(|n| !(n.outputs.len() == 1 && n.outputs[0] == v));
     }
     drop_def(&mut model.body, v);
 }
@@ -76,7 +81,11 @@ pub fn fold_constants(model: &mut Model) -> Result<bool, PassError> {
         if !foldable(n, consts, &region_params) {
             continue;
         }
-        let vals: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| consts.get(&v))).collect();
+        let vals: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|i| i.and_then(|v| consts.get(&v)))
+            .collect();
         let out_bytes: Option<usize> = n.outputs.iter().map(|&o| model.ty(o).byte_size()).sum();
         if out_bytes.is_none_or(|b| b > MAX_FOLDED_BYTES) {
             continue;
@@ -84,7 +93,11 @@ pub fn fold_constants(model: &mut Model) -> Result<bool, PassError> {
         match eval_op(&n.name, &n.op, &vals, n.outputs.len()) {
             Ok(outs) => todo.extend(n.outputs.iter().copied().zip(outs)),
             Err(msg) => {
-                err = Some(PassError::Node { node: n.name.clone(), op: n.op.name(), msg });
+                err = Some(PassError::Node {
+                    node: n.name.clone(),
+                    op: n.op.name(),
+                    msg,
+                });
                 break;
             }
         }
@@ -99,7 +112,10 @@ pub fn fold_constants(model: &mut Model) -> Result<bool, PassError> {
             model.values[v.index()].ty = TensorType::known(t.dtype(), &t.shape);
             model.consts.insert(v, t);
         }
-        model.body.nodes.retain(|n| !n.outputs.iter().all(|o| folded.contains(o)));
+        model
+            .body
+            .nodes
+            .retain(|n| !n.outputs.iter().all(|o| folded.contains(o)));
         super::dce(model);
     }
     Ok(changed)
@@ -119,18 +135,28 @@ fn all_region_params(r: &Region) -> std::collections::HashSet<ValueId> {
     s
 }
 
-fn foldable(n: &Node, consts: &std::collections::BTreeMap<ValueId, Tensor>, _params: &std::collections::HashSet<ValueId>) -> bool {
+fn foldable(
+    n: &Node,
+    consts: &std::collections::BTreeMap<ValueId, Tensor>,
+    _params: &std::collections::HashSet<ValueId>,
+) -> bool {
     !n.op.has_regions()
         && !n.inputs.is_empty()
         && n.inputs.iter().flatten().all(|v| consts.contains_key(v))
-        || matches!(n.op, Op::ConstantOfShape { shape: Some(_), .. }) && n.inputs.iter().flatten().next().is_none()
+        || matches!(n.op, Op::ConstantOfShape { shape: Some(_), .. })
+            && n.inputs.iter().flatten().next().is_none()
 }
 
 /// Rewrites nodes whose pending parameters (`None`) now have constant inputs, in every region.
 fn specialize_all(model: &mut Model) -> Result<bool, PassError> {
     let mut changed = false;
     let mut edits: Vec<(Vec<usize>, usize, Op, Vec<usize>)> = vec![];
-    fn go(model: &Model, r: &Region, path: &mut Vec<usize>, edits: &mut Vec<(Vec<usize>, usize, Op, Vec<usize>)>) -> Result<(), PassError> {
+    fn go(
+        model: &Model,
+        r: &Region,
+        path: &mut Vec<usize>,
+        edits: &mut Vec<(Vec<usize>, usize, Op, Vec<usize>)>,
+    ) -> Result<(), PassError> {
         for (k, n) in r.nodes.iter().enumerate() {
             for (ri, sub) in n.regions.iter().enumerate() {
                 path.push(k);
@@ -139,10 +165,21 @@ fn specialize_all(model: &mut Model) -> Result<bool, PassError> {
                 path.pop();
                 path.pop();
             }
-            let types: Vec<Option<TensorType>> = n.inputs.iter().map(|i| i.map(|v| model.ty(v).clone())).collect();
-            let consts: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| model.consts.get(&v))).collect();
-            let spec = specialize(&n.op, &types, &consts)
-                .map_err(|e| PassError::Node { node: n.name.clone(), op: n.op.name(), msg: e.msg })?;
+            let types: Vec<Option<TensorType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| model.ty(v).clone()))
+                .collect();
+            let consts: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| model.consts.get(&v)))
+                .collect();
+            let spec = specialize(&n.op, &types, &consts).map_err(|e| PassError::Node {
+                node: n.name.clone(),
+                op: n.op.name(),
+                msg: e.msg,
+            })?;
             if let Some((op, keep)) = spec {
                 edits.push((path.clone(), k, op, keep));
             }
@@ -157,7 +194,10 @@ fn specialize_all(model: &mut Model) -> Result<bool, PassError> {
         }
         let n = &mut r.nodes[k];
         n.op = op;
-        n.inputs = keep.iter().map(|&i| n.inputs.get(i).copied().flatten()).collect();
+        n.inputs = keep
+            .iter()
+            .map(|&i| n.inputs.get(i).copied().flatten())
+            .collect();
         changed = true;
     }
     Ok(changed)
@@ -178,12 +218,33 @@ pub fn reinfer_types(model: &mut Model) -> Result<(), PassError> {
                 path.pop();
             }
             let n = &region_at(&model.body, path).nodes[k];
-            let types: Vec<Option<TensorType>> = n.inputs.iter().map(|i| i.map(|v| model.ty(v).clone())).collect();
-            let consts: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| model.consts.get(&v))).collect();
-            let region_results: Vec<Vec<TensorType>> =
-                n.regions.iter().map(|r| r.results.iter().map(|&v| model.ty(v).clone()).collect()).collect();
-            let inferred = kiln_ir::infer::infer_types(&n.op, &types, &consts, n.outputs.len(), &region_results)
-                .map_err(|e| PassError::Node { node: n.name.clone(), op: n.op.name(), msg: e.msg })?;
+            let types: Vec<Option<TensorType>> = n
+                .inputs
+                .iter()
+                .map(|i| i.map(|v| model.ty(v).clone()))
+                .collect();
+            let consts: Vec<Option<&Tensor>> = n
+                .inputs
+                .iter()
+                .map(|i| i.and_then(|v| model.consts.get(&v)))
+                .collect();
+            let region_results: Vec<Vec<TensorType>> = n
+                .regions
+                .iter()
+                .map(|r| r.results.iter().map(|&v| model.ty(v).clone()).collect())
+                .collect();
+            let inferred = kiln_ir::infer::infer_types(
+                &n.op,
+                &types,
+                &consts,
+                n.outputs.len(),
+                &region_results,
+            )
+            .map_err(|e| PassError::Node {
+                node: n.name.clone(),
+                op: n.op.name(),
+                msg: e.msg,
+            })?;
             let outs = n.outputs.clone();
             for (o, t) in outs.into_iter().zip(inferred) {
                 let old = &model.values[o.index()].ty;
@@ -192,7 +253,13 @@ pub fn reinfer_types(model: &mut Model) -> Result<(), PassError> {
                         .shape
                         .iter()
                         .zip(&t.shape)
-                        .map(|(a, b)| if b.known().is_some() { b.clone() } else { a.clone() })
+                        .map(|(a, b)| {
+                            if b.known().is_some() {
+                                b.clone()
+                            } else {
+                                a.clone()
+                            }
+                        })
                         .collect();
                     TensorType::new(t.dtype, shape)
                 } else {

@@ -16,12 +16,16 @@ use kiln_ir::Model;
 use thiserror::Error;
 
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
-pub use rewrite::{dce, remove_identities, replace_uses, cse, fold_batchnorm_into_conv};
+pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
 
 #[derive(Debug, Error)]
 pub enum PassError {
     #[error("node '{node}' ({op}): {msg}")]
-    Node { node: String, op: String, msg: String },
+    Node {
+        node: String,
+        op: String,
+        msg: String,
+    },
 }
 
 /// Runs the canonicalisation passes until nothing changes.

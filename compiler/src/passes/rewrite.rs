@@ -39,7 +39,9 @@ pub fn remove_identities(model: &mut Model) -> bool {
     let inputs: HashSet<ValueId> = model.body.params.iter().copied().collect();
     let mut changed = false;
     for (from, to) in pairs {
-        if outputs.contains(&from) && (inputs.contains(&to) || outputs.contains(&to) || model.consts.contains_key(&to)) {
+        if outputs.contains(&from)
+            && (inputs.contains(&to) || outputs.contains(&to) || model.consts.contains_key(&to))
+        {
             continue;
         }
         replace_uses(model, from, to);
@@ -92,7 +94,8 @@ fn collect_uses(r: &Region, used: &mut HashSet<ValueId>) {
 }
 
 fn retain_used(r: &mut Region, used: &HashSet<ValueId>) {
-    r.nodes.retain(|n| n.outputs.iter().any(|o| used.contains(o)));
+    r.nodes
+        .retain(|n| n.outputs.iter().any(|o| used.contains(o)));
     for n in &mut r.nodes {
         for sub in &mut n.regions {
             retain_used(sub, used);
@@ -101,7 +104,10 @@ fn retain_used(r: &mut Region, used: &HashSet<ValueId>) {
 }
 
 fn count_nodes(r: &Region) -> usize {
-    r.nodes.iter().map(|n| 1 + n.regions.iter().map(count_nodes).sum::<usize>()).sum()
+    r.nodes
+        .iter()
+        .map(|n| 1 + n.regions.iter().map(count_nodes).sum::<usize>())
+        .sum()
 }
 
 /// Merges nodes with the same op and inputs (regions excluded), within each region.
@@ -157,7 +163,11 @@ pub fn fold_batchnorm_into_conv(model: &mut Model) -> Result<bool, PassError> {
             continue;
         };
         let params: Vec<ValueId> = bn.inputs[1..].iter().flatten().copied().collect();
-        let producer = model.body.nodes.iter().position(|n| n.outputs.first() == Some(x));
+        let producer = model
+            .body
+            .nodes
+            .iter()
+            .position(|n| n.outputs.first() == Some(x));
         let Some(p) = producer else {
             i += 1;
             continue;
@@ -170,7 +180,11 @@ pub fn fold_batchnorm_into_conv(model: &mut Model) -> Result<bool, PassError> {
             && params.iter().all(|v| model.consts.contains_key(v))
             && w.is_some_and(|w| model.consts.contains_key(&w))
             && b.is_none_or(|b| model.consts.contains_key(&b));
-        if !is_conv || !all_const || uses.get(x).copied().unwrap_or(0) != 1 || model.body.results.contains(x) {
+        if !is_conv
+            || !all_const
+            || uses.get(x).copied().unwrap_or(0) != 1
+            || model.body.results.contains(x)
+        {
             i += 1;
             continue;
         }
@@ -180,26 +194,44 @@ pub fn fold_batchnorm_into_conv(model: &mut Model) -> Result<bool, PassError> {
         let oc = model.ty(w).shape[0].clone();
         let [scale, bias, mean, var] = [params[0], params[1], params[2], params[3]];
         let mut bld = Builder::new(model);
-        let err = |e: kiln_ir::infer::InferError| PassError::Node { node: bn_name.clone(), op: "batch_norm".into(), msg: e.to_string() };
-        let eps = bld.model.add_const(format!("{bn_name}.eps"), Tensor::scalar_f64(dtype, epsilon as f64));
-        let bin = |bld: &mut Builder, op: BinaryOp, a: ValueId, b: ValueId| -> Result<ValueId, PassError> {
+        let err = |e: kiln_ir::infer::InferError| PassError::Node {
+            node: bn_name.clone(),
+            op: "batch_norm".into(),
+            msg: e.to_string(),
+        };
+        let eps = bld.model.add_const(
+            format!("{bn_name}.eps"),
+            Tensor::scalar_f64(dtype, epsilon as f64),
+        );
+        let bin = |bld: &mut Builder,
+                   op: BinaryOp,
+                   a: ValueId,
+                   b: ValueId|
+         -> Result<ValueId, PassError> {
             let name = bld.fresh_name(&format!("{bn_name}.fold"));
-            Ok(bld.add(name, Op::Binary { op }, vec![Some(a), Some(b)], 1).map_err(err)?[0])
+            Ok(bld
+                .add(name, Op::Binary { op }, vec![Some(a), Some(b)], 1)
+                .map_err(err)?[0])
         };
         let ve = bin(&mut bld, BinaryOp::Add, var, eps)?;
         let name = bld.fresh_name(&format!("{bn_name}.fold"));
-        let sd = bld.add(name, Op::Unary { op: UnaryOp::Sqrt }, vec![Some(ve)], 1).map_err(err)?[0];
+        let sd = bld
+            .add(name, Op::Unary { op: UnaryOp::Sqrt }, vec![Some(ve)], 1)
+            .map_err(err)?[0];
         let s = bin(&mut bld, BinaryOp::Div, scale, sd)?;
         let mut shape = vec![oc];
         shape.extend((1..w_rank).map(|_| Dim::Known(1)));
         let name = bld.fresh_name(&format!("{bn_name}.fold"));
-        let s_col = bld.add(name, Op::Reshape { shape: Some(shape) }, vec![Some(s)], 1).map_err(err)?[0];
+        let s_col = bld
+            .add(name, Op::Reshape { shape: Some(shape) }, vec![Some(s)], 1)
+            .map_err(err)?[0];
         let w2 = bin(&mut bld, BinaryOp::Mul, w, s_col)?;
         let centred = match b {
             Some(b) => bin(&mut bld, BinaryOp::Sub, b, mean)?,
             None => {
                 let name = bld.fresh_name(&format!("{bn_name}.fold"));
-                bld.add(name, Op::Unary { op: UnaryOp::Neg }, vec![Some(mean)], 1).map_err(err)?[0]
+                bld.add(name, Op::Unary { op: UnaryOp::Neg }, vec![Some(mean)], 1)
+                    .map_err(err)?[0]
             }
         };
         let scaled = bin(&mut bld, BinaryOp::Mul, centred, s)?;

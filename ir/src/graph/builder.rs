@@ -15,7 +15,11 @@ pub struct Builder<'m> {
 
 impl<'m> Builder<'m> {
     pub fn new(model: &'m mut Model) -> Builder<'m> {
-        Builder { model, region: Region::default(), counter: 0 }
+        Builder {
+            model,
+            region: Region::default(),
+            counter: 0,
+        }
     }
 
     /// Adds a node whose output types are inferred from its inputs. Constant
@@ -28,10 +32,14 @@ impl<'m> Builder<'m> {
         num_outputs: usize,
     ) -> Result<Vec<ValueId>, InferError> {
         let name = name.into();
-        let in_types: Vec<Option<TensorType>> =
-            inputs.iter().map(|i| i.map(|v| self.model.ty(v).clone())).collect();
-        let consts: Vec<Option<&Tensor>> =
-            inputs.iter().map(|i| i.and_then(|v| self.model.consts.get(&v))).collect();
+        let in_types: Vec<Option<TensorType>> = inputs
+            .iter()
+            .map(|i| i.map(|v| self.model.ty(v).clone()))
+            .collect();
+        let consts: Vec<Option<&Tensor>> = inputs
+            .iter()
+            .map(|i| i.and_then(|v| self.model.consts.get(&v)))
+            .collect();
         let out_types = infer_types(&op, &in_types, &consts, num_outputs, &[])
             .map_err(|e| e.at_node(&name, &op))?;
         Ok(self.add_typed(name, op, inputs, out_types, vec![]))
@@ -52,11 +60,21 @@ impl<'m> Builder<'m> {
             .into_iter()
             .enumerate()
             .map(|(i, ty)| {
-                let vname = if i == 0 { name.clone() } else { format!("{name}:{i}") };
+                let vname = if i == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}:{i}")
+                };
                 self.model.add_value(vname, ty)
             })
             .collect();
-        self.region.nodes.push(Node { name, op, inputs, outputs: outputs.clone(), regions });
+        self.region.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            outputs: outputs.clone(),
+            regions,
+        });
         outputs
     }
 

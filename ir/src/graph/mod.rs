@@ -75,7 +75,10 @@ impl Model {
 
     pub fn add_value(&mut self, name: impl Into<String>, ty: TensorType) -> ValueId {
         let id = ValueId(self.values.len() as u32);
-        self.values.push(ValueInfo { name: name.into(), ty });
+        self.values.push(ValueInfo {
+            name: name.into(),
+            ty,
+        });
         id
     }
 
@@ -116,6 +119,8 @@ impl Model {
 
     /// Total elements and bytes of the constants.
     pub fn param_stats(&self) -> (usize, usize) {
-        self.consts.values().fold((0, 0), |(e, b), t| (e + t.len(), b + t.byte_len()))
+        self.consts
+            .values()
+            .fold((0, 0), |(e, b), t| (e + t.len(), b + t.byte_len()))
     }
 }

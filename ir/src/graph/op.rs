@@ -50,20 +50,42 @@ pub enum UnaryOp {
     Not,
     BitwiseNot,
     IsNan,
-    IsInf { detect_positive: bool, detect_negative: bool },
+    IsInf {
+        detect_positive: bool,
+        detect_negative: bool,
+    },
     Softplus,
     Softsign,
     HardSwish,
     Mish,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    Selu { alpha: f32, gamma: f32 },
-    Celu { alpha: f32 },
-    HardSigmoid { alpha: f32, beta: f32 },
-    ThresholdedRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    Celu {
+        alpha: f32,
+    },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    ThresholdedRelu {
+        alpha: f32,
+    },
     /// `tanh: true` is the tanh approximation of GELU.
-    Gelu { tanh: bool },
-    Shrink { bias: f32, lambd: f32 },
+    Gelu {
+        tanh: bool,
+    },
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
 }
 
 /// Two-input elementwise functions with numpy broadcasting.
@@ -220,9 +242,19 @@ pub enum Op {
 
     // ---- reductions ----
     /// `(x [, axes]) -> y`. `axes: Some(vec![])` reduces nothing when `noop_with_empty_axes`, else everything.
-    Reduce { op: ReduceOp, axes: Option<Vec<i64>>, keep_dims: bool, noop_with_empty_axes: bool },
+    Reduce {
+        op: ReduceOp,
+        axes: Option<Vec<i64>>,
+        keep_dims: bool,
+        noop_with_empty_axes: bool,
+    },
     /// `(x) -> i64 indices`
-    ArgReduce { max: bool, axis: i64, keep_dims: bool, select_last_index: bool },
+    ArgReduce {
+        max: bool,
+        axis: i64,
+        keep_dims: bool,
+        select_last_index: bool,
+    },
     /// `(x [, axis]) -> y`. `prod` makes it ONNX CumProd (a running product).
     CumSum {
         axis: Option<i64>,
@@ -236,7 +268,13 @@ pub enum Op {
     /// `(a, b) -> y`, numpy-style batched matrix product.
     MatMul,
     /// `(x, w [, bias]) -> y`. `pads` is `[begin_0.., end_0..]` over spatial axes; auto_pad is resolved by the frontend.
-    Conv { kernel: Vec<usize>, strides: Vec<usize>, pads: Vec<usize>, dilations: Vec<usize>, group: usize },
+    Conv {
+        kernel: Vec<usize>,
+        strides: Vec<usize>,
+        pads: Vec<usize>,
+        dilations: Vec<usize>,
+        group: usize,
+    },
     /// `(x, w [, bias]) -> y`. `pads` as Conv; `output_padding` extends the end of each spatial axis.
     ConvTranspose {
         kernel: Vec<usize>,
@@ -264,7 +302,12 @@ pub enum Op {
     /// `(x, scale, bias) -> y`
     GroupNorm { num_groups: usize, epsilon: f32 },
     /// `(x) -> y`
-    Lrn { size: usize, alpha: f32, beta: f32, bias: f32 },
+    Lrn {
+        size: usize,
+        alpha: f32,
+        beta: f32,
+        bias: f32,
+    },
     /// `(x) -> y`
     LpNorm { axis: i64, p: u32 },
     /// `(x) -> y`, (x - mean) / std over `axes`.
@@ -288,7 +331,10 @@ pub enum Op {
     /// `(xs..) -> y`
     Concat { axis: i64 },
     /// `(x [, split]) -> ys..`
-    Split { axis: i64, sizes: Option<Vec<usize>> },
+    Split {
+        axis: i64,
+        sizes: Option<Vec<usize>>,
+    },
     /// `(x [, starts, ends, axes, steps]) -> y`
     Slice { axes: Option<Vec<SliceAxis>> },
     /// `(x, indices) -> y`
@@ -298,11 +344,18 @@ pub enum Op {
     /// `(x, indices) -> y`
     GatherNd { batch_dims: usize },
     /// `(x, indices, updates) -> y`
-    ScatterElements { axis: i64, reduction: ScatterReduction },
+    ScatterElements {
+        axis: i64,
+        reduction: ScatterReduction,
+    },
     /// `(x, indices, updates) -> y`
     ScatterNd { reduction: ScatterReduction },
     /// `(x [, pads, value, axes]) -> y`. `pads` is `[begin_0.., end_0..]` over all axes; negative crops.
-    Pad { mode: PadMode, pads: Option<Vec<i64>>, value: f64 },
+    Pad {
+        mode: PadMode,
+        pads: Option<Vec<i64>>,
+        value: f64,
+    },
     /// `(x [, shape]) -> y`
     Expand { shape: Option<Vec<i64>> },
     /// `(x [, repeats]) -> y`
@@ -335,13 +388,21 @@ pub enum Op {
     /// `(x) -> i64 scalar`
     Size,
     /// `([shape]) -> y`
-    ConstantOfShape { shape: Option<Vec<usize>>, value: ScalarValue },
+    ConstantOfShape {
+        shape: Option<Vec<usize>>,
+        value: ScalarValue,
+    },
     /// `(start, limit, delta) -> y`
     Range,
     /// `(x) -> i64[rank, n]`
     NonZero,
     /// `(x [, k]) -> (values, indices)`
-    TopK { axis: i64, largest: bool, sorted: bool, k: Option<usize> },
+    TopK {
+        axis: i64,
+        largest: bool,
+        sorted: bool,
+        k: Option<usize>,
+    },
     /// `(indices [, depth], values) -> y`
     OneHot { axis: i64, depth: Option<usize> },
     /// `(x) -> y`
@@ -388,7 +449,10 @@ impl Op {
     /// Elementwise ops map each output element from the same-index input elements
     /// (after broadcasting): the ops fusion may chain.
     pub fn is_elementwise(&self) -> bool {
-        matches!(self, Op::Unary { .. } | Op::Binary { .. } | Op::Select | Op::Cast { .. } | Op::Identity)
+        matches!(
+            self,
+            Op::Unary { .. } | Op::Binary { .. } | Op::Select | Op::Cast { .. } | Op::Identity
+        )
     }
 
     /// Ops with nested regions.

@@ -11,9 +11,18 @@ use std::collections::HashSet;
 pub fn verify(model: &Model) -> Result<(), String> {
     let mut defined: HashSet<ValueId> = model.consts.keys().copied().collect();
     for (id, t) in &model.consts {
-        let ty = model.values.get(id.index()).ok_or_else(|| format!("constant {id:?} has no value entry"))?;
+        let ty = model
+            .values
+            .get(id.index())
+            .ok_or_else(|| format!("constant {id:?} has no value entry"))?;
         if ty.ty.dims().as_deref() != Some(&t.shape[..]) || ty.ty.dtype != t.dtype() {
-            return Err(format!("constant '{}' is declared {} but holds {:?} {}", ty.name, ty.ty, t.shape, t.dtype()));
+            return Err(format!(
+                "constant '{}' is declared {} but holds {:?} {}",
+                ty.name,
+                ty.ty,
+                t.shape,
+                t.dtype()
+            ));
         }
     }
     verify_region(model, &model.body, &mut defined)
@@ -31,29 +40,54 @@ fn verify_region(model: &Model, r: &Region, defined: &mut HashSet<ValueId>) -> R
     for &p in &r.params {
         check_id(p)?;
         if !scope.insert(p) {
-            return Err(format!("region parameter '{}' is defined twice", model.value(p).name));
+            return Err(format!(
+                "region parameter '{}' is defined twice",
+                model.value(p).name
+            ));
         }
     }
     for n in &r.nodes {
         for v in n.inputs.iter().flatten() {
             check_id(*v)?;
             if !scope.contains(v) {
-                return Err(format!("node '{}' ({}): input '{}' is used before it is defined", n.name, n.op.name(), model.value(*v).name));
+                return Err(format!(
+                    "node '{}' ({}): input '{}' is used before it is defined",
+                    n.name,
+                    n.op.name(),
+                    model.value(*v).name
+                ));
             }
         }
         let mut region_results = vec![];
         for sub in &n.regions {
             verify_region(model, sub, &mut scope)?;
-            region_results.push(sub.results.iter().map(|&v| model.ty(v).clone()).collect::<Vec<_>>());
+            region_results.push(
+                sub.results
+                    .iter()
+                    .map(|&v| model.ty(v).clone())
+                    .collect::<Vec<_>>(),
+            );
         }
-        let in_types: Vec<Option<TensorType>> = n.inputs.iter().map(|i| i.map(|v| model.ty(v).clone())).collect();
-        let consts: Vec<Option<&Tensor>> = n.inputs.iter().map(|i| i.and_then(|v| model.consts.get(&v))).collect();
+        let in_types: Vec<Option<TensorType>> = n
+            .inputs
+            .iter()
+            .map(|i| i.map(|v| model.ty(v).clone()))
+            .collect();
+        let consts: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|i| i.and_then(|v| model.consts.get(&v)))
+            .collect();
         let inferred = infer_types(&n.op, &in_types, &consts, n.outputs.len(), &region_results)
             .map_err(|e| e.at_node(&n.name, &n.op).to_string())?;
         for (k, &o) in n.outputs.iter().enumerate() {
             check_id(o)?;
             if !scope.insert(o) {
-                return Err(format!("node '{}': output '{}' is defined twice", n.name, model.value(o).name));
+                return Err(format!(
+                    "node '{}': output '{}' is defined twice",
+                    n.name,
+                    model.value(o).name
+                ));
             }
             let declared = model.ty(o);
             if !compatible(declared, &inferred[k]) {
@@ -69,7 +103,10 @@ fn verify_region(model: &Model, r: &Region, defined: &mut HashSet<ValueId>) -> R
     for &v in &r.results {
         check_id(v)?;
         if !scope.contains(&v) {
-            return Err(format!("region result '{}' is not defined", model.value(v).name));
+            return Err(format!(
+                "region result '{}' is not defined",
+                model.value(v).name
+            ));
         }
     }
     // Values defined inside a region are not visible after it, except that the

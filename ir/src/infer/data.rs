@@ -30,18 +30,37 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
                 _ if squeeze => bail!("squeeze axes must be a 1-D tensor of known length"),
                 _ => bail!("unsqueeze axes must be a 1-D tensor of known length"),
             };
-            let rank = if squeeze { r.checked_sub(n) } else { Some(r + n) };
-            let Some(rank) = rank else { bail!("squeezing {n} axes from rank {r}") };
+            let rank = if squeeze {
+                r.checked_sub(n)
+            } else {
+                Some(r + n)
+            };
+            let Some(rank) = rank else {
+                bail!("squeezing {n} axes from rank {r}")
+            };
             same_dtype((0..rank).map(|i| unknown("squeeze", i)).collect())
         }
         Op::Reshape { shape } => match shape {
             Some(s) => {
                 if let (Some(a), Some(b)) = (x.num_elements(), known_product(s)) {
                     if a != b {
-                        bail!("cannot reshape {} ({a} elements) to {} ({b} elements)", fmt_dims(&x.shape), fmt_dims(s));
+                        bail!(
+                            "cannot reshape {} ({a} elements) to {} ({b} elements)",
+                            fmt_dims(&x.shape),
+                            fmt_dims(s)
+                        );
                     }
                 }
-                same_dtype(s.clone())
+                // A single symbolic extent follows from the element count once the input is known.
+                let mut out = s.clone();
+                let syms: Vec<usize> = (0..s.len()).filter(|&i| s[i].known().is_none()).collect();
+                if let ([i], Some(a)) = (syms.as_slice(), x.num_elements()) {
+                    let rest: usize = s.iter().filter_map(Dim::known).product();
+                    if rest > 0 && a % rest == 0 {
+                        out[*i] = Dim::Known(a / rest);
+                    }
+                }
+                same_dtype(out)
             }
             None => {
                 let n = match inp.opt_ty(1).and_then(|t| t.dims()) {
@@ -82,7 +101,9 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
                     _ => None,
                 };
             }
-            shape[a] = total.map(Dim::Known).unwrap_or_else(|| unknown("concat", 0));
+            shape[a] = total
+                .map(Dim::Known)
+                .unwrap_or_else(|| unknown("concat", 0));
             same_dtype(shape)
         }
         Op::Split { axis, sizes } => {
@@ -197,7 +218,16 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
                     Some(d) if d.len() == 1 => d[0].max(r),
                     _ => bail!("shape input must be a 1-D tensor of known length"),
                 };
-                same_dtype((0..n).map(|i| unknown("expand", i)).collect())
+                // An input extent other than 1 survives any valid broadcast.
+                let off = n - r;
+                same_dtype(
+                    (0..n)
+                        .map(|i| match i.checked_sub(off).map(|j| &x.shape[j]) {
+                            Some(Dim::Known(d)) if *d != 1 => Dim::Known(*d),
+                            _ => unknown("expand", i),
+                        })
+                        .collect(),
+                )
             }
         },
         Op::Tile { repeats } => match repeats {
@@ -205,7 +235,13 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
                 if rep.len() != r {
                     bail!("repeats has {} entries for rank {r}", rep.len());
                 }
-                same_dtype(x.shape.iter().zip(rep).map(|(d, &k)| mul_dim(d, k)).collect())
+                same_dtype(
+                    x.shape
+                        .iter()
+                        .zip(rep)
+                        .map(|(d, &k)| mul_dim(d, k))
+                        .collect(),
+                )
             }
             None => same_dtype((0..r).map(|i| unknown("tile", i)).collect()),
         },
@@ -216,7 +252,9 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
             let b = *block;
             let d2s = matches!(op, Op::DepthToSpace { .. });
             let dims = x.dims();
-            let Some(d) = dims else { bail!("input dims must be known") };
+            let Some(d) = dims else {
+                bail!("input dims must be known")
+            };
             let shape = if d2s {
                 if d[1] % (b * b) != 0 {
                     bail!("channels {} not divisible by block^2 = {}", d[1], b * b);
@@ -287,21 +325,36 @@ pub(super) fn infer(op: &Op, inp: &Inputs, num_outputs: usize) -> Result<Vec<Ten
                 }
                 None => unknown("topk", 0),
             };
-            vec![TensorType::new(x.dtype, shape.clone()), TensorType::new(DType::I64, shape)]
+            vec![
+                TensorType::new(x.dtype, shape.clone()),
+                TensorType::new(DType::I64, shape),
+            ]
         }
         Op::OneHot { axis, depth } => {
             // `values` is input 2, or input 1 once specialisation has dropped `depth`.
-            let vals = inp.ty(if depth.is_some() && inp.len() == 2 { 1 } else { 2 })?;
+            let vals = inp.ty(if depth.is_some() && inp.len() == 2 {
+                1
+            } else {
+                2
+            })?;
             let rr = r as i64 + 1;
             let a = if *axis < 0 { axis + rr } else { *axis };
             if a < 0 || a >= rr {
                 bail!("axis {axis} out of range for output rank {rr}");
             }
             let mut shape = x.shape.clone();
-            shape.insert(a as usize, depth.map(Dim::Known).unwrap_or_else(|| unknown("onehot", 0)));
+            shape.insert(
+                a as usize,
+                depth
+                    .map(Dim::Known)
+                    .unwrap_or_else(|| unknown("onehot", 0)),
+            );
             vec![TensorType::new(vals.dtype, shape)]
         }
-        _ => bail!("no shape inference for {} with {num_outputs} outputs", op.name()),
+        _ => bail!(
+            "no shape inference for {} with {num_outputs} outputs",
+            op.name()
+        ),
     })
 }
 
@@ -338,7 +391,11 @@ pub fn slice_range(s: &SliceAxis, n: usize) -> Result<(i64, i64, usize)> {
         (start.clamp(-1, n - 1), end.clamp(-1, n - 1))
     };
     let count = if s.step > 0 {
-        if end > start { (end - start + s.step - 1) / s.step } else { 0 }
+        if end > start {
+            (end - start + s.step - 1) / s.step
+        } else {
+            0
+        }
     } else if start > end {
         (start - end + (-s.step) - 1) / (-s.step)
     } else {

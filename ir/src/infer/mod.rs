@@ -28,7 +28,11 @@ pub struct InferError {
 
 impl InferError {
     pub fn new(msg: impl Into<String>) -> InferError {
-        InferError { node: None, op: None, msg: msg.into() }
+        InferError {
+            node: None,
+            op: None,
+            msg: msg.into(),
+        }
     }
 
     /// Attaches the node's name and op, unless already attached by an inner node.
@@ -87,7 +91,10 @@ pub fn infer_types(
     num_outputs: usize,
     region_results: &[Vec<TensorType>],
 ) -> Result<Vec<TensorType>> {
-    let inputs = Inputs { types: in_types, consts };
+    let inputs = Inputs {
+        types: in_types,
+        consts,
+    };
     let out = match op {
         Op::Unary { .. }
         | Op::Binary { .. }
@@ -117,11 +124,16 @@ pub fn infer_types(
         | Op::LpNorm { .. }
         | Op::MeanVarianceNorm { .. }
         | Op::Einsum { .. } => nn::infer(op, &inputs)?,
-        Op::If | Op::Loop | Op::Scan { .. } => control_flow(op, &inputs, num_outputs, region_results)?,
+        Op::If | Op::Loop | Op::Scan { .. } => {
+            control_flow(op, &inputs, num_outputs, region_results)?
+        }
         _ => data::infer(op, &inputs, num_outputs)?,
     };
     if out.len() < num_outputs {
-        bail!("op produces {} outputs, node declares {num_outputs}", out.len());
+        bail!(
+            "op produces {} outputs, node declares {num_outputs}",
+            out.len()
+        );
     }
     Ok(out)
 }
@@ -134,9 +146,15 @@ fn control_flow(
 ) -> Result<Vec<TensorType>> {
     match op {
         Op::If => {
-            let [then_r, else_r] = region_results else { bail!("If needs two regions") };
+            let [then_r, else_r] = region_results else {
+                bail!("If needs two regions")
+            };
             if then_r.len() != else_r.len() {
-                bail!("If branches return {} and {} values", then_r.len(), else_r.len());
+                bail!(
+                    "If branches return {} and {} values",
+                    then_r.len(),
+                    else_r.len()
+                );
             }
             // Branches may disagree on dims; the output dim is then a symbol.
             Ok(then_r
@@ -147,10 +165,15 @@ fn control_flow(
                 .collect())
         }
         Op::Loop => {
-            let [body] = region_results else { bail!("Loop needs one region") };
+            let [body] = region_results else {
+                bail!("Loop needs one region")
+            };
             let n_carried = inputs.len().saturating_sub(2);
             if body.len() < 1 + n_carried {
-                bail!("Loop body returns {} values for {n_carried} carried values", body.len());
+                bail!(
+                    "Loop body returns {} values for {n_carried} carried values",
+                    body.len()
+                );
             }
             let mut out: Vec<TensorType> = Vec::with_capacity(num_outputs);
             for (i, t) in body[1..1 + n_carried].iter().enumerate() {
@@ -166,8 +189,14 @@ fn control_flow(
             }
             Ok(out)
         }
-        Op::Scan { num_scan_inputs, output_axes, .. } => {
-            let [body] = region_results else { bail!("Scan needs one region") };
+        Op::Scan {
+            num_scan_inputs,
+            output_axes,
+            ..
+        } => {
+            let [body] = region_results else {
+                bail!("Scan needs one region")
+            };
             let n_states = inputs.len().saturating_sub(*num_scan_inputs);
             let seq = match inputs.opt_ty(n_states) {
                 Some(t) => t.shape.first().cloned().unwrap_or(Dim::Known(1)),
@@ -191,14 +220,25 @@ fn control_flow(
 /// The type both `a` and `b` fit: equal dims stay, differing dims become a symbol.
 pub fn merge_types(a: &TensorType, b: &TensorType, sym: &str) -> TensorType {
     if a.rank() != b.rank() {
-        return TensorType::new(a.dtype, (0..a.rank()).map(|i| Dim::Sym(format!("?{sym}_{i}"))).collect());
+        return TensorType::new(
+            a.dtype,
+            (0..a.rank())
+                .map(|i| Dim::Sym(format!("?{sym}_{i}")))
+                .collect(),
+        );
     }
     let shape = a
         .shape
         .iter()
         .zip(&b.shape)
         .enumerate()
-        .map(|(i, (x, y))| if x == y { x.clone() } else { Dim::Sym(format!("?{sym}_{i}")) })
+        .map(|(i, (x, y))| {
+            if x == y {
+                x.clone()
+            } else {
+                Dim::Sym(format!("?{sym}_{i}"))
+            }
+        })
         .collect();
     TensorType::new(a.dtype, shape)
 }
@@ -217,14 +257,26 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
     let n = a.len().max(b.len());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let da = if i + a.len() >= n { &a[i + a.len() - n] } else { &Dim::Known(1) };
-        let db = if i + b.len() >= n { &b[i + b.len() - n] } else { &Dim::Known(1) };
+        let da = if i + a.len() >= n {
+            &a[i + a.len() - n]
+        } else {
+            &Dim::Known(1)
+        };
+        let db = if i + b.len() >= n {
+            &b[i + b.len() - n]
+        } else {
+            &Dim::Known(1)
+        };
         out.push(match (da, db) {
             (x, y) if x == y => x.clone(),
             (Dim::Known(1), y) => y.clone(),
             (x, Dim::Known(1)) => x.clone(),
             (Dim::Known(x), Dim::Known(y)) => {
-                bail!("shapes {} and {} do not broadcast (dim {x} vs {y})", fmt_dims(a), fmt_dims(b))
+                bail!(
+                    "shapes {} and {} do not broadcast (dim {x} vs {y})",
+                    fmt_dims(a),
+                    fmt_dims(b)
+                )
             }
             (Dim::Known(x), Dim::Sym(_)) | (Dim::Sym(_), Dim::Known(x)) => Dim::Known(*x),
             (x, Dim::Sym(_)) => x.clone(),
@@ -234,7 +286,13 @@ pub fn broadcast_shapes(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>> {
 }
 
 pub fn fmt_dims(d: &[Dim]) -> String {
-    format!("[{}]", d.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    )
 }
 
 /// A dim from a concrete size.

@@ -20,7 +20,14 @@ pub fn specialize(
     // An absent optional input is as good as known.
     let known_or_absent = |i: usize| c(i).is_some() || !present(i);
     let ints = |i: usize| c(i).map(|t| t.to_i64_vec());
-    let x_shape = || in_types.first().cloned().flatten().map(|t| t.shape).unwrap_or_default();
+    let x_shape = || {
+        in_types
+            .first()
+            .cloned()
+            .flatten()
+            .map(|t| t.shape)
+            .unwrap_or_default()
+    };
     Ok(match op {
         Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
             let a = match axes {
@@ -40,33 +47,79 @@ pub fn specialize(
             }
         }
         Op::Reshape { shape: None } => match ints(1) {
-            Some(s) => Some((Op::Reshape { shape: Some(resolve_reshape(&x_shape(), &s, false)?) }, vec![0])),
+            Some(s) => Some((
+                Op::Reshape {
+                    shape: Some(resolve_reshape(&x_shape(), &s, false)?),
+                },
+                vec![0],
+            )),
             None => None,
         },
-        Op::Reduce { op: r, axes: None, keep_dims, noop_with_empty_axes } if known_or_absent(1) => {
+        Op::Reduce {
+            op: r,
+            axes: None,
+            keep_dims,
+            noop_with_empty_axes,
+        } if known_or_absent(1) => {
             let axes = ints(1).unwrap_or_default();
-            let op = Op::Reduce { op: *r, axes: Some(axes), keep_dims: *keep_dims, noop_with_empty_axes: *noop_with_empty_axes };
+            let op = Op::Reduce {
+                op: *r,
+                axes: Some(axes),
+                keep_dims: *keep_dims,
+                noop_with_empty_axes: *noop_with_empty_axes,
+            };
             Some((op, vec![0]))
         }
-        Op::CumSum { axis: None, exclusive, reverse, prod } => ints(1).map(|a| {
-            (Op::CumSum { axis: a.first().copied(), exclusive: *exclusive, reverse: *reverse, prod: *prod }, vec![0])
+        Op::CumSum {
+            axis: None,
+            exclusive,
+            reverse,
+            prod,
+        } => ints(1).map(|a| {
+            (
+                Op::CumSum {
+                    axis: a.first().copied(),
+                    exclusive: *exclusive,
+                    reverse: *reverse,
+                    prod: *prod,
+                },
+                vec![0],
+            )
         }),
         Op::Split { axis, sizes: None } => ints(1).map(|s| {
-            (Op::Split { axis: *axis, sizes: Some(s.iter().map(|&v| v.max(0) as usize).collect()) }, vec![0])
+            (
+                Op::Split {
+                    axis: *axis,
+                    sizes: Some(s.iter().map(|&v| v.max(0) as usize).collect()),
+                },
+                vec![0],
+            )
         }),
-        Op::Slice { axes: None } if c(1).is_some() && c(2).is_some() && known_or_absent(3) && known_or_absent(4) => {
+        Op::Slice { axes: None }
+            if c(1).is_some() && c(2).is_some() && known_or_absent(3) && known_or_absent(4) =>
+        {
             let (starts, ends) = (ints(1).unwrap_or_default(), ints(2).unwrap_or_default());
             let axes = ints(3).unwrap_or_else(|| (0..starts.len() as i64).collect());
             let steps = ints(4).unwrap_or_else(|| vec![1; starts.len()]);
-            if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+            if ends.len() != starts.len()
+                || axes.len() != starts.len()
+                || steps.len() != starts.len()
+            {
                 bail!("starts, ends, axes and steps differ in length");
             }
             let spec = (0..starts.len())
-                .map(|i| SliceAxis { axis: axes[i], start: starts[i], end: ends[i], step: steps[i] })
+                .map(|i| SliceAxis {
+                    axis: axes[i],
+                    start: starts[i],
+                    end: ends[i],
+                    step: steps[i],
+                })
                 .collect();
             Some((Op::Slice { axes: Some(spec) }, vec![0]))
         }
-        Op::Pad { mode, pads: None, .. } if c(1).is_some() && known_or_absent(2) && known_or_absent(3) => {
+        Op::Pad {
+            mode, pads: None, ..
+        } if c(1).is_some() && known_or_absent(2) && known_or_absent(3) => {
             let rank = x_shape().len();
             let raw = ints(1).unwrap_or_default();
             let pads = match ints(3) {
@@ -81,31 +134,86 @@ pub fn specialize(
                     full
                 }
             };
-            let value = c(2).filter(|t| !t.is_empty()).map(|t| t.data.get_f64(0)).unwrap_or(0.0);
-            Some((Op::Pad { mode: *mode, pads: Some(pads), value }, vec![0]))
+            let value = c(2)
+                .filter(|t| !t.is_empty())
+                .map(|t| t.data.get_f64(0))
+                .unwrap_or(0.0);
+            Some((
+                Op::Pad {
+                    mode: *mode,
+                    pads: Some(pads),
+                    value,
+                },
+                vec![0],
+            ))
         }
         Op::Expand { shape: None } => ints(1).map(|s| (Op::Expand { shape: Some(s) }, vec![0])),
-        Op::Tile { repeats: None } => {
-            ints(1).map(|s| (Op::Tile { repeats: Some(s.iter().map(|&v| v.max(0) as usize).collect()) }, vec![0]))
-        }
-        Op::Trilu { upper, k: None } if known_or_absent(1) => {
-            Some((Op::Trilu { upper: *upper, k: Some(ints(1).and_then(|v| v.first().copied()).unwrap_or(0)) }, vec![0]))
-        }
-        Op::ConstantOfShape { shape: None, value } => ints(0).map(|s| {
-            (Op::ConstantOfShape { shape: Some(s.iter().map(|&v| v.max(0) as usize).collect()), value: *value }, vec![])
+        Op::Tile { repeats: None } => ints(1).map(|s| {
+            (
+                Op::Tile {
+                    repeats: Some(s.iter().map(|&v| v.max(0) as usize).collect()),
+                },
+                vec![0],
+            )
         }),
-        Op::TopK { axis, largest, sorted, k: None } => ints(1).and_then(|k| k.first().copied()).map(|k| {
-            (Op::TopK { axis: *axis, largest: *largest, sorted: *sorted, k: Some(k.max(0) as usize) }, vec![0])
+        Op::Trilu { upper, k: None } if known_or_absent(1) => Some((
+            Op::Trilu {
+                upper: *upper,
+                k: Some(ints(1).and_then(|v| v.first().copied()).unwrap_or(0)),
+            },
+            vec![0],
+        )),
+        Op::ConstantOfShape { shape: None, value } => ints(0).map(|s| {
+            (
+                Op::ConstantOfShape {
+                    shape: Some(s.iter().map(|&v| v.max(0) as usize).collect()),
+                    value: *value,
+                },
+                vec![],
+            )
+        }),
+        Op::TopK {
+            axis,
+            largest,
+            sorted,
+            k: None,
+        } => ints(1).and_then(|k| k.first().copied()).map(|k| {
+            (
+                Op::TopK {
+                    axis: *axis,
+                    largest: *largest,
+                    sorted: *sorted,
+                    k: Some(k.max(0) as usize),
+                },
+                vec![0],
+            )
         }),
         Op::OneHot { axis, depth: None } => c(1).map(|d| {
-            (Op::OneHot { axis: *axis, depth: Some(d.data.get_f64(0).max(0.0) as usize) }, vec![0, 2])
+            (
+                Op::OneHot {
+                    axis: *axis,
+                    depth: Some(d.data.get_f64(0).max(0.0) as usize),
+                },
+                vec![0, 2],
+            )
         }),
-        Op::Resize { mode, coord, nearest, cubic_coeff, exclude_outside, extrapolation_value, scales: None, sizes: None }
-            if known_or_absent(2) && known_or_absent(3) =>
-        {
+        Op::Resize {
+            mode,
+            coord,
+            nearest,
+            cubic_coeff,
+            exclude_outside,
+            extrapolation_value,
+            scales: None,
+            sizes: None,
+        } if known_or_absent(2) && known_or_absent(3) => {
             let dims = x_shape();
-            let sizes = ints(3).filter(|s| !s.is_empty()).map(|s| s.iter().map(|&v| v.max(0) as usize).collect::<Vec<_>>());
-            let scales = c(2).filter(|t| !t.is_empty()).map(|t| t.to_f64_vec().iter().map(|&v| v as f32).collect::<Vec<_>>());
+            let sizes = ints(3)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.iter().map(|&v| v.max(0) as usize).collect::<Vec<_>>());
+            let scales = c(2)
+                .filter(|t| !t.is_empty())
+                .map(|t| t.to_f64_vec().iter().map(|&v| v as f32).collect::<Vec<_>>());
             let (scales, sizes) = match (scales, sizes) {
                 (_, Some(sz)) => {
                     let sc = sz
@@ -192,7 +300,10 @@ pub fn resolve_reshape(input: &[Dim], target: &[i64], allow_zero: bool) -> Resul
             }
         });
     }
-    Ok(out.into_iter().map(|d| d.unwrap_or(Dim::Known(0))).collect())
+    Ok(out
+        .into_iter()
+        .map(|d| d.unwrap_or(Dim::Known(0)))
+        .collect())
 }
 
 /// The shape after removing `axes` (all size-1 axes when empty).
@@ -201,7 +312,9 @@ pub fn squeeze_shape(input: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
     let axes: Vec<usize> = if axes.is_empty() {
         (0..r).filter(|&i| input[i] == Dim::Known(1)).collect()
     } else {
-        axes.iter().map(|&a| super::norm_axis(a, r)).collect::<Result<_>>()?
+        axes.iter()
+            .map(|&a| super::norm_axis(a, r))
+            .collect::<Result<_>>()?
     };
     for &a in &axes {
         if let Dim::Known(n) = input[a] {
@@ -210,19 +323,31 @@ pub fn squeeze_shape(input: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
             }
         }
     }
-    Ok((0..r).filter(|i| !axes.contains(i)).map(|i| input[i].clone()).collect())
+    Ok((0..r)
+        .filter(|i| !axes.contains(i))
+        .map(|i| input[i].clone())
+        .collect())
 }
 
 /// The shape after inserting size-1 axes at `axes` (positions in the output).
 pub fn unsqueeze_shape(input: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
     let out_rank = input.len() + axes.len();
-    let mut axes: Vec<usize> = axes.iter().map(|&a| super::norm_axis(a, out_rank)).collect::<Result<_>>()?;
+    let mut axes: Vec<usize> = axes
+        .iter()
+        .map(|&a| super::norm_axis(a, out_rank))
+        .collect::<Result<_>>()?;
     axes.sort_unstable();
     if axes.windows(2).any(|w| w[0] == w[1]) {
         bail!("unsqueeze axes repeat");
     }
     let mut it = input.iter();
     Ok((0..out_rank)
-        .map(|i| if axes.contains(&i) { Dim::Known(1) } else { it.next().cloned().unwrap_or(Dim::Known(1)) })
+        .map(|i| {
+            if axes.contains(&i) {
+                Dim::Known(1)
+            } else {
+                it.next().cloned().unwrap_or(Dim::Known(1))
+            }
+        })
         .collect())
 }

@@ -31,7 +31,10 @@ impl Expr {
     }
 
     pub fn load(buf: BufId, index: Expr) -> Expr {
-        Expr::Load { buf, index: Box::new(index) }
+        Expr::Load {
+            buf,
+            index: Box::new(index),
+        }
     }
 
     pub fn un(self, op: UnOp) -> Expr {
@@ -125,7 +128,12 @@ impl Expr {
     }
 
     pub fn reduce(op: RedOp, var: VarId, extent: u64, body: Expr) -> Expr {
-        Expr::Reduce { op, var, extent, body: Box::new(body) }
+        Expr::Reduce {
+            op,
+            var,
+            extent,
+            body: Box::new(body),
+        }
     }
 }
 
@@ -169,7 +177,9 @@ pub fn strides(dims: &[usize]) -> Vec<i64> {
 
 /// `sum(idx[i] * strides[i])`
 pub fn linear_index(idx: &[Expr], strides: &[i64]) -> Expr {
-    idx.iter().zip(strides).fold(Expr::i(0), |acc, (e, &s)| acc + e.clone() * s)
+    idx.iter()
+        .zip(strides)
+        .fold(Expr::i(0), |acc, (e, &s)| acc + e.clone() * s)
 }
 
 /// Hands out buffers and variables while a lowering assembles a program.
@@ -184,8 +194,19 @@ impl ProgramBuilder {
         ProgramBuilder::default()
     }
 
-    pub fn buffer(&mut self, name: impl Into<String>, dtype: DType, len: usize, role: BufferRole) -> BufId {
-        self.program.buffers.push(BufferDecl { name: name.into(), dtype, len, role });
+    pub fn buffer(
+        &mut self,
+        name: impl Into<String>,
+        dtype: DType,
+        len: usize,
+        role: BufferRole,
+    ) -> BufId {
+        self.program.buffers.push(BufferDecl {
+            name: name.into(),
+            dtype,
+            len,
+            role,
+        });
         (self.program.buffers.len() - 1) as BufId
     }
 
@@ -199,17 +220,28 @@ impl ProgramBuilder {
     }
 
     pub fn kernel(&mut self, name: impl Into<String>, body: Vec<Stmt>) {
-        self.program.kernels.push(Kernel { name: name.into(), body });
+        self.program.kernels.push(Kernel {
+            name: name.into(),
+            body,
+        });
     }
 
     /// Loops over every index of `dims` (outermost first), calling `f` with the
     /// index expressions to build the innermost body. A rank-0 shape runs the body once.
-    pub fn nest(&mut self, dims: &[usize], f: impl FnOnce(&mut Self, &[Expr]) -> Vec<Stmt>) -> Vec<Stmt> {
+    pub fn nest(
+        &mut self,
+        dims: &[usize],
+        f: impl FnOnce(&mut Self, &[Expr]) -> Vec<Stmt>,
+    ) -> Vec<Stmt> {
         let vars: Vec<VarId> = dims.iter().map(|_| self.var()).collect();
         let idx: Vec<Expr> = vars.iter().map(|&v| Expr::Var(v)).collect();
         let mut body = f(self, &idx);
         for (&v, &d) in vars.iter().zip(dims).rev() {
-            body = vec![Stmt::For { var: v, extent: d as u64, body }];
+            body = vec![Stmt::For {
+                var: v,
+                extent: d as u64,
+                body,
+            }];
         }
         body
     }

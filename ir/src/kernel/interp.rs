@@ -79,13 +79,23 @@ struct Env {
 
 /// Runs `prog` on `inputs` (in [`BufferRole::Input`] order) and returns the
 /// outputs (in [`BufferRole::Output`] order), zero-initialised before the run.
-pub fn run_program(prog: &KernelProgram, inputs: &[Option<&Storage>]) -> Result<Vec<Storage>, InterpError> {
-    let err = |msg: String| InterpError { kernel: "<program>".into(), msg };
+pub fn run_program(
+    prog: &KernelProgram,
+    inputs: &[Option<&Storage>],
+) -> Result<Vec<Storage>, InterpError> {
+    let err = |msg: String| InterpError {
+        kernel: "<program>".into(),
+        msg,
+    };
     let mut bufs = Vec::with_capacity(prog.buffers.len());
     for b in &prog.buffers {
         bufs.push(match b.role {
             BufferRole::Input(i) => {
-                let s = inputs.get(i).copied().flatten().ok_or_else(|| err(format!("missing input {i}")))?;
+                let s = inputs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| err(format!("missing input {i}")))?;
                 if s.dtype() != b.dtype || s.len() != b.len {
                     return Err(err(format!(
                         "input {i} '{}' is {}x{}, program declares {}x{}",
@@ -101,10 +111,25 @@ pub fn run_program(prog: &KernelProgram, inputs: &[Option<&Storage>]) -> Result<
             _ => Slot::Own(Storage::zeros(b.dtype, b.len)),
         });
     }
-    let max_var = prog.kernels.iter().map(|k| max_var_block(&k.body)).max().unwrap_or(0);
-    let mut ctx = Ctx { bufs, env: Env { vars: vec![None; max_var as usize + 1], mask: None, lanes: 1 } };
+    let max_var = prog
+        .kernels
+        .iter()
+        .map(|k| max_var_block(&k.body))
+        .max()
+        .unwrap_or(0);
+    let mut ctx = Ctx {
+        bufs,
+        env: Env {
+            vars: vec![None; max_var as usize + 1],
+            mask: None,
+            lanes: 1,
+        },
+    };
     for k in &prog.kernels {
-        exec_block(&mut ctx, &k.body).map_err(|msg| InterpError { kernel: k.name.clone(), msg })?;
+        exec_block(&mut ctx, &k.body).map_err(|msg| InterpError {
+            kernel: k.name.clone(),
+            msg,
+        })?;
     }
     let mut outs: Vec<(usize, Storage)> = vec![];
     for (b, slot) in prog.buffers.iter().zip(ctx.bufs) {
@@ -125,10 +150,16 @@ fn max_var_stmt(s: &Stmt) -> VarId {
         Stmt::For { var, body, .. } => (*var).max(max_var_block(body)),
         Stmt::Let { var, value } => (*var).max(max_var_expr(value)),
         Stmt::Store { index, value, .. } => max_var_expr(index).max(max_var_expr(value)),
-        Stmt::If { cond, then_body, else_body } => {
-            max_var_expr(cond).max(max_var_block(then_body)).max(max_var_block(else_body))
-        }
-        Stmt::Matmul(m) => max_var_expr(&m.a.offset).max(max_var_expr(&m.b.offset)).max(max_var_expr(&m.c.offset)),
+        Stmt::If {
+            cond,
+            then_body,
+            else_body,
+        } => max_var_expr(cond)
+            .max(max_var_block(then_body))
+            .max(max_var_block(else_body)),
+        Stmt::Matmul(m) => max_var_expr(&m.a.offset)
+            .max(max_var_expr(&m.b.offset))
+            .max(max_var_expr(&m.c.offset)),
     }
 }
 
@@ -189,7 +220,11 @@ fn exec_stmt(ctx: &mut Ctx, s: &Stmt) -> R<()> {
             let val = eval(&ctx.bufs, &mut ctx.env, value)?;
             store(ctx, *buf, idx, val)
         }
-        Stmt::If { cond, then_body, else_body } => {
+        Stmt::If {
+            cond,
+            then_body,
+            else_body,
+        } => {
             let c = match eval(&ctx.bufs, &mut ctx.env, cond)? {
                 V::B(c) => c,
                 v => return Err(format!("If condition is {}, not bool", v.kind())),
@@ -226,7 +261,11 @@ fn exec_stmt(ctx: &mut Ctx, s: &Stmt) -> R<()> {
 fn is_innermost(body: &[Stmt]) -> bool {
     body.iter().all(|s| match s {
         Stmt::For { .. } | Stmt::Matmul(_) => false,
-        Stmt::If { then_body, else_body, .. } => is_innermost(then_body) && is_innermost(else_body),
+        Stmt::If {
+            then_body,
+            else_body,
+            ..
+        } => is_innermost(then_body) && is_innermost(else_body),
         _ => true,
     })
 }
@@ -240,15 +279,26 @@ pub fn vector_safe(var: VarId, body: &[Stmt]) -> bool {
     let mut loads: Vec<(BufId, &Expr)> = vec![];
     collect_block(body, &mut stores, &mut loads);
     stores.iter().all(|(b, sidx)| {
-        let touched: Vec<&&Expr> = loads.iter().filter(|(lb, _)| lb == b).map(|(_, i)| i).collect();
+        let touched: Vec<&&Expr> = loads
+            .iter()
+            .filter(|(lb, _)| lb == b)
+            .map(|(_, i)| i)
+            .collect();
         touched.is_empty()
             || (touched.iter().all(|i| **i == *sidx)
-                && stores.iter().filter(|(sb, _)| sb == b).all(|(_, i)| *i == *sidx)
+                && stores
+                    .iter()
+                    .filter(|(sb, _)| sb == b)
+                    .all(|(_, i)| *i == *sidx)
                 && affine_coeff(sidx, var).is_some_and(|c| c != 0))
     })
 }
 
-fn collect_block<'a>(b: &'a [Stmt], st: &mut Vec<(BufId, &'a Expr)>, ld: &mut Vec<(BufId, &'a Expr)>) {
+fn collect_block<'a>(
+    b: &'a [Stmt],
+    st: &mut Vec<(BufId, &'a Expr)>,
+    ld: &mut Vec<(BufId, &'a Expr)>,
+) {
     for s in b {
         match s {
             Stmt::Store { buf, index, value } => {
@@ -257,7 +307,11 @@ fn collect_block<'a>(b: &'a [Stmt], st: &mut Vec<(BufId, &'a Expr)>, ld: &mut Ve
                 collect_expr(value, ld);
             }
             Stmt::Let { value, .. } => collect_expr(value, ld),
-            Stmt::If { cond, then_body, else_body } => {
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
                 collect_expr(cond, ld);
                 collect_block(then_body, st, ld);
                 collect_block(else_body, st, ld);
@@ -327,7 +381,9 @@ fn eval(bufs: &[Slot], env: &mut Env, e: &Expr) -> R<V> {
         },
         Expr::I(v, t) => V::I(vec![wrap_int(*v, *t)]),
         Expr::B(b) => V::B(vec![*b]),
-        Expr::Var(v) => env.vars[*v as usize].clone().ok_or_else(|| format!("variable v{v} used before it is bound"))?,
+        Expr::Var(v) => env.vars[*v as usize]
+            .clone()
+            .ok_or_else(|| format!("variable v{v} used before it is bound"))?,
         Expr::Load { buf, index } => {
             let idx = match eval(bufs, env, index)? {
                 V::I(i) => i,
@@ -349,7 +405,12 @@ fn eval(bufs: &[Slot], env: &mut Env, e: &Expr) -> R<V> {
             select(&c, a, eval(bufs, env, b)?)?
         }
         Expr::Cast(t, a) => cast(eval(bufs, env, a)?, *t),
-        Expr::Reduce { op, var, extent, body } => reduce(bufs, env, *op, *var, *extent, body)?,
+        Expr::Reduce {
+            op,
+            var,
+            extent,
+            body,
+        } => reduce(bufs, env, *op, *var, *extent, body)?,
     })
 }
 
@@ -375,7 +436,10 @@ fn wrap_int(v: i64, t: DType) -> i64 {
 }
 
 fn load(bufs: &[Slot], mask: Option<&[bool]>, buf: BufId, idx: &[i64]) -> R<V> {
-    let s = bufs.get(buf as usize).ok_or_else(|| format!("no buffer {buf}"))?.get();
+    let s = bufs
+        .get(buf as usize)
+        .ok_or_else(|| format!("no buffer {buf}"))?
+        .get();
     let n = s.len() as i64;
     // Lanes masked off by an enclosing If are not loaded (they may be out of bounds).
     let check = |l: usize, i: i64| -> R<usize> {
@@ -383,7 +447,9 @@ fn load(bufs: &[Slot], mask: Option<&[bool]>, buf: BufId, idx: &[i64]) -> R<V> {
             return Ok(usize::MAX);
         }
         if i < 0 || i >= n {
-            return Err(format!("load from buffer {buf} at {i} is out of bounds (len {n})"));
+            return Err(format!(
+                "load from buffer {buf} at {i} is out of bounds (len {n})"
+            ));
         }
         Ok(i as usize)
     };
@@ -402,7 +468,9 @@ fn load(bufs: &[Slot], mask: Option<&[bool]>, buf: BufId, idx: &[i64]) -> R<V> {
             if mask.is_none() && idx.len() > 1 && idx.windows(2).all(|w| w[1] == w[0] + 1) {
                 let (a, b) = (idx[0], idx[idx.len() - 1]);
                 if a < 0 || b >= n {
-                    return Err(format!("load from buffer {buf} at {a}..={b} is out of bounds (len {n})"));
+                    return Err(format!(
+                        "load from buffer {buf} at {a}..={b} is out of bounds (len {n})"
+                    ));
                 }
                 V::F(v[a as usize..=b as usize].to_vec())
             } else {
@@ -431,7 +499,10 @@ fn store(ctx: &mut Ctx, buf: BufId, idx: V, val: V) -> R<()> {
     };
     let lanes = idx.len().max(val.len());
     let mask = ctx.env.mask.clone();
-    let slot = ctx.bufs.get_mut(buf as usize).ok_or_else(|| format!("no buffer {buf}"))?;
+    let slot = ctx
+        .bufs
+        .get_mut(buf as usize)
+        .ok_or_else(|| format!("no buffer {buf}"))?;
     let s = match slot {
         Slot::Own(s) => s,
         Slot::In(_) => return Err(format!("store into input buffer {buf}")),
@@ -448,7 +519,9 @@ fn store(ctx: &mut Ctx, buf: BufId, idx: V, val: V) -> R<()> {
                 }
                 let i = at(l);
                 if i < 0 || i >= n {
-                    return Err(format!("store to buffer {buf} at {i} is out of bounds (len {n})"));
+                    return Err(format!(
+                        "store to buffer {buf} at {i} is out of bounds (len {n})"
+                    ));
                 }
                 let x = if src.len() == 1 { src[0] } else { src[l] };
                 $v[i as usize] = $conv(x);
@@ -470,7 +543,12 @@ fn store(ctx: &mut Ctx, buf: BufId, idx: V, val: V) -> R<()> {
         (Storage::I64(v), V::I(x)) => scatter!(v, x, |x: i64| x),
         (Storage::U64(v), V::I(x)) => scatter!(v, x, |x: i64| x as u64),
         (Storage::Bool(v), V::B(x)) => scatter!(v, x, |x: bool| x),
-        (_, v) => return Err(format!("store of {} lanes into {dt} buffer {buf}", v.kind())),
+        (_, v) => {
+            return Err(format!(
+                "store of {} lanes into {dt} buffer {buf}",
+                v.kind()
+            ))
+        }
     }
     Ok(())
 }
@@ -648,7 +726,10 @@ fn binary(op: BinOp, a: V, b: V) -> R<V> {
         (V::D(x), V::D(y)) => {
             if op.is_comparison() {
                 V::B(zip2(&x, &y, |a, b| cmp(op, a, b)))
-            } else if matches!(op, BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr) {
+            } else if matches!(
+                op,
+                BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Shl | BinOp::Shr
+            ) {
                 return Err(format!("{op:?} on floats"));
             } else {
                 V::D(zip2(&x, &y, |a, b| float_bin(op, a, b)))
@@ -666,7 +747,11 @@ fn binary(op: BinOp, a: V, b: V) -> R<V> {
                     BinOp::Rem => a.checked_rem(b).unwrap_or(0),
                     BinOp::Pow => {
                         if b < 0 {
-                            if a == 1 { 1 } else { 0 }
+                            if a == 1 {
+                                1
+                            } else {
+                                0
+                            }
                         } else {
                             a.wrapping_pow(b.min(u32::MAX as i64) as u32)
                         }
@@ -699,7 +784,13 @@ fn select(c: &[bool], a: V, b: V) -> R<V> {
     let pick = |l: usize| if c.len() == 1 { c[0] } else { c[l] };
     fn sel<T: Copy>(c: &dyn Fn(usize) -> bool, n: usize, a: &[T], b: &[T]) -> Vec<T> {
         (0..n)
-            .map(|l| if c(l) { a[if a.len() == 1 { 0 } else { l }] } else { b[if b.len() == 1 { 0 } else { l }] })
+            .map(|l| {
+                if c(l) {
+                    a[if a.len() == 1 { 0 } else { l }]
+                } else {
+                    b[if b.len() == 1 { 0 } else { l }]
+                }
+            })
             .collect()
     }
     let n = c.len().max(a.len()).max(b.len());
@@ -760,7 +851,14 @@ fn reduce(bufs: &[Slot], env: &mut Env, op: RedOp, var: VarId, extent: u64, body
     r
 }
 
-fn reduce_inner(bufs: &[Slot], env: &mut Env, op: RedOp, var: VarId, extent: u64, body: &Expr) -> R<V> {
+fn reduce_inner(
+    bufs: &[Slot],
+    env: &mut Env,
+    op: RedOp,
+    var: VarId,
+    extent: u64,
+    body: &Expr,
+) -> R<V> {
     let mut acc: Option<V> = None;
     let combine = |acc: Option<V>, v: V| -> R<V> {
         Ok(match acc {
@@ -778,7 +876,11 @@ fn reduce_inner(bufs: &[Slot], env: &mut Env, op: RedOp, var: VarId, extent: u64
             let v = eval(bufs, env, body);
             env.lanes = 1;
             let v = v?;
-            let folded = if v.len() == 1 && end - start > 1 { repeat_fold(op, v, end - start)? } else { fold_lanes(op, v)? };
+            let folded = if v.len() == 1 && end - start > 1 {
+                repeat_fold(op, v, end - start)?
+            } else {
+                fold_lanes(op, v)?
+            };
             acc = Some(combine(acc, folded)?);
             start = end;
         }
@@ -845,7 +947,13 @@ fn fold_lanes(op: RedOp, v: V) -> R<V> {
             }
             acc
         }
-        V::B(x) => V::B(vec![x[1..].iter().fold(x[0], |a, &b| if op == RedOp::Max || op == RedOp::Sum { a | b } else { a & b })]),
+        V::B(x) => V::B(vec![x[1..].iter().fold(x[0], |a, &b| {
+            if op == RedOp::Max || op == RedOp::Sum {
+                a | b
+            } else {
+                a & b
+            }
+        })]),
     })
 }
 
@@ -865,7 +973,10 @@ fn expr_kind(bufs: &[Slot], e: &Expr) -> char {
         Expr::F(..) => 'f',
         Expr::I(..) | Expr::Var(_) => 'i',
         Expr::B(_) => 'b',
-        Expr::Load { buf, .. } => match bufs.get(*buf as usize).map(|s| s.get().dtype().compute_class()) {
+        Expr::Load { buf, .. } => match bufs
+            .get(*buf as usize)
+            .map(|s| s.get().dtype().compute_class())
+        {
             Some(crate::dtype::ComputeClass::F64) => 'd',
             Some(crate::dtype::ComputeClass::Int) => 'i',
             Some(crate::dtype::ComputeClass::Bool) => 'b',
@@ -905,20 +1016,52 @@ fn matmul(ctx: &mut Ctx, mm: &Matmul) -> R<()> {
     let ob = scalar_offset(ctx, &mm.b.offset)?;
     let oc = scalar_offset(ctx, &mm.c.offset)?;
     let (m, n, k) = (mm.m as i64, mm.n as i64, mm.k as i64);
-    let span = |off: i64, rs: i64, cs: i64, rows: i64, cols: i64, len: usize, what: &str| -> R<()> {
-        if rows == 0 || cols == 0 {
-            return Ok(());
-        }
-        let corners = [off, off + (rows - 1) * rs, off + (cols - 1) * cs, off + (rows - 1) * rs + (cols - 1) * cs];
-        if corners.iter().any(|&c| c < 0 || c >= len as i64) {
-            return Err(format!("matmul {what} view is out of bounds (buffer len {len})"));
-        }
-        Ok(())
-    };
+    let span =
+        |off: i64, rs: i64, cs: i64, rows: i64, cols: i64, len: usize, what: &str| -> R<()> {
+            if rows == 0 || cols == 0 {
+                return Ok(());
+            }
+            let corners = [
+                off,
+                off + (rows - 1) * rs,
+                off + (cols - 1) * cs,
+                off + (rows - 1) * rs + (cols - 1) * cs,
+            ];
+            if corners.iter().any(|&c| c < 0 || c >= len as i64) {
+                return Err(format!(
+                    "matmul {what} view is out of bounds (buffer len {len})"
+                ));
+            }
+            Ok(())
+        };
     let len = |b: BufId| ctx.bufs.get(b as usize).map(|s| s.get().len()).unwrap_or(0);
-    span(oa, mm.a.row_stride, mm.a.col_stride, m, k, len(mm.a.buf), "A")?;
-    span(ob, mm.b.row_stride, mm.b.col_stride, k, n, len(mm.b.buf), "B")?;
-    span(oc, mm.c.row_stride, mm.c.col_stride, m, n, len(mm.c.buf), "C")?;
+    span(
+        oa,
+        mm.a.row_stride,
+        mm.a.col_stride,
+        m,
+        k,
+        len(mm.a.buf),
+        "A",
+    )?;
+    span(
+        ob,
+        mm.b.row_stride,
+        mm.b.col_stride,
+        k,
+        n,
+        len(mm.b.buf),
+        "B",
+    )?;
+    span(
+        oc,
+        mm.c.row_stride,
+        mm.c.col_stride,
+        m,
+        n,
+        len(mm.c.buf),
+        "C",
+    )?;
     if mm.c.buf == mm.a.buf || mm.c.buf == mm.b.buf {
         return Err("matmul output aliases an operand".into());
     }
@@ -927,14 +1070,26 @@ fn matmul(ctx: &mut Ctx, mm: &Matmul) -> R<()> {
         Slot::Own(s) => std::mem::replace(s, Storage::F32(Vec::new())),
         Slot::In(_) => return Err("matmul into an input buffer".into()),
     };
-    let r = matmul_into(ctx.bufs[mm.a.buf as usize].get(), ctx.bufs[mm.b.buf as usize].get(), &mut c_store, mm, (oa, ob, oc));
+    let r = matmul_into(
+        ctx.bufs[mm.a.buf as usize].get(),
+        ctx.bufs[mm.b.buf as usize].get(),
+        &mut c_store,
+        mm,
+        (oa, ob, oc),
+    );
     if let Slot::Own(s) = &mut ctx.bufs[mm.c.buf as usize] {
         *s = c_store;
     }
     r
 }
 
-fn matmul_into(a_s: &Storage, b_s: &Storage, c_slot: &mut Storage, mm: &Matmul, (oa, ob, oc): (i64, i64, i64)) -> R<()> {
+fn matmul_into(
+    a_s: &Storage,
+    b_s: &Storage,
+    c_slot: &mut Storage,
+    mm: &Matmul,
+    (oa, ob, oc): (i64, i64, i64),
+) -> R<()> {
     let (m, n, k) = (mm.m as i64, mm.n as i64, mm.k as i64);
     match (a_s, b_s, c_slot) {
         (Storage::F32(a), Storage::F32(b), Storage::F32(c)) => {
@@ -975,17 +1130,23 @@ fn matmul_into(a_s: &Storage, b_s: &Storage, c_slot: &mut Storage, mm: &Matmul, 
                     if float {
                         let mut acc = if mm.accumulate { c.get_f64(ci) } else { 0.0 };
                         for p in 0..k {
-                            acc += a.get_f64((oa + i * mm.a.row_stride + p * mm.a.col_stride) as usize)
-                                * b.get_f64((ob + p * mm.b.row_stride + j * mm.b.col_stride) as usize);
+                            acc += a
+                                .get_f64((oa + i * mm.a.row_stride + p * mm.a.col_stride) as usize)
+                                * b.get_f64(
+                                    (ob + p * mm.b.row_stride + j * mm.b.col_stride) as usize,
+                                );
                         }
                         set_f64(c, ci, acc);
                     } else {
                         let mut acc = if mm.accumulate { c.get_i64(ci) } else { 0 };
                         for p in 0..k {
                             acc = acc.wrapping_add(
-                                a.get_i64((oa + i * mm.a.row_stride + p * mm.a.col_stride) as usize).wrapping_mul(
-                                    b.get_i64((ob + p * mm.b.row_stride + j * mm.b.col_stride) as usize),
-                                ),
+                                a.get_i64(
+                                    (oa + i * mm.a.row_stride + p * mm.a.col_stride) as usize,
+                                )
+                                .wrapping_mul(b.get_i64(
+                                    (ob + p * mm.b.row_stride + j * mm.b.col_stride) as usize,
+                                )),
                             );
                         }
                         set_i64(c, ci, acc);
@@ -993,7 +1154,14 @@ fn matmul_into(a_s: &Storage, b_s: &Storage, c_slot: &mut Storage, mm: &Matmul, 
                 }
             }
         }
-        (a, b, c) => return Err(format!("matmul of {} x {} into {}", a.dtype(), b.dtype(), c.dtype())),
+        (a, b, c) => {
+            return Err(format!(
+                "matmul of {} x {} into {}",
+                a.dtype(),
+                b.dtype(),
+                c.dtype()
+            ))
+        }
     }
     Ok(())
 }
@@ -1022,7 +1190,6 @@ fn set_i64(s: &mut Storage, i: usize, x: i64) {
         _ => set_f64(s, i, x as f64),
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1058,7 +1225,12 @@ mod tests {
             }]
         });
         pb.kernel("reduce", body);
-        let view = |buf, rs, cs| MatView { buf, offset: Expr::i(0), row_stride: rs, col_stride: cs };
+        let view = |buf, rs, cs| MatView {
+            buf,
+            offset: Expr::i(0),
+            row_stride: rs,
+            col_stride: cs,
+        };
         pb.kernel(
             "mm",
             vec![Stmt::Matmul(Matmul {
@@ -1101,10 +1273,13 @@ mod tests {
                 value: Expr::load(o, Expr::i(0)) + Expr::load(x, Expr::var(i)),
             }],
         }];
-        assert!(!vector_safe(i, match &body[0] {
-            Stmt::For { body, .. } => body,
-            _ => unreachable!(),
-        }));
+        assert!(!vector_safe(
+            i,
+            match &body[0] {
+                Stmt::For { body, .. } => body,
+                _ => unreachable!(),
+            }
+        ));
         pb.kernel("acc", body);
         let s = Storage::F32((0..100).map(|v| v as f32).collect());
         let out = run_program(&pb.finish(), &[Some(&s)]).unwrap();
@@ -1123,14 +1298,25 @@ mod tests {
             extent: 8,
             body: vec![Stmt::If {
                 cond: Expr::var(i).lt(Expr::i(4)),
-                then_body: vec![Stmt::Store { buf: o, index: Expr::var(i), value: Expr::load(x, Expr::var(i)) }],
-                else_body: vec![Stmt::Store { buf: o, index: Expr::var(i), value: Expr::f32(-1.0) }],
+                then_body: vec![Stmt::Store {
+                    buf: o,
+                    index: Expr::var(i),
+                    value: Expr::load(x, Expr::var(i)),
+                }],
+                else_body: vec![Stmt::Store {
+                    buf: o,
+                    index: Expr::var(i),
+                    value: Expr::f32(-1.0),
+                }],
             }],
         }];
         pb.kernel("guard", body);
         let s = Storage::F32(vec![1.0, 2.0, 3.0, 4.0]);
         let out = run_program(&pb.finish(), &[Some(&s)]).unwrap();
-        assert_eq!(f32s(&out[0]), vec![1.0, 2.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0]);
+        assert_eq!(
+            f32s(&out[0]),
+            vec![1.0, 2.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0]
+        );
     }
 
     #[test]
@@ -1138,7 +1324,13 @@ mod tests {
         let mut pb = ProgramBuilder::new();
         let x = pb.buffer("x", DType::F32, 2, BufferRole::Input(0));
         let o = pb.buffer("o", DType::F32, 3, BufferRole::Output(0));
-        let body = pb.nest(&[3], |_, idx| vec![Stmt::Store { buf: o, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()) }]);
+        let body = pb.nest(&[3], |_, idx| {
+            vec![Stmt::Store {
+                buf: o,
+                index: idx[0].clone(),
+                value: Expr::load(x, idx[0].clone()),
+            }]
+        });
         pb.kernel("oob", body);
         let s = Storage::F32(vec![1.0, 2.0]);
         let e = run_program(&pb.finish(), &[Some(&s)]).unwrap_err();
@@ -1153,8 +1345,16 @@ mod tests {
         let h = pb.buffer("h", DType::F16, 4, BufferRole::Output(1));
         let body = pb.nest(&[4], |_, idx| {
             vec![
-                Stmt::Store { buf: o, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()).cast(DType::I8) },
-                Stmt::Store { buf: h, index: idx[0].clone(), value: Expr::load(x, idx[0].clone()) },
+                Stmt::Store {
+                    buf: o,
+                    index: idx[0].clone(),
+                    value: Expr::load(x, idx[0].clone()).cast(DType::I8),
+                },
+                Stmt::Store {
+                    buf: h,
+                    index: idx[0].clone(),
+                    value: Expr::load(x, idx[0].clone()),
+                },
             ]
         });
         pb.kernel("cast", body);
@@ -1166,8 +1366,18 @@ mod tests {
 
     #[test]
     fn erf_matches_known_values() {
-        for (x, want) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (3.0, 0.999_977_909_503_001_4), (-2.0, -0.995_322_265_018_952_7)] {
-            assert!((erf(x) - want).abs() < 1e-13, "erf({x}) = {} want {want}", erf(x));
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (3.0, 0.999_977_909_503_001_4),
+            (-2.0, -0.995_322_265_018_952_7),
+        ] {
+            assert!(
+                (erf(x) - want).abs() < 1e-13,
+                "erf({x}) = {} want {want}",
+                erf(x)
+            );
         }
     }
 }

@@ -67,12 +67,27 @@ pub struct Kernel {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Stmt {
     /// `for var in 0..extent { body }`
-    For { var: VarId, extent: u64, body: Vec<Stmt> },
+    For {
+        var: VarId,
+        extent: u64,
+        body: Vec<Stmt>,
+    },
     /// Binds a scalar for the rest of the enclosing block.
-    Let { var: VarId, value: Expr },
+    Let {
+        var: VarId,
+        value: Expr,
+    },
     /// `buf[index] = value` (value converted to the buffer's dtype).
-    Store { buf: BufId, index: Expr, value: Expr },
-    If { cond: Expr, then_body: Vec<Stmt>, else_body: Vec<Stmt> },
+    Store {
+        buf: BufId,
+        index: Expr,
+        value: Expr,
+    },
+    If {
+        cond: Expr,
+        then_body: Vec<Stmt>,
+        else_body: Vec<Stmt>,
+    },
     Matmul(Matmul),
 }
 
@@ -160,7 +175,10 @@ pub enum BinOp {
 
 impl BinOp {
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge)
+        matches!(
+            self,
+            BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+        )
     }
 }
 
@@ -182,7 +200,10 @@ pub enum Expr {
     B(bool),
     /// A loop variable (i64) or let-bound scalar.
     Var(VarId),
-    Load { buf: BufId, index: Box<Expr> },
+    Load {
+        buf: BufId,
+        index: Box<Expr>,
+    },
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `cond ? a : b`
@@ -191,5 +212,10 @@ pub enum Expr {
     /// Folds `body` over `var in 0..extent` with `op`, starting from the op's
     /// identity (for Max/Min: the first element; an empty Max/Min is the
     /// dtype's lowest/highest value).
-    Reduce { op: RedOp, var: VarId, extent: u64, body: Box<Expr> },
+    Reduce {
+        op: RedOp,
+        var: VarId,
+        extent: u64,
+        body: Box<Expr>,
+    },
 }

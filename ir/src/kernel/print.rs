@@ -40,7 +40,11 @@ fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
             Stmt::Store { buf, index, value } => {
                 let _ = writeln!(out, "{pad}b{buf}[{index}] = {value}");
             }
-            Stmt::If { cond, then_body, else_body } => {
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
                 let _ = writeln!(out, "{pad}if {cond} {{");
                 block(out, then_body, depth + 1);
                 if !else_body.is_empty() {
@@ -50,9 +54,23 @@ fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
                 let _ = writeln!(out, "{pad}}}");
             }
             Stmt::Matmul(m) => {
-                let v = |v: &MatView| format!("b{}[{} ; {}, {}]", v.buf, v.offset, v.row_stride, v.col_stride);
+                let v = |v: &MatView| {
+                    format!(
+                        "b{}[{} ; {}, {}]",
+                        v.buf, v.offset, v.row_stride, v.col_stride
+                    )
+                };
                 let op = if m.accumulate { "+=" } else { "=" };
-                let _ = writeln!(out, "{pad}matmul {}x{}x{}: {} {op} {} * {}", m.m, m.n, m.k, v(&m.c), v(&m.a), v(&m.b));
+                let _ = writeln!(
+                    out,
+                    "{pad}matmul {}x{}x{}: {} {op} {} * {}",
+                    m.m,
+                    m.n,
+                    m.k,
+                    v(&m.c),
+                    v(&m.a),
+                    v(&m.b)
+                );
             }
         }
     }
@@ -92,8 +110,17 @@ impl fmt::Display for Expr {
             }
             Expr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
             Expr::Cast(t, a) => write!(f, "{t}({a})"),
-            Expr::Reduce { op, var, extent, body } => {
-                write!(f, "{}(v{var} in 0..{extent}: {body})", format!("{op:?}").to_lowercase())
+            Expr::Reduce {
+                op,
+                var,
+                extent,
+                body,
+            } => {
+                write!(
+                    f,
+                    "{}(v{var} in 0..{extent}: {body})",
+                    format!("{op:?}").to_lowercase()
+                )
             }
         }
     }

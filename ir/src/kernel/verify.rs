@@ -36,7 +36,11 @@ fn check_block(p: &KernelProgram, b: &[Stmt], bound: &mut HashSet<VarId>) -> Res
                 check_expr(p, index, bound)?;
                 check_expr(p, value, bound)?;
             }
-            Stmt::If { cond, then_body, else_body } => {
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
                 check_expr(p, cond, bound)?;
                 check_block(p, then_body, &mut bound.clone())?;
                 check_block(p, else_body, &mut bound.clone())?;
@@ -65,7 +69,9 @@ fn check_expr(p: &KernelProgram, e: &Expr, bound: &HashSet<VarId>) -> Result<(),
         }
         Expr::Unary(_, a) | Expr::Cast(_, a) => check_expr(p, a, bound),
         Expr::Binary(_, a, b) => check_expr(p, a, bound).and(check_expr(p, b, bound)),
-        Expr::Select(c, a, b) => check_expr(p, c, bound).and(check_expr(p, a, bound)).and(check_expr(p, b, bound)),
+        Expr::Select(c, a, b) => check_expr(p, c, bound)
+            .and(check_expr(p, a, bound))
+            .and(check_expr(p, b, bound)),
         Expr::Reduce { var, body, .. } => {
             let mut inner = bound.clone();
             inner.insert(*var);

@@ -22,7 +22,11 @@ pub(crate) fn convert(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             // inlines the taken branch, so the other need not be well-typed.
             let cond = ins.first().copied().flatten().and_then(|v| imp.konst(v));
             if let Some(c) = cond.filter(|c| c.data.len() == 1) {
-                let k = if c.data.get_f64(0) != 0.0 { "then_branch" } else { "else_branch" };
+                let k = if c.data.get_f64(0) != 0.0 {
+                    "then_branch"
+                } else {
+                    "else_branch"
+                };
                 let mut reg = imp.import_graph(graph(n, k)?, GraphKind::Sub)?;
                 if reg.results.len() != n_out {
                     return Err(n.shape_err(format!(

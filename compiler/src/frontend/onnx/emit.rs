@@ -57,7 +57,9 @@ impl Emit<'_, '_> {
     /// The static shape of `x`, which most decompositions need.
     pub fn dims(&self, x: ValueId) -> Res<Vec<usize>> {
         let t = self.imp.ty(x);
-        t.dims()
-            .ok_or_else(|| self.n.shape_err(format!("needs a static input shape, got {t}")))
+        t.dims().ok_or_else(|| {
+            self.n
+                .shape_err(format!("needs a static input shape, got {t}"))
+        })
     }
 }

@@ -8,9 +8,9 @@
 
 mod composite;
 mod control;
+mod data;
 mod decomp;
 mod emit;
-mod data;
 mod nn;
 mod ops;
 mod quant;

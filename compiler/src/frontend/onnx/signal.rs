@@ -49,7 +49,7 @@ fn transpose(
 
 fn known(n: &N, d: &Dim, what: &str) -> Result<usize, FrontendError> {
     match d {
-        Dim::Known(v) => Ok(*v as usize),
+        Dim::Known(v) => Ok(*v),
         _ => Err(n.shape_err(format!("{what} must have a known extent"))),
     }
 }
@@ -207,12 +207,12 @@ fn dft_along(
     perm.push(rank - 1);
     let xp = transpose(imp, r, n, x, perm.clone())?;
     let mut flat = batch.clone();
-    flat.push(Dim::Known((m * c_in) as _));
+    flat.push(Dim::Known(m * c_in));
     let xf = reshape(imp, r, n, xp, flat)?;
     let y = node(imp, r, n, Op::MatMul, vec![Some(xf), Some(wv)])?;
     let mut split = batch;
-    split.push(Dim::Known(k_out as _));
-    split.push(Dim::Known(c_out as _));
+    split.push(Dim::Known(k_out));
+    split.push(Dim::Known(c_out));
     let y = reshape(imp, r, n, y, split)?;
     let mut inv = vec![0; rank];
     for (i, &p) in perm.iter().enumerate() {
@@ -253,7 +253,7 @@ fn dft_matrix(
         m.min(len)
     };
     for j in 0..used {
-        let weight = if inverse && onesided && j != 0 && !(len % 2 == 0 && j == len / 2) {
+        let weight = if inverse && onesided && j != 0 && !(len.is_multiple_of(2) && j == len / 2) {
             2.0
         } else {
             1.0
@@ -488,7 +488,7 @@ fn max_unpool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
     let total: usize = inferred.iter().product();
     let numel: usize = dims.iter().product();
     let zeros = imp.add_const(&n.name, Tensor::zeros(xt.dtype, vec![total]));
-    let flat = vec![Dim::Known(numel as _)];
+    let flat = vec![Dim::Known(numel)];
     let xf = reshape(imp, r, n, x, flat.clone())?;
     let idx = node(imp, r, n, Op::Cast { to: DType::I64 }, vec![Some(idx)])?;
     let i_f = reshape(imp, r, n, idx, flat)?;
@@ -497,7 +497,7 @@ fn max_unpool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         reduction: kiln_ir::graph::ScatterReduction::None,
     };
     let y = node(imp, r, n, sc, vec![Some(zeros), Some(i_f), Some(xf)])?;
-    let shape: Vec<Dim> = inferred.iter().map(|&v| Dim::Known(v as _)).collect();
+    let shape: Vec<Dim> = inferred.iter().map(|&v| Dim::Known(v)).collect();
     let nm = n.name.clone();
     let Some(os) = imp.inp(n, 2)? else {
         return Ok(vec![Some(imp.add1(
@@ -539,4 +539,38 @@ fn max_unpool(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
         op,
         vec![Some(y), Some(pads)],
     )?)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dft_matrix;
+
+    /// `x · W`: a row vector through a row-major `[rows, cols]` matrix.
+    fn apply(x: &[f64], w: &[f64], cols: usize) -> Vec<f64> {
+        (0..cols)
+            .map(|c| x.iter().enumerate().map(|(r, v)| v * w[r * cols + c]).sum())
+            .collect()
+    }
+
+    #[test]
+    fn inverse_undoes_forward() {
+        let x = [1.0, 0.5, -2.0, 0.0, 3.0, 1.5, 0.25, -1.0, 2.0, 0.0];
+        let f = dft_matrix(5, 2, 5, 5, 2, false, false);
+        let i = dft_matrix(5, 2, 5, 5, 2, true, false);
+        let back = apply(&apply(&x, &f, 10), &i, 10);
+        for (a, b) in x.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-9, "{x:?} != {back:?}");
+        }
+    }
+
+    #[test]
+    fn onesided_inverse_recovers_real_signal() {
+        let x = [1.0, -0.5, 2.0, 0.75, 3.0, -1.0];
+        let f = dft_matrix(6, 1, 6, 4, 2, false, true);
+        let i = dft_matrix(4, 2, 6, 6, 1, true, true);
+        let back = apply(&apply(&x, &f, 8), &i, 6);
+        for (a, b) in x.iter().zip(&back) {
+            assert!((a - b).abs() < 1e-9, "{x:?} != {back:?}");
+        }
+    }
 }
