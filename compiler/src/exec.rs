@@ -32,6 +32,10 @@ fn node_err(n: &Node, msg: impl Into<String>) -> ExecError {
     }
 }
 
+/// The largest tensor the executor allocates: beyond it, a malformed model
+/// gets an error instead of exhausting memory.
+const MAX_TENSOR_BYTES: usize = 16 << 30;
+
 /// Values known so far, by id.
 pub type Env = HashMap<ValueId, Tensor>;
 
@@ -165,6 +169,12 @@ pub fn eval_op(
         if t.dims().is_none() {
             return Err(format!(
                 "output shape {t} could not be determined from the given values"
+            ));
+        }
+        if t.byte_size().is_none_or(|b| b > MAX_TENSOR_BYTES) {
+            return Err(format!(
+                "output {t} is larger than the {} GiB kiln allocates for one tensor",
+                MAX_TENSOR_BYTES >> 30
             ));
         }
     }

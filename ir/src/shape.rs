@@ -65,12 +65,16 @@ impl TensorType {
         self.shape.iter().map(Dim::known).collect()
     }
 
+    /// `None` when a dim is symbolic or the count does not fit in `usize`
+    /// (a malformed model can declare absurd dims).
     pub fn num_elements(&self) -> Option<usize> {
-        self.dims().map(|d| d.iter().product())
+        self.dims()?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
     pub fn byte_size(&self) -> Option<usize> {
-        self.num_elements().map(|n| n * self.dtype.size())
+        self.num_elements()?.checked_mul(self.dtype.size())
     }
 }
 

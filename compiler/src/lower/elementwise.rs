@@ -54,6 +54,37 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     Ok(())
 }
 
+/// Dropout at inference: `y = x` and an all-true mask. Training-mode Dropout
+/// draws random numbers, which no deterministic compiled model can reproduce.
+pub(super) fn lower_dropout(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
+    match cx.op {
+        Op::Dropout { active: Some(false) } => {}
+        Op::Dropout { active: Some(true) } => {
+            return Err(cx.err("training-mode Dropout with a non-zero ratio draws random numbers; kiln runs inference only"))
+        }
+        _ => return Err(cx.err("Dropout's training flag and ratio must be known before lowering")),
+    }
+    let io = cx.io(pb)?;
+    let n: usize = cx.out_dims(0)?.iter().product();
+    let body = pb.nest(&[n], |_, idx| {
+        let mut b = vec![Stmt::Store {
+            buf: io.outputs[0],
+            index: idx[0].clone(),
+            value: Expr::load(io.input(0), idx[0].clone()),
+        }];
+        if let Some(&mask) = io.outputs.get(1) {
+            b.push(Stmt::Store {
+                buf: mask,
+                index: idx[0].clone(),
+                value: Expr::B(true),
+            });
+        }
+        b
+    });
+    pb.kernel(cx.node, body);
+    Ok(())
+}
+
 /// Merges adjacent output dims that every input either spans fully or
 /// broadcasts along both, so loops are few and the innermost one is long:
 /// `[64,128,3,3] * [64,1,1,1]` becomes `[64,1152] * [64,1]`.

@@ -126,6 +126,7 @@ pub type Result<T> = std::result::Result<T, LowerError>;
 pub fn lower(cx: &LowerCtx) -> Result<KernelProgram> {
     let mut pb = ProgramBuilder::new();
     match cx.op {
+        Op::Dropout { .. } => elementwise::lower_dropout(cx, &mut pb)?,
         Op::Unary { .. } | Op::Binary { .. } | Op::Select | Op::Cast { .. } | Op::Identity => {
             elementwise::lower(cx, &mut pb)?
         }

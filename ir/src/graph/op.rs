@@ -239,6 +239,11 @@ pub enum Op {
     Cast { to: DType },
     /// `(x) -> x`: only where a graph output must alias another value; canonicalisation removes it elsewhere.
     Identity,
+    /// `(x [, ratio, training_mode]) -> (y, mask)`: ONNX Dropout while its training flag or
+    /// ratio arrives at run time. `active` (training with a non-zero ratio) is known once
+    /// specialised; an inactive Dropout is the identity with an all-true mask, and an active
+    /// one (a random draw) is refused when lowered.
+    Dropout { active: Option<bool> },
 
     // ---- reductions ----
     /// `(x [, axes]) -> y`. `axes: Some(vec![])` reduces nothing when `noop_with_empty_axes`, else everything.

@@ -101,6 +101,7 @@ pub fn infer_types(
         | Op::Select
         | Op::Cast { .. }
         | Op::Identity
+        | Op::Dropout { .. }
         | Op::Reduce { .. }
         | Op::ArgReduce { .. }
         | Op::CumSum { .. }

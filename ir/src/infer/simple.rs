@@ -51,6 +51,10 @@ pub(super) fn infer(op: &Op, inp: &Inputs) -> Result<Vec<TensorType>> {
         }
         Op::Cast { to } => vec![TensorType::new(*to, inp.ty(0)?.shape.clone())],
         Op::Identity => vec![inp.ty(0)?.clone()],
+        Op::Dropout { .. } => {
+            let x = inp.ty(0)?;
+            vec![x.clone(), TensorType::new(DType::Bool, x.shape.clone())]
+        }
         Op::Reduce {
             axes,
             keep_dims,

@@ -46,6 +46,21 @@ pub fn specialize(
                 None => None,
             }
         }
+        Op::Dropout { active: None } if known_or_absent(1) && known_or_absent(2) => {
+            let ratio = c(1)
+                .filter(|t| !t.is_empty())
+                .map(|t| t.data.get_f64(0))
+                .unwrap_or(0.5);
+            let training = c(2)
+                .filter(|t| !t.is_empty())
+                .is_some_and(|t| t.data.get_f64(0) != 0.0);
+            Some((
+                Op::Dropout {
+                    active: Some(training && ratio > 0.0),
+                },
+                vec![0],
+            ))
+        }
         Op::Reshape { shape: None } => match ints(1) {
             Some(s) => Some((
                 Op::Reshape {

@@ -313,10 +313,13 @@ pub(crate) fn dropout(imp: &mut Importer, r: &mut Region, n: &N) -> Outs {
             Some(true) => {
                 return Err(n.bad("training_mode = true (random dropout) is not supported"))
             }
-            None => return Err(n.bad(
-                "training_mode is a graph input; kiln supports only inference (constant false) \
-                     or ratio 0",
-            )),
+            None => {
+                // The training flag arrives at run time: decided when the node is specialised.
+                let ins = vec![Some(x), imp.inp(n, 1)?, imp.inp(n, 2)?];
+                let nm = imp.fresh(&n.name);
+                let outs = imp.add(r, &nm, Op::Dropout { active: None }, ins, 2)?;
+                return Ok(vec![Some(outs[0]), Some(outs[1])]);
+            }
         }
     }
     let mask = match n.p.output.get(1) {
