@@ -1,6 +1,7 @@
 //! ONNX ops with no kiln op of their own, expressed as small graphs of kiln
 //! ops so that their meaning still comes from the existing lowerings.
 
+use super::emit::node;
 use super::{Importer, N};
 use crate::frontend::FrontendError;
 use kiln_ir::graph::PadMode;
@@ -18,18 +19,6 @@ pub(crate) const OPS: &[&str] = &[
 ];
 
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
-
-/// Adds an intermediate node named after the ONNX node.
-fn node(
-    imp: &mut Importer,
-    r: &mut Region,
-    n: &N,
-    op: Op,
-    ins: Vec<Option<ValueId>>,
-) -> Result<ValueId, FrontendError> {
-    let nm = imp.fresh(&n.name);
-    imp.add1(r, &nm, op, ins)
-}
 
 fn bin(
     imp: &mut Importer,

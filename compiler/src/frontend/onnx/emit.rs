@@ -10,6 +10,19 @@ use kiln_ir::{DType, Op, Region, ValueId};
 
 type Res<T> = Result<T, FrontendError>;
 
+/// Adds one intermediate node named after the ONNX node `n` (for decompositions
+/// written as free functions).
+pub(crate) fn node(
+    imp: &mut Importer,
+    r: &mut Region,
+    n: &N,
+    op: Op,
+    ins: Vec<Option<ValueId>>,
+) -> Res<ValueId> {
+    let nm = imp.fresh(&n.name);
+    imp.add1(r, &nm, op, ins)
+}
+
 /// Appends nodes for one ONNX node `n` to region `r`.
 pub(crate) struct Emit<'a, 'n> {
     pub imp: &'a mut Importer,
@@ -25,8 +38,7 @@ impl Emit<'_, '_> {
 
     /// A node whose optional inputs may be absent.
     pub fn op_opt(&mut self, op: Op, ins: Vec<Option<ValueId>>) -> Res<ValueId> {
-        let nm = self.imp.fresh(&self.n.name);
-        self.imp.add1(self.r, &nm, op, ins)
+        node(self.imp, self.r, self.n, op, ins)
     }
 
     pub fn bin(&mut self, op: BinaryOp, a: ValueId, b: ValueId) -> Res<ValueId> {

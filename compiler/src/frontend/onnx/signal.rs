@@ -2,6 +2,7 @@
 //! constant matrices and existing kiln ops, so their meaning still comes from
 //! the MatMul, Transpose and Scatter lowerings.
 
+use super::emit::node;
 use super::{Importer, N};
 use crate::frontend::FrontendError;
 use kiln_ir::graph::BinaryOp;
@@ -12,17 +13,6 @@ use kiln_ir::{DType, Dim, Op, Region, Tensor, ValueId};
 pub(crate) const OPS: &[&str] = &["AffineGrid", "DFT", "MaxUnpool"];
 
 type Outs = Result<Vec<Option<ValueId>>, FrontendError>;
-
-fn node(
-    imp: &mut Importer,
-    r: &mut Region,
-    n: &N,
-    op: Op,
-    ins: Vec<Option<ValueId>>,
-) -> Result<ValueId, FrontendError> {
-    let nm = imp.fresh(&n.name);
-    imp.add1(r, &nm, op, ins)
-}
 
 fn reshape(
     imp: &mut Importer,
