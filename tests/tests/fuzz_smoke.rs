@@ -155,3 +155,27 @@ fn kiln_loaders_survive_corruption() {
     std::panic::set_hook(prev);
     assert_no_panics(panics);
 }
+
+/// Inputs the coverage-guided fuzzer (`scripts/fuzz.sh`) found crashing a
+/// loader, kept so they stay fixed: each must load or fail with an error.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let dir = kiln_tests::repo_root().join("tests/data");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/data exists") {
+        let path = entry.expect("readable entry").path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("fuzz-"))
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("readable file");
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            load_onnx_bytes(&bytes, None).map(|_| ())
+        }));
+        assert!(r.is_ok(), "{} panicked the ONNX loader", path.display());
+        seen += 1;
+    }
+    assert!(seen > 0, "no fuzzer findings in {}", dir.display());
+}
