@@ -205,6 +205,29 @@ pub fn eval_op(
         .collect())
 }
 
+/// Evaluates an op whose result depends only on its inputs' types (Shape,
+/// Size): lowered and interpreted like any op, with no input data.
+pub fn eval_from_types(
+    name: &str,
+    op: &Op,
+    types: &[Option<TensorType>],
+) -> Result<Vec<Tensor>, String> {
+    let outs = infer_types(op, types, &[], 1, &[]).map_err(|e| e.msg)?;
+    let outs: Vec<TensorType> = outs.into_iter().take(1).collect();
+    let dims = outs[0].dims().ok_or("output shape is not static")?;
+    let cx = LowerCtx {
+        node: name,
+        op,
+        inputs: types,
+        outputs: &outs,
+        consts: &[],
+    };
+    let prog = lower(&cx).map_err(|e| e.msg)?;
+    let data = run_program(&prog, &[]).map_err(|e| e.to_string())?;
+    let data = data.into_iter().next().ok_or("no output")?;
+    Ok(vec![Tensor { shape: dims, data }])
+}
+
 fn scalar_bool(t: &Tensor) -> Result<bool, String> {
     if t.is_empty() {
         return Err("condition is empty".into());

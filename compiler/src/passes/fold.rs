@@ -21,20 +21,14 @@ pub fn fold_shapes(model: &mut Model) -> bool {
             let Some(Some(x)) = n.inputs.first() else {
                 continue;
             };
-            let Some(dims) = model.ty(*x).dims() else {
+            if !matches!(n.op, Op::Shape { .. } | Op::Size) || model.ty(*x).dims().is_none() {
+                continue;
+            }
+            let types = model.input_types(&n.inputs);
+            let Ok(mut t) = crate::exec::eval_from_types(&n.name, &n.op, &types) else {
                 continue;
             };
-            let t = match &n.op {
-                Op::Shape { start, end } => {
-                    let r = dims.len() as i64;
-                    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                    let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
-                    let v: Vec<i64> = dims[s..e.max(s)].iter().map(|&d| d as i64).collect();
-                    Tensor::from_i64(vec![v.len()], v)
-                }
-                Op::Size => Tensor::from_i64(vec![], vec![dims.iter().product::<usize>() as i64]),
-                _ => continue,
-            };
+            let t = t.remove(0);
             found.push((n.outputs[0], t));
         }
     }
@@ -165,16 +159,8 @@ fn specialize_all(model: &mut Model) -> Result<bool, PassError> {
                 path.pop();
                 path.pop();
             }
-            let types: Vec<Option<TensorType>> = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| model.ty(v).clone()))
-                .collect();
-            let consts: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|i| i.and_then(|v| model.consts.get(&v)))
-                .collect();
+            let types = model.input_types(&n.inputs);
+            let consts = model.input_consts(&n.inputs);
             let spec = specialize(&n.op, &types, &consts).map_err(|e| PassError::Node {
                 node: n.name.clone(),
                 op: n.op.name(),
@@ -218,16 +204,8 @@ pub fn reinfer_types(model: &mut Model) -> Result<(), PassError> {
                 path.pop();
             }
             let n = &region_at(&model.body, path).nodes[k];
-            let types: Vec<Option<TensorType>> = n
-                .inputs
-                .iter()
-                .map(|i| i.map(|v| model.ty(v).clone()))
-                .collect();
-            let consts: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|i| i.and_then(|v| model.consts.get(&v)))
-                .collect();
+            let types = model.input_types(&n.inputs);
+            let consts = model.input_consts(&n.inputs);
             let region_results: Vec<Vec<TensorType>> = n
                 .regions
                 .iter()

@@ -73,6 +73,22 @@ impl Model {
         &self.values[id.index()].ty
     }
 
+    /// The types of a node's inputs (`None` for omitted optional inputs), as inference takes them.
+    pub fn input_types(&self, inputs: &[Option<ValueId>]) -> Vec<Option<TensorType>> {
+        inputs
+            .iter()
+            .map(|i| i.map(|v| self.ty(v).clone()))
+            .collect()
+    }
+
+    /// The values of a node's constant inputs, as inference and specialisation take them.
+    pub fn input_consts(&self, inputs: &[Option<ValueId>]) -> Vec<Option<&Tensor>> {
+        inputs
+            .iter()
+            .map(|i| i.and_then(|v| self.consts.get(&v)))
+            .collect()
+    }
+
     pub fn add_value(&mut self, name: impl Into<String>, ty: TensorType) -> ValueId {
         let id = ValueId(self.values.len() as u32);
         self.values.push(ValueInfo {

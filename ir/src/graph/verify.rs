@@ -4,7 +4,6 @@
 use super::{Model, Region, ValueId};
 use crate::infer::infer_types;
 use crate::shape::{Dim, TensorType};
-use crate::tensor::Tensor;
 use std::collections::HashSet;
 
 /// Checks the whole model; the error names the node at fault.
@@ -68,16 +67,8 @@ fn verify_region(model: &Model, r: &Region, defined: &mut HashSet<ValueId>) -> R
                     .collect::<Vec<_>>(),
             );
         }
-        let in_types: Vec<Option<TensorType>> = n
-            .inputs
-            .iter()
-            .map(|i| i.map(|v| model.ty(v).clone()))
-            .collect();
-        let consts: Vec<Option<&Tensor>> = n
-            .inputs
-            .iter()
-            .map(|i| i.and_then(|v| model.consts.get(&v)))
-            .collect();
+        let in_types = model.input_types(&n.inputs);
+        let consts = model.input_consts(&n.inputs);
         let inferred = infer_types(&n.op, &in_types, &consts, n.outputs.len(), &region_results)
             .map_err(|e| e.at_node(&n.name, &n.op).to_string())?;
         for (k, &o) in n.outputs.iter().enumerate() {

@@ -90,6 +90,12 @@ pub fn run_program(
     let mut bufs = Vec::with_capacity(prog.buffers.len());
     for b in &prog.buffers {
         bufs.push(match b.role {
+            // An input the caller does not provide is empty: a program that
+            // depends only on its inputs' shapes (Shape, Size) runs without
+            // them, and one that reads it fails with an out-of-bounds load.
+            BufferRole::Input(i) if inputs.get(i).copied().flatten().is_none() => {
+                Slot::Own(Storage::zeros(b.dtype, 0))
+            }
             BufferRole::Input(i) => {
                 let s = inputs
                     .get(i)

@@ -342,21 +342,12 @@ impl Importer {
     ) -> Option<Vec<ValueId>> {
         const MAX_FOLD: usize = 4096;
         match op {
-            Op::Shape { start, end } => {
-                let dims = self.ty((*inputs.first()?)?).dims()?;
-                let r = dims.len() as i64;
-                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-                let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
-                let v: Vec<i64> = dims[s..e.max(s)].iter().map(|&d| d as i64).collect();
-                return Some(vec![
-                    self.add_const(name, Tensor::from_i64(vec![v.len()], v))
-                ]);
-            }
-            Op::Size => {
-                let n = self.ty((*inputs.first()?)?).num_elements()?;
-                return Some(vec![
-                    self.add_const(name, Tensor::from_i64(vec![], vec![n as i64]))
-                ]);
+            Op::Shape { .. } | Op::Size => {
+                let x = (*inputs.first()?)?;
+                self.ty(x).dims()?;
+                let types = vec![Some(self.ty(x).clone())];
+                let t = crate::exec::eval_from_types(name, op, &types).ok()?;
+                return Some(vec![self.add_const(name, t.into_iter().next()?)]);
             }
             _ if op.has_regions()
                 || inputs.is_empty() && !matches!(op, Op::ConstantOfShape { .. }) =>
