@@ -3,6 +3,7 @@
 //! CLI over this library.
 
 pub mod aot;
+pub mod compile;
 pub mod exec;
 pub mod frontend;
 pub mod io;

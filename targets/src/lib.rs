@@ -5,4 +5,5 @@
 //! the compiler, so the data flows one way: compiler → targets.
 
 pub mod c;
+pub mod header;
 pub mod plan;

@@ -2,6 +2,7 @@
 //! stderr followed by the cause chain, exit status 1 for a bad model or input
 //! and 2 for a bad command line, logs on stderr controlled by `-v` or `KILN_LOG`.
 
+mod compile;
 mod convert;
 mod inspect;
 mod model;
@@ -26,13 +27,14 @@ pub struct Cli {
     command: Command,
 }
 
-// `compile` and `bench` join here when the code generators land.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Show a model's inputs, outputs, op histogram, parameters and MACs
     Inspect(inspect::Args),
     /// Run a model on the reference backend and write its outputs as .npy
     Run(run::Args),
+    /// Compile a model ahead of time for a target triple (object or C + header)
+    Compile(compile::Args),
     /// Convert between ONNX and kiln's text (.kiln) and binary (.kilnb) forms
     Convert(convert::Args),
 }
@@ -77,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Convert(a) => convert::main(a),
+        Command::Compile(a) => compile::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
