@@ -5,5 +5,6 @@
 //! the compiler, so the data flows one way: compiler → targets.
 
 pub mod c;
+pub mod cpu;
 pub mod header;
 pub mod plan;

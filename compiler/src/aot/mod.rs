@@ -4,6 +4,7 @@
 //! `kiln-targets` (the C backend, later the CPU and firmware backends).
 
 pub mod arena;
+mod control;
 
 use crate::lower::{lower, LowerCtx};
 use crate::passes;
@@ -35,8 +36,86 @@ enum Place {
     Slot(usize),
 }
 
-/// Simplifies a copy of `model` and plans it. Shapes must be fully static and
-/// the graph free of control flow (If/Loop/Scan need a runtime executor).
+/// A node's kernel program and the value each of its `Input(i)` buffers reads.
+pub(crate) struct Lowered {
+    pub program: kiln_ir::kernel::KernelProgram,
+    pub inputs: Vec<Option<ValueId>>,
+}
+
+fn static_dims(m: &Model, v: ValueId) -> Result<Vec<usize>, String> {
+    let info = m.value(v);
+    info.ty
+        .dims()
+        .ok_or_else(|| format!("value '{}' has symbolic shape {}", info.name, info.ty))
+}
+
+/// Lowers one node with static shapes: ops through their lowering (after
+/// specialising on constant inputs), If/Loop by composing their regions.
+pub(crate) fn lower_node(m: &Model, n: &kiln_ir::Node) -> Result<Lowered, AotError> {
+    let nerr = |msg: String| AotError::Node {
+        node: n.name.clone(),
+        op: n.op.name(),
+        msg,
+    };
+    if matches!(n.op, Op::If | Op::Loop) {
+        return control::lower_control(m, n);
+    }
+    if !n.regions.is_empty() || matches!(n.op, Op::Scan { .. }) {
+        return Err(nerr(
+            "Scan cannot be compiled ahead of time yet (If and Loop can)".into(),
+        ));
+    }
+    let mut types: Vec<Option<TensorType>> = vec![];
+    let mut consts: Vec<Option<&Tensor>> = vec![];
+    for i in &n.inputs {
+        match i {
+            Some(v) => {
+                let d = static_dims(m, *v).map_err(nerr)?;
+                types.push(Some(TensorType::known(m.ty(*v).dtype, &d)));
+                consts.push(m.consts.get(v));
+            }
+            None => {
+                types.push(None);
+                consts.push(None);
+            }
+        }
+    }
+    let (op, keep): (Op, Vec<usize>) =
+        match specialize(&n.op, &types, &consts).map_err(|e| nerr(e.msg))? {
+            Some((op, keep)) => (op, keep),
+            None => (n.op.clone(), (0..n.inputs.len()).collect()),
+        };
+    let ktypes: Vec<Option<TensorType>> = keep
+        .iter()
+        .map(|&i| types.get(i).cloned().flatten())
+        .collect();
+    let kconsts: Vec<Option<&Tensor>> = keep
+        .iter()
+        .map(|&i| consts.get(i).copied().flatten())
+        .collect();
+    let inputs: Vec<Option<ValueId>> = keep
+        .iter()
+        .map(|&i| n.inputs.get(i).copied().flatten())
+        .collect();
+    let outs: Vec<TensorType> = n
+        .outputs
+        .iter()
+        .map(|&v| static_dims(m, v).map(|d| TensorType::known(m.ty(v).dtype, &d)))
+        .collect::<Result<_, _>>()
+        .map_err(nerr)?;
+    let cx = LowerCtx {
+        node: &n.name,
+        op: &op,
+        inputs: &ktypes,
+        outputs: &outs,
+        consts: &kconsts,
+    };
+    let program = lower(&cx).map_err(|e| nerr(e.msg))?;
+    Ok(Lowered { program, inputs })
+}
+
+/// Simplifies a copy of `model` and plans it. Shapes must be fully static;
+/// If and Loop are compiled (see [`control`]), Scan is not yet.
 pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
     let mut m = model.clone();
     passes::simplify(&mut m).map_err(|e| AotError::Model(format!("simplify: {e}")))?;
@@ -105,55 +184,10 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
             op: n.op.name(),
             msg,
         };
-        if !n.regions.is_empty() || matches!(n.op, Op::If | Op::Loop | Op::Scan { .. }) {
-            return Err(nerr("control flow cannot be compiled ahead of time (the C backend needs a static graph)".into()));
-        }
-        let mut types: Vec<Option<TensorType>> = vec![];
-        let mut consts: Vec<Option<&Tensor>> = vec![];
-        for i in &n.inputs {
-            match i {
-                Some(v) => {
-                    let d = dims_of(*v).map_err(nerr)?;
-                    types.push(Some(TensorType::known(m.ty(*v).dtype, &d)));
-                    consts.push(m.consts.get(v));
-                }
-                None => {
-                    types.push(None);
-                    consts.push(None);
-                }
-            }
-        }
-        let (op, keep): (Op, Vec<usize>) =
-            match specialize(&n.op, &types, &consts).map_err(|e| nerr(e.msg))? {
-                Some((op, keep)) => (op, keep),
-                None => (n.op.clone(), (0..n.inputs.len()).collect()),
-            };
-        let ktypes: Vec<Option<TensorType>> = keep
-            .iter()
-            .map(|&i| types.get(i).cloned().flatten())
-            .collect();
-        let kconsts: Vec<Option<&Tensor>> = keep
-            .iter()
-            .map(|&i| consts.get(i).copied().flatten())
-            .collect();
-        let kvals: Vec<Option<ValueId>> = keep
-            .iter()
-            .map(|&i| n.inputs.get(i).copied().flatten())
-            .collect();
-        let outs: Vec<TensorType> = n
-            .outputs
-            .iter()
-            .map(|&v| dims_of(v).map(|d| TensorType::known(m.ty(v).dtype, &d)))
-            .collect::<Result<_, _>>()
-            .map_err(nerr)?;
-        let cx = LowerCtx {
-            node: &n.name,
-            op: &op,
-            inputs: &ktypes,
-            outputs: &outs,
-            consts: &kconsts,
-        };
-        let prog = lower(&cx).map_err(|e| nerr(e.msg))?;
+        let Lowered {
+            program: prog,
+            inputs: kvals,
+        } = lower_node(&m, n)?;
         for &v in &n.outputs {
             let place = match out_of.get(&v) {
                 Some(&k) => Place::Fixed(BufferLoc::Output(k)),

@@ -10,6 +10,7 @@
 
 mod data;
 mod elementwise;
+pub mod fused;
 mod gen;
 mod nn;
 mod reduce;
@@ -156,6 +157,11 @@ pub fn lower(cx: &LowerCtx) -> Result<KernelProgram> {
         Op::If | Op::Loop | Op::Scan { .. } => {
             return Err(cx.err(
                 "control flow is run by the graph executor, not lowered to one kernel program",
+            ))
+        }
+        Op::Fused => {
+            return Err(cx.err(
+                "a fused group is lowered with its body, by lower::fused::lower_fused_node",
             ))
         }
         _ => data::lower(cx, &mut pb)?,

@@ -8,13 +8,19 @@
 //!   interpreter as `kiln run` (no op is computed a second way here),
 //! - BatchNorm folded into the Conv that feeds it,
 //! - common-subexpression elimination and dead-code elimination.
+//!
+//! `optimize` is `simplify` followed by the passes that pick how the model
+//! runs rather than what it computes: operator fusion ([`fuse`]). The
+//! ahead-of-time path and `kiln inspect --after-passes` use it.
 
 mod fold;
+mod fuse;
 mod rewrite;
 
 use kiln_ir::Model;
 use thiserror::Error;
 
+pub use fuse::fuse;
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
 pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
 
@@ -42,5 +48,15 @@ pub fn simplify(model: &mut Model) -> Result<(), PassError> {
             break;
         }
     }
+    Ok(())
+}
+
+/// Canonicalises the model, then fuses operators. The result computes the
+/// same values as the simplified model, within floating-point rounding (a
+/// fused group keeps each member's arithmetic, only no longer rounding its
+/// intermediate values to memory in between).
+pub fn optimize(model: &mut Model) -> Result<(), PassError> {
+    simplify(model)?;
+    fuse(model)?;
     Ok(())
 }

@@ -427,6 +427,13 @@ pub enum Op {
         input_axes: Vec<i64>,
         output_axes: Vec<i64>,
     },
+
+    // ---- fusion ----
+    /// `(xs..) -> y`; region: body `(params..) -> y`, one param per input. A group of
+    /// nodes the compiler runs as one kernel program: a root node and the
+    /// elementwise nodes applied to its output. The members keep their own ops,
+    /// so the group means exactly what its body means; only where it runs changes.
+    Fused,
 }
 
 impl Op {
@@ -460,7 +467,7 @@ impl Op {
         )
     }
 
-    /// Ops with nested regions.
+    /// Control-flow ops: nested regions run zero or more times, chosen at run time.
     pub fn has_regions(&self) -> bool {
         matches!(self, Op::If | Op::Loop | Op::Scan { .. })
     }

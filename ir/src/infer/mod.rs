@@ -128,6 +128,7 @@ pub fn infer_types(
         Op::If | Op::Loop | Op::Scan { .. } => {
             control_flow(op, &inputs, num_outputs, region_results)?
         }
+        Op::Fused => fused(region_results)?,
         _ => data::infer(op, &inputs, num_outputs)?,
     };
     if out.len() < num_outputs {
@@ -216,6 +217,17 @@ fn control_flow(
         }
         _ => unreachable!(),
     }
+}
+
+/// A fused group's outputs are its body's results.
+fn fused(region_results: &[Vec<TensorType>]) -> Result<Vec<TensorType>> {
+    let [body] = region_results else {
+        bail!("fused needs one region (its body)")
+    };
+    if body.is_empty() {
+        bail!("fused body returns no value");
+    }
+    Ok(body.clone())
 }
 
 /// The type both `a` and `b` fit: equal dims stay, differing dims become a symbol.

@@ -163,6 +163,7 @@ fn max_var_stmt(s: &Stmt) -> VarId {
         } => max_var_expr(cond)
             .max(max_var_block(then_body))
             .max(max_var_block(else_body)),
+        Stmt::While { cond, body } => max_var_expr(cond).max(max_var_block(body)),
         Stmt::Matmul(m) => max_var_expr(&m.a.offset)
             .max(max_var_expr(&m.b.offset))
             .max(max_var_expr(&m.c.offset)),
@@ -261,12 +262,33 @@ fn exec_stmt(ctx: &mut Ctx, s: &Stmt) -> R<()> {
             Ok(())
         }
         Stmt::Matmul(m) => matmul(ctx, m),
+        Stmt::While { cond, body } => {
+            if ctx.env.lanes != 1 {
+                return Err("While inside a vectorised loop".into());
+            }
+            loop {
+                match eval(&ctx.bufs, &mut ctx.env, cond)? {
+                    V::B(c) if c.len() == 1 => {
+                        if !c[0] {
+                            return Ok(());
+                        }
+                    }
+                    v => {
+                        return Err(format!(
+                            "While condition is {}, not a bool scalar",
+                            v.kind()
+                        ))
+                    }
+                }
+                exec_block(ctx, body)?;
+            }
+        }
     }
 }
 
 fn is_innermost(body: &[Stmt]) -> bool {
     body.iter().all(|s| match s {
-        Stmt::For { .. } | Stmt::Matmul(_) => false,
+        Stmt::For { .. } | Stmt::Matmul(_) | Stmt::While { .. } => false,
         Stmt::If {
             then_body,
             else_body,
@@ -323,6 +345,10 @@ fn collect_block<'a>(
                 collect_block(else_body, st, ld);
             }
             Stmt::For { body, .. } => collect_block(body, st, ld),
+            Stmt::While { cond, body } => {
+                collect_expr(cond, ld);
+                collect_block(body, st, ld);
+            }
             Stmt::Matmul(_) => {}
         }
     }

@@ -89,6 +89,13 @@ pub enum Stmt {
         else_body: Vec<Stmt>,
     },
     Matmul(Matmul),
+    /// `while cond { body }`: the one loop whose trip count is decided at run
+    /// time (a compiled ONNX Loop). `cond` is a scalar bool re-evaluated before
+    /// each iteration; the body communicates through buffers. Never vectorised.
+    While {
+        cond: Expr,
+        body: Vec<Stmt>,
+    },
 }
 
 /// `C[i, j] = sum_p A[i, p] * B[p, j]` (plus the old `C[i, j]` when `accumulate`),

@@ -53,6 +53,11 @@ fn block(out: &mut String, stmts: &[Stmt], depth: usize) {
                 }
                 let _ = writeln!(out, "{pad}}}");
             }
+            Stmt::While { cond, body } => {
+                let _ = writeln!(out, "{pad}while {cond} {{");
+                block(out, body, depth + 1);
+                let _ = writeln!(out, "{pad}}}");
+            }
             Stmt::Matmul(m) => {
                 let v = |v: &MatView| {
                     format!(

@@ -45,6 +45,10 @@ fn check_block(p: &KernelProgram, b: &[Stmt], bound: &mut HashSet<VarId>) -> Res
                 check_block(p, then_body, &mut bound.clone())?;
                 check_block(p, else_body, &mut bound.clone())?;
             }
+            Stmt::While { cond, body } => {
+                check_expr(p, cond, bound)?;
+                check_block(p, body, &mut bound.clone())?;
+            }
             Stmt::Matmul(m) => {
                 for v in [&m.a, &m.b, &m.c] {
                     if p.buffers.get(v.buf as usize).is_none() {

@@ -2,7 +2,7 @@
 //! (`float`), f64 (`double`), every integer type as `int64_t` (wrapping), bool
 //! as `int`; a store converts to the buffer's element type.
 
-use super::{c_elem_type, CError};
+use super::{c_elem_type, math, CError, RenderOptions};
 use kiln_ir::kernel::{BinOp, BufId, BufferDecl, Expr, Matmul, RedOp, Stmt, UnOp, VarId};
 use kiln_ir::DType;
 use std::collections::HashMap;
@@ -42,6 +42,7 @@ pub(crate) struct KernelWriter<'a> {
     bufs: &'a [BufferDecl],
     vars: HashMap<VarId, Kind>,
     tmp: usize,
+    opts: RenderOptions,
     pub(crate) out: String,
 }
 
@@ -102,11 +103,12 @@ fn wrap_int(v: i64, t: DType) -> i64 {
 }
 
 impl<'a> KernelWriter<'a> {
-    pub(crate) fn new(bufs: &'a [BufferDecl]) -> Self {
+    pub(crate) fn new(bufs: &'a [BufferDecl], opts: RenderOptions) -> Self {
         KernelWriter {
             bufs,
             vars: HashMap::new(),
             tmp: 0,
+            opts,
             out: String::new(),
         }
     }
@@ -164,13 +166,13 @@ impl<'a> KernelWriter<'a> {
             Expr::Unary(op, a) => {
                 let k = self.kind(a)?;
                 let x = self.expr(a, ind)?;
-                unary(*op, k, &x)?
+                unary(*op, k, &x, self.opts.f32_math)?
             }
             Expr::Binary(op, a, b) => {
                 let k = self.kind(a)?;
                 let x = self.expr(a, ind)?;
                 let y = self.expr(b, ind)?;
-                binary(*op, k, &x, &y)?
+                binary(*op, k, &x, &y, self.opts.f32_math)?
             }
             Expr::Select(c, a, b) => {
                 let c = self.expr(c, ind)?;
@@ -215,7 +217,26 @@ impl<'a> KernelWriter<'a> {
         self.tmp += 1;
         let acc = format!("r{}", self.tmp);
         let t = format!("t{}", self.tmp);
-        self.line(ind, &format!("{} {acc} = 0;", k.c()));
+        // Start from the operation's exact identity (-0 for a float sum:
+        // -0 + x == x for every x, +0 included), so the loop needs no
+        // first-iteration test and the result equals the interpreter's fold.
+        let init = match (op, k) {
+            (RedOp::Sum, Kind::F) => "(-0.0f)",
+            (RedOp::Sum, Kind::D) => "(-0.0)",
+            (RedOp::Prod, Kind::F) => "1.0f",
+            (RedOp::Prod, Kind::D) => "1.0",
+            (RedOp::Max, Kind::F) => "((float)-KILN_INF)",
+            (RedOp::Min, Kind::F) => "((float)KILN_INF)",
+            (RedOp::Max, Kind::D) => "(-KILN_INF)",
+            (RedOp::Min, Kind::D) => "KILN_INF",
+            (RedOp::Max | RedOp::Sum, Kind::B) => "0",
+            (RedOp::Min | RedOp::Prod, Kind::B) => "1",
+            (RedOp::Sum, _) => "INT64_C(0)",
+            (RedOp::Prod, _) => "INT64_C(1)",
+            (RedOp::Max, _) => "INT64_MIN",
+            (RedOp::Min, _) => "INT64_MAX",
+        };
+        self.line(ind, &format!("{} {acc} = {init};", k.c()));
         self.line(
             ind,
             &format!("for (int64_t v{var} = 0; v{var} < INT64_C({extent}); v{var}++) {{"),
@@ -237,9 +258,9 @@ impl<'a> KernelWriter<'a> {
                 format!("({acc} & {t})")
             }
         } else {
-            binary(bop, k, &acc, &t)?
+            binary(bop, k, &acc, &t, self.opts.f32_math)?
         };
-        self.line(ind + 1, &format!("{acc} = v{var} == 0 ? {t} : {comb};"));
+        self.line(ind + 1, &format!("{acc} = {comb};"));
         self.line(ind, "}");
         Ok(acc)
     }
@@ -296,11 +317,17 @@ impl<'a> KernelWriter<'a> {
                 self.line(ind, "}");
             }
             Stmt::Matmul(m) => self.matmul(m, ind)?,
+            Stmt::While { cond, body } => {
+                let c = self.expr(cond, ind)?;
+                self.line(ind, &format!("while ({c}) {{"));
+                self.block(body, ind + 1)?;
+                self.line(ind, "}");
+            }
         }
         Ok(())
     }
 
-    /// A plain i-p-j triple loop (j innermost, contiguous in the common layout).
+    /// A register-tiled matrix product (see [`super::gemm`]).
     fn matmul(&mut self, m: &Matmul, ind: usize) -> R<()> {
         let ty = c_elem_type(self.buf(m.c.buf)?.dtype)?;
         self.tmp += 1;
@@ -308,68 +335,30 @@ impl<'a> KernelWriter<'a> {
         let oa = self.expr(&m.a.offset, ind)?;
         let ob = self.expr(&m.b.offset, ind)?;
         let oc = self.expr(&m.c.offset, ind)?;
-        let (a, b, c) = (&m.a, &m.b, &m.c);
-        self.line(ind, "{");
-        let i2 = ind + 1;
-        self.line(
-            i2,
-            &format!("const int64_t oa{n} = {oa}, ob{n} = {ob}, oc{n} = {oc};"),
-        );
-        self.line(
-            i2,
-            &format!("for (int64_t i = 0; i < INT64_C({}); i++) {{", m.m),
-        );
-        if !m.accumulate {
-            self.line(
-                i2 + 1,
-                &format!(
-                    "for (int64_t j = 0; j < INT64_C({}); j++) b{}[oc{n} + i * INT64_C({}) + j * INT64_C({})] = 0;",
-                    m.n, c.buf, c.row_stride, c.col_stride
-                ),
-            );
-        }
-        self.line(
-            i2 + 1,
-            &format!("for (int64_t p = 0; p < INT64_C({}); p++) {{", m.k),
-        );
-        self.line(
-            i2 + 2,
-            &format!(
-                "const {ty} av = b{}[oa{n} + i * INT64_C({}) + p * INT64_C({})];",
-                a.buf, a.row_stride, a.col_stride
-            ),
-        );
-        self.line(
-            i2 + 2,
-            &format!("for (int64_t j = 0; j < INT64_C({}); j++) {{", m.n),
-        );
-        self.line(
-            i2 + 3,
-            &format!(
-                "b{cb}[oc{n} + i * INT64_C({cr}) + j * INT64_C({cc})] += av * b{bb}[ob{n} + p * INT64_C({br}) + j * INT64_C({bc})];",
-                cb = c.buf,
-                cr = c.row_stride,
-                cc = c.col_stride,
-                bb = b.buf,
-                br = b.row_stride,
-                bc = b.col_stride
-            ),
-        );
-        self.line(i2 + 2, "}");
-        self.line(i2 + 1, "}");
-        self.line(i2, "}");
-        self.line(ind, "}");
+        let g = super::gemm::Gemm {
+            m,
+            ty,
+            offsets: [oa, ob, oc],
+            id: n,
+            bm: self.opts.block_m.max(1) as u64,
+            bn: self.opts.block_n.max(1) as u64,
+        };
+        let text = g.render(ind);
+        self.out.push_str(&text);
         Ok(())
     }
 }
 
-fn unary(op: UnOp, k: Kind, x: &str) -> R<String> {
+fn unary(op: UnOp, k: Kind, x: &str, f32_math: bool) -> R<String> {
     use UnOp::*;
     let bad = || CError::Unsupported(format!("{op:?} on {k:?}"));
     Ok(match k {
         Kind::F | Kind::D => {
+            let single = k == Kind::F && f32_math;
             let f = match op {
                 Neg => return Ok(format!("(-{x})")),
+                IsNan if single => return Ok(format!("kiln_isnanf({x})")),
+                IsInf if single => return Ok(format!("kiln_isinff({x})")),
                 IsNan => return Ok(format!("kiln_isnan((double){x})")),
                 IsInf => return Ok(format!("kiln_isinf((double){x})")),
                 Not => return Err(bad()),
@@ -394,7 +383,9 @@ fn unary(op: UnOp, k: Kind, x: &str) -> R<String> {
                 Ceil => "kiln_ceil",
                 Round => "kiln_round_even",
             };
-            if k == Kind::F {
+            if single && math::has_f32(f) {
+                format!("{f}f({x})")
+            } else if k == Kind::F {
                 format!("((float){f}((double){x}))")
             } else {
                 format!("{f}({x})")
@@ -414,7 +405,7 @@ fn unary(op: UnOp, k: Kind, x: &str) -> R<String> {
     })
 }
 
-fn binary(op: BinOp, k: Kind, x: &str, y: &str) -> R<String> {
+fn binary(op: BinOp, k: Kind, x: &str, y: &str, f32_math: bool) -> R<String> {
     use BinOp::*;
     let bad = || CError::Unsupported(format!("{op:?} on {k:?}"));
     let cmp = |s: &str| format!("({x} {s} {y})");
@@ -438,7 +429,9 @@ fn binary(op: BinOp, k: Kind, x: &str, y: &str) -> R<String> {
                     Min => "kiln_fmin",
                     _ => return Err(bad()),
                 };
-                if k == Kind::F {
+                if k == Kind::F && f32_math && math::has_f32(f) {
+                    format!("{f}f({x}, {y})")
+                } else if k == Kind::F {
                     format!("((float){f}((double){x}, (double){y}))")
                 } else {
                     format!("{f}({x}, {y})")

@@ -345,3 +345,76 @@ static KILN_UNUSED void kiln_copy(void *d, const void *s, size_t n) {
 }
 /* ---- end kiln_math ---- */
 "#;
+
+/// Double-precision helpers of [`PRELUDE`] that have a single-precision twin
+/// (same name plus `f`) in [`PRELUDE_F32`].
+const F32_TWINS: &[&str] = &[
+    "kiln_fabs",
+    "kiln_fmax",
+    "kiln_fmin",
+    "kiln_floor",
+    "kiln_ceil",
+    "kiln_round_even",
+    "kiln_exp",
+];
+
+/// Whether the double helper `f` has a single-precision twin.
+pub(crate) fn has_f32(f: &str) -> bool {
+    F32_TWINS.contains(&f)
+}
+
+/// Single-precision math for cores whose FPU has no double arithmetic (an M4F
+/// computing `exp` in double would call soft-float routines). Only the
+/// functions found on hot paths have twins; the rest fall back to [`PRELUDE`].
+pub const PRELUDE_F32: &str = r#"/* ---- kiln_math_f32: single-precision twins for cores without double FPU ---- */
+static KILN_UNUSED int kiln_isnanf(float x) { return x != x; }
+static KILN_UNUSED int kiln_isinff(float x) { return x > FLT_MAX || x < -FLT_MAX; }
+static KILN_UNUSED float kiln_fabsf(float x) { return x < 0 ? -x : (x == 0 ? 0.0f : x); }
+static KILN_UNUSED float kiln_fmaxf(float a, float b) {
+  if (a != a || b != b) return (float)KILN_NAN;
+  return a > b ? a : b;
+}
+static KILN_UNUSED float kiln_fminf(float a, float b) {
+  if (a != a || b != b) return (float)KILN_NAN;
+  return a < b ? a : b;
+}
+/* |x| >= 2^23 is already an integer (or NaN/inf). */
+static KILN_UNUSED float kiln_truncf(float x) {
+  if (!(kiln_fabsf(x) < 8388608.0f)) return x;
+  return (float)(int32_t)x;
+}
+static KILN_UNUSED float kiln_floorf(float x) {
+  float t = kiln_truncf(x);
+  return t > x ? t - 1.0f : t;
+}
+static KILN_UNUSED float kiln_ceilf(float x) {
+  float t = kiln_truncf(x);
+  return t < x ? t + 1.0f : t;
+}
+static KILN_UNUSED float kiln_round_evenf(float x) {
+  float r = kiln_floorf(x), d;
+  if (!(kiln_fabsf(x) < 8388608.0f)) return x;
+  d = x - r;
+  if (d > 0.5f || (d == 0.5f && kiln_truncf(r * 0.5f) * 2.0f != r)) r += 1.0f;
+  return r;
+}
+/* exp(x) = 2^k * exp(r), |r| <= ln2/2, with ln2 split so k*ln2_hi is exact;
+   a degree-7 Taylor polynomial keeps the error within 2 ulp. */
+static KILN_UNUSED float kiln_expf(float x) {
+  union { float f; uint32_t u; } s;
+  float r, p;
+  int32_t k;
+  if (x != x) return x;
+  if (x > 88.72284f) return (float)KILN_INF;
+  if (x < -103.97209f) return 0.0f;
+  k = (int32_t)(x * 1.44269504f + (x < 0 ? -0.5f : 0.5f));
+  r = (x - (float)k * 0x1.62e400p-1f) - (float)k * 0x1.7f7d1cp-20f;
+  p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120
+      + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+  if (k > 127) { s.u = (uint32_t)(127 + 127) << 23; p *= s.f; k -= 127; }
+  if (k < -126) { s.u = (uint32_t)(127 - 126) << 23; p *= s.f; k += 126; }
+  s.u = (uint32_t)(127 + k) << 23;
+  return p * s.f;
+}
+/* ---- end kiln_math_f32 ---- */
+"#;

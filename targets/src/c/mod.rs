@@ -6,6 +6,7 @@
 //! memory: inputs, outputs and one arena of `NAME_ARENA_SIZE` bytes aligned to
 //! `NAME_ARENA_ALIGN`.
 
+mod gemm;
 mod kernel;
 mod math;
 mod toolchain;

@@ -1,0 +1,856 @@
+//! Lowering of a fused group (`Op::Fused`): one kernel program for a root
+//! node and the elementwise nodes applied to its output.
+//!
+//! Nothing here restates an op. Every member is lowered by its own lowering,
+//! and the programs are composed at kernel-IR level:
+//!
+//! - each elementwise member's program is one loop nest storing one
+//!   expression per output element; that expression, with its loop variables
+//!   rewritten in terms of the flat output index and its load of the group
+//!   value replaced by the value itself, is the member's per-element function;
+//! - where the root stores its output with [`Stmt::Store`], the members'
+//!   functions are applied to the stored value before the store (the
+//!   intermediate tensors are never written);
+//! - where the root writes its output with one [`Stmt::Matmul`], the functions
+//!   run in an epilogue loop over the tile the GEMM has just written, inside
+//!   the same loop iteration, while the tile is still in cache.
+//!
+//! A root whose program reads its own output back, or writes it in a pattern
+//! neither case covers, is refused with an error: the fusion pass then leaves
+//! the group unfused.
+
+use super::{lower, LowerCtx, LowerError, Result};
+use kiln_ir::infer::specialize::specialize;
+use kiln_ir::kernel::build::{linear_index, strides};
+use kiln_ir::kernel::{
+    BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
+};
+use kiln_ir::{DType, Model, Node, Op, Tensor, TensorType, ValueId};
+use std::collections::HashMap;
+
+/// Where a member's input comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// The group's input `i`.
+    Param(usize),
+    /// The (single) output of an earlier member.
+    Member(usize),
+}
+
+/// One node of a group with concrete types, as its lowering sees it.
+pub struct Member<'a> {
+    pub name: String,
+    /// Specialised: parameter inputs that were constant are folded into the op.
+    pub op: Op,
+    pub inputs: Vec<Option<Operand>>,
+    pub in_types: Vec<Option<TensorType>>,
+    pub consts: Vec<Option<&'a Tensor>>,
+    pub out_type: TensorType,
+}
+
+/// A fused group: its inputs' types and its members, root first. The last
+/// member's output is the group's output.
+pub struct Group<'a> {
+    pub name: String,
+    pub params: Vec<TensorType>,
+    pub members: Vec<Member<'a>>,
+}
+
+fn gerr(node: &str, msg: impl Into<String>) -> LowerError {
+    LowerError {
+        node: node.to_string(),
+        op: "fused".into(),
+        msg: msg.into(),
+    }
+}
+
+/// Builds the group of a `fused` node: its body's nodes, with region
+/// parameters standing for the node's inputs.
+pub fn group_of_node<'a>(model: &'a Model, n: &'a Node) -> Result<Group<'a>> {
+    let body = match (&n.op, n.regions.as_slice()) {
+        (Op::Fused, [body]) => body,
+        _ => return Err(gerr(&n.name, "not a fused node with one body region")),
+    };
+    let ext: Vec<ValueId> = n
+        .inputs
+        .iter()
+        .map(|v| v.ok_or_else(|| gerr(&n.name, "fused nodes have no omitted inputs")))
+        .collect::<Result<_>>()?;
+    if ext.len() != body.params.len() {
+        return Err(gerr(
+            &n.name,
+            format!(
+                "{} inputs for {} body parameters",
+                ext.len(),
+                body.params.len()
+            ),
+        ));
+    }
+    let members: Vec<&Node> = body.nodes.iter().collect();
+    if body.results.len() != 1 || members.last().map(|m| m.outputs.as_slice()) != Some(&body.results[..])
+    {
+        return Err(gerr(&n.name, "the body must return its last node's output"));
+    }
+    group_from_nodes(model, &n.name, &ext, &body.params, &members)
+}
+
+/// Builds a group from member nodes. `ext[i]` is the value bound to group input
+/// `i` (its type and constant value are used); members refer to it as `refs[i]`.
+pub fn group_from_nodes<'a>(
+    model: &'a Model,
+    name: &str,
+    ext: &[ValueId],
+    refs: &[ValueId],
+    members: &[&Node],
+) -> Result<Group<'a>> {
+    let static_ty = |v: ValueId| -> Result<TensorType> {
+        let t = model.ty(v);
+        let d = t.dims().ok_or_else(|| {
+            gerr(
+                name,
+                format!("value '{}' has symbolic shape {t}", model.value(v).name),
+            )
+        })?;
+        Ok(TensorType::known(t.dtype, &d))
+    };
+    let params: Vec<TensorType> = ext.iter().map(|&v| static_ty(v)).collect::<Result<_>>()?;
+    let mut out_of: HashMap<ValueId, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(members.len());
+    for (j, m) in members.iter().enumerate() {
+        let [o] = m.outputs[..] else {
+            return Err(gerr(
+                name,
+                format!("member '{}' must have one output", m.name),
+            ));
+        };
+        let mut inputs = vec![];
+        let mut types = vec![];
+        let mut consts: Vec<Option<&Tensor>> = vec![];
+        for v in &m.inputs {
+            let Some(v) = *v else {
+                inputs.push(None);
+                types.push(None);
+                consts.push(None);
+                continue;
+            };
+            if let Some(i) = refs.iter().position(|&r| r == v) {
+                inputs.push(Some(Operand::Param(i)));
+                types.push(Some(params[i].clone()));
+                consts.push(model.consts.get(&ext[i]));
+            } else if let Some(&k) = out_of.get(&v) {
+                inputs.push(Some(Operand::Member(k)));
+                types.push(Some(static_ty(v)?));
+                consts.push(None);
+            } else {
+                return Err(gerr(
+                    name,
+                    format!(
+                        "member '{}' reads '{}', which is neither a group input nor a member's output",
+                        m.name,
+                        model.value(v).name
+                    ),
+                ));
+            }
+        }
+        let (op, keep) = match specialize(&m.op, &types, &consts)
+            .map_err(|e| gerr(name, format!("member '{}': {}", m.name, e.msg)))?
+        {
+            Some((op, keep)) => (op, keep),
+            None => (m.op.clone(), (0..inputs.len()).collect()),
+        };
+        let pick = |i: &usize| (inputs.get(*i).copied().flatten(), types.get(*i).cloned().flatten(), consts.get(*i).copied().flatten());
+        let kept: Vec<_> = keep.iter().map(pick).collect();
+        out.push(Member {
+            name: m.name.clone(),
+            op,
+            inputs: kept.iter().map(|k| k.0).collect(),
+            in_types: kept.iter().map(|k| k.1.clone()).collect(),
+            consts: kept.iter().map(|k| k.2).collect(),
+            out_type: static_ty(o)?,
+        });
+        out_of.insert(o, j);
+    }
+    Ok(Group {
+        name: name.to_string(),
+        params,
+        members: out,
+    })
+}
+
+/// Lowers a `fused` node of `model`.
+pub fn lower_fused_node(model: &Model, n: &Node) -> Result<KernelProgram> {
+    lower_group(&group_of_node(model, n)?)
+}
+
+/// One elementwise member's per-element function, taken from its lowering.
+struct Elementwise {
+    /// Loop variables of its nest and their extents (the collapsed output dims).
+    vars: Vec<(VarId, u64)>,
+    /// The stored expression, loads still naming the member program's buffers.
+    value: Expr,
+    /// The member program's buffer roles.
+    roles: Vec<BufferRole>,
+    /// The store index: loads of a group value must use exactly this index.
+    index: Expr,
+}
+
+/// Reads a lowered elementwise program: one kernel, a perfect loop nest, one
+/// contiguous store per iteration.
+fn elementwise_of(name: &str, prog: &KernelProgram) -> Result<Elementwise> {
+    let refuse = |why: &str| gerr(name, format!("member cannot be fused: {why}"));
+    let [k] = prog.kernels.as_slice() else {
+        return Err(refuse("its program is not one kernel"));
+    };
+    let mut vars = vec![];
+    let mut body = k.body.as_slice();
+    loop {
+        match body {
+            [Stmt::For { var, extent, body: b }] => {
+                vars.push((*var, *extent));
+                body = b;
+            }
+            [Stmt::Store { buf, index, value }] => {
+                if !matches!(
+                    prog.buffers.get(*buf as usize).map(|b| b.role),
+                    Some(BufferRole::Output(0))
+                ) {
+                    return Err(refuse("it stores to a buffer other than its output"));
+                }
+                let ext: Vec<usize> = vars.iter().map(|&(_, e)| e as usize).collect();
+                let idx: Vec<Expr> = vars.iter().map(|&(v, _)| Expr::Var(v)).collect();
+                if *index != linear_index(&idx, &strides(&ext)) {
+                    return Err(refuse("its store is not at the row-major index of its loops"));
+                }
+                return Ok(Elementwise {
+                    vars,
+                    value: value.clone(),
+                    roles: prog.buffers.iter().map(|b| b.role).collect(),
+                    index: index.clone(),
+                });
+            }
+            _ => return Err(refuse("its kernel is not a loop nest around one store")),
+        }
+    }
+}
+
+/// The largest variable id used in a program (`None` if none).
+fn max_var(prog: &KernelProgram) -> Option<VarId> {
+    fn e(x: &Expr, m: &mut Option<VarId>) {
+        match x {
+            Expr::Var(v) => *m = (*m).max(Some(*v)),
+            Expr::Load { index, .. } => e(index, m),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => e(a, m),
+            Expr::Binary(_, a, b) => {
+                e(a, m);
+                e(b, m)
+            }
+            Expr::Select(c, a, b) => {
+                e(c, m);
+                e(a, m);
+                e(b, m)
+            }
+            Expr::Reduce { var, body, .. } => {
+                *m = (*m).max(Some(*var));
+                e(body, m)
+            }
+            _ => {}
+        }
+    }
+    fn s(b: &[Stmt], m: &mut Option<VarId>) {
+        for st in b {
+            match st {
+                Stmt::For { var, body, .. } => {
+                    *m = (*m).max(Some(*var));
+                    s(body, m)
+                }
+                Stmt::Let { var, value } => {
+                    *m = (*m).max(Some(*var));
+                    e(value, m)
+                }
+                Stmt::Store { index, value, .. } => {
+                    e(index, m);
+                    e(value, m)
+                }
+                Stmt::If {
+                    cond,
+                    then_body,
+                    else_body,
+                } => {
+                    e(cond, m);
+                    s(then_body, m);
+                    s(else_body, m)
+                }
+                Stmt::Matmul(mm) => {
+                    for v in [&mm.a, &mm.b, &mm.c] {
+                        e(&v.offset, m)
+                    }
+                }
+                Stmt::While { cond, body } => {
+                    e(cond, m);
+                    s(body, m)
+                }
+            }
+        }
+    }
+    let mut m = None;
+    for k in &prog.kernels {
+        s(&k.body, &mut m);
+    }
+    m
+}
+
+/// Rewrites an expression bottom-up: `f` may replace a node (after its children were rewritten).
+fn map_expr(x: &Expr, f: &mut impl FnMut(&Expr) -> Option<Expr>) -> Expr {
+    let y = match x {
+        Expr::Load { buf, index } => Expr::Load {
+            buf: *buf,
+            index: Box::new(map_expr(index, f)),
+        },
+        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(map_expr(a, f))),
+        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(map_expr(a, f))),
+        Expr::Binary(op, a, b) => {
+            Expr::Binary(*op, Box::new(map_expr(a, f)), Box::new(map_expr(b, f)))
+        }
+        Expr::Select(c, a, b) => Expr::Select(
+            Box::new(map_expr(c, f)),
+            Box::new(map_expr(a, f)),
+            Box::new(map_expr(b, f)),
+        ),
+        Expr::Reduce {
+            op,
+            var,
+            extent,
+            body,
+        } => Expr::Reduce {
+            op: *op,
+            var: *var,
+            extent: *extent,
+            body: Box::new(map_expr(body, f)),
+        },
+        other => other.clone(),
+    };
+    f(&y).unwrap_or(y)
+}
+
+/// Renumbers buffers in a statement list.
+fn remap_bufs(b: &[Stmt], map: &[BufId]) -> Vec<Stmt> {
+    let re = |x: &Expr| -> Expr {
+        map_expr(x, &mut |y| match y {
+            Expr::Load { buf, index } => Some(Expr::Load {
+                buf: map[*buf as usize],
+                index: index.clone(),
+            }),
+            _ => None,
+        })
+    };
+    b.iter()
+        .map(|s| match s {
+            Stmt::For { var, extent, body } => Stmt::For {
+                var: *var,
+                extent: *extent,
+                body: remap_bufs(body, map),
+            },
+            Stmt::Let { var, value } => Stmt::Let {
+                var: *var,
+                value: re(value),
+            },
+            Stmt::Store { buf, index, value } => Stmt::Store {
+                buf: map[*buf as usize],
+                index: re(index),
+                value: re(value),
+            },
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => Stmt::If {
+                cond: re(cond),
+                then_body: remap_bufs(then_body, map),
+                else_body: remap_bufs(else_body, map),
+            },
+            Stmt::Matmul(m) => {
+                let mut m = m.clone();
+                for v in [&mut m.a, &mut m.b, &mut m.c] {
+                    v.buf = map[v.buf as usize];
+                    v.offset = re(&v.offset);
+                }
+                Stmt::Matmul(m)
+            }
+            Stmt::While { cond, body } => Stmt::While {
+                cond: re(cond),
+                body: remap_bufs(body, map),
+            },
+        })
+        .collect()
+}
+
+/// The dtype of an expression where it is evident from the expression alone.
+fn dtype_of(x: &Expr, bufs: &[BufferDecl]) -> Option<DType> {
+    match x {
+        Expr::F(_, t) | Expr::I(_, t) | Expr::Cast(t, _) => Some(*t),
+        Expr::B(_) => Some(DType::Bool),
+        Expr::Load { buf, .. } => bufs.get(*buf as usize).map(|b| b.dtype),
+        Expr::Binary(op, a, _) => {
+            if op.is_comparison() {
+                Some(DType::Bool)
+            } else {
+                dtype_of(a, bufs)
+            }
+        }
+        Expr::Select(_, a, _) => dtype_of(a, bufs),
+        Expr::Reduce { body, .. } => dtype_of(body, bufs),
+        _ => None,
+    }
+}
+
+/// `x` converted to `t`, as storing it into a buffer of dtype `t` would.
+fn as_dtype(x: Expr, t: DType, bufs: &[BufferDecl]) -> Expr {
+    if dtype_of(&x, bufs) == Some(t) {
+        x
+    } else {
+        x.cast(t)
+    }
+}
+
+/// Everything the composition needs about the members after the root.
+struct Tail {
+    members: Vec<(Elementwise, Vec<Option<Operand>>, DType)>,
+    /// Fused buffer id of each group input.
+    param_buf: Vec<BufId>,
+    out: BufId,
+    name: String,
+}
+
+impl Tail {
+    /// A member's expression in the fused program: loop variables become
+    /// coordinates of the flat index, loads of group inputs are renumbered,
+    /// and loads of group values become the variables holding them.
+    fn subst(
+        &self,
+        e: &Elementwise,
+        inputs: &[Option<Operand>],
+        coord: &HashMap<VarId, Expr>,
+        vals: &[VarId],
+        x: &Expr,
+    ) -> std::result::Result<Expr, String> {
+        let go = |y: &Expr| self.subst(e, inputs, coord, vals, y);
+        Ok(match x {
+            Expr::Var(v) => coord
+                .get(v)
+                .cloned()
+                .ok_or_else(|| format!("v{v} is not a loop variable of the member"))?,
+            Expr::Load { buf, index } => {
+                let Some(BufferRole::Input(k)) = e.roles.get(*buf as usize).copied() else {
+                    return Err("a member loads a buffer that is not its input".into());
+                };
+                match inputs.get(k).copied().flatten() {
+                    Some(Operand::Param(p)) => Expr::Load {
+                        buf: self.param_buf[p],
+                        index: Box::new(go(index)?),
+                    },
+                    Some(Operand::Member(j)) if **index == e.index => Expr::Var(vals[j]),
+                    Some(Operand::Member(_)) => {
+                        return Err("a member reads a group value at another element".into())
+                    }
+                    None => return Err(format!("member input {k} is absent")),
+                }
+            }
+            Expr::Unary(op, a) => Expr::Unary(*op, Box::new(go(a)?)),
+            Expr::Cast(t, a) => Expr::Cast(*t, Box::new(go(a)?)),
+            Expr::Binary(op, a, b) => Expr::Binary(*op, Box::new(go(a)?), Box::new(go(b)?)),
+            Expr::Select(c, a, b) => {
+                Expr::Select(Box::new(go(c)?), Box::new(go(a)?), Box::new(go(b)?))
+            }
+            Expr::Reduce { .. } => return Err("a member reduces".into()),
+            other => other.clone(),
+        })
+    }
+
+    /// The statements that turn the root's value `root` for the output
+    /// element at flat index `flat` into the group's output and store it.
+    fn apply(
+        &self,
+        flat: &Expr,
+        root: Expr,
+        root_t: DType,
+        next: &mut VarId,
+        bufs: &[BufferDecl],
+    ) -> Result<Vec<Stmt>> {
+        let mut fresh = || {
+            *next += 1;
+            *next - 1
+        };
+        let mut stmts = vec![];
+        let r = fresh();
+        stmts.push(Stmt::Let {
+            var: r,
+            value: as_dtype(root, root_t, bufs),
+        });
+        // The variable holding each member's value (index 0: the root).
+        let mut vals: Vec<VarId> = vec![r];
+        for (e, inputs, out_t) in &self.members {
+            // Loop variable d of the member's nest, from the flat index.
+            let st = strides(&e.vars.iter().map(|&(_, x)| x as usize).collect::<Vec<_>>());
+            let coord: HashMap<VarId, Expr> = e
+                .vars
+                .iter()
+                .enumerate()
+                .map(|(d, &(v, ext))| {
+                    let mut c = flat.clone();
+                    if st[d] != 1 {
+                        c = c / st[d];
+                    }
+                    if d > 0 {
+                        c = c % ext as i64;
+                    }
+                    (v, c)
+                })
+                .collect();
+            let value = self
+                .subst(e, inputs, &coord, &vals, &e.value)
+                .map_err(|m| gerr(&self.name, m))?;
+            let t = fresh();
+            stmts.push(Stmt::Let {
+                var: t,
+                value: as_dtype(value, *out_t, bufs),
+            });
+            vals.push(t);
+        }
+        stmts.push(Stmt::Store {
+            buf: self.out,
+            index: flat.clone(),
+            value: Expr::Var(*vals.last().unwrap_or(&r)),
+        });
+        Ok(stmts)
+    }
+}
+
+/// How the root's program writes its output.
+#[derive(Default)]
+struct Writes {
+    stores: usize,
+    matmuls: usize,
+    reads: bool,
+}
+
+fn scan_writes(b: &[Stmt], out: BufId, w: &mut Writes) {
+    let reads = |x: &Expr| {
+        let mut l = vec![];
+        loads_of(x, &mut l);
+        l.contains(&out)
+    };
+    for s in b {
+        match s {
+            Stmt::For { body, .. } => scan_writes(body, out, w),
+            Stmt::Let { value, .. } => w.reads |= reads(value),
+            Stmt::Store { buf, index, value } => {
+                w.reads |= reads(index) || reads(value);
+                w.stores += usize::from(*buf == out);
+            }
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => {
+                w.reads |= reads(cond);
+                scan_writes(then_body, out, w);
+                scan_writes(else_body, out, w);
+            }
+            Stmt::Matmul(m) => {
+                w.reads |= [&m.a, &m.b, &m.c].iter().any(|v| reads(&v.offset))
+                    || m.a.buf == out
+                    || m.b.buf == out;
+                w.matmuls += usize::from(m.c.buf == out);
+            }
+            Stmt::While { cond, body } => {
+                w.reads |= reads(cond);
+                scan_writes(body, out, w);
+            }
+        }
+    }
+}
+
+fn loads_of(x: &Expr, out: &mut Vec<BufId>) {
+    match x {
+        Expr::Load { buf, index } => {
+            out.push(*buf);
+            loads_of(index, out)
+        }
+        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_of(a, out),
+        Expr::Binary(_, a, b) => {
+            loads_of(a, out);
+            loads_of(b, out)
+        }
+        Expr::Select(c, a, b) => {
+            loads_of(c, out);
+            loads_of(b, out);
+            loads_of(a, out)
+        }
+        Expr::Reduce { body, .. } => loads_of(body, out),
+        _ => {}
+    }
+}
+
+/// Mode "store": every store to the output gets the tail applied to its value.
+fn rewrite_stores(
+    b: &[Stmt],
+    tail: &Tail,
+    root_t: DType,
+    next: &mut VarId,
+    bufs: &[BufferDecl],
+) -> Result<Vec<Stmt>> {
+    let mut out = Vec::with_capacity(b.len());
+    for s in b {
+        match s {
+            Stmt::Store { buf, index, value } if *buf == tail.out => {
+                out.extend(tail.apply(index, value.clone(), root_t, next, bufs)?)
+            }
+            Stmt::For { var, extent, body } => out.push(Stmt::For {
+                var: *var,
+                extent: *extent,
+                body: rewrite_stores(body, tail, root_t, next, bufs)?,
+            }),
+            Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            } => out.push(Stmt::If {
+                cond: cond.clone(),
+                then_body: rewrite_stores(then_body, tail, root_t, next, bufs)?,
+                else_body: rewrite_stores(else_body, tail, root_t, next, bufs)?,
+            }),
+            Stmt::While { cond, body } => out.push(Stmt::While {
+                cond: cond.clone(),
+                body: rewrite_stores(body, tail, root_t, next, bufs)?,
+            }),
+            s => out.push(s.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// Mode "epilogue": after the one GEMM that writes the output, a loop over
+/// its tile applies the tail. Returns how many output elements the GEMM
+/// writes over all enclosing loop iterations (`outer` is their trip count).
+fn add_epilogue(
+    b: &[Stmt],
+    tail: &Tail,
+    root_t: DType,
+    next: &mut VarId,
+    bufs: &[BufferDecl],
+    outer: u64,
+    written: &mut u64,
+) -> Result<Vec<Stmt>> {
+    let mut out = Vec::with_capacity(b.len() + 1);
+    for s in b {
+        match s {
+            Stmt::Matmul(m) if m.c.buf == tail.out => {
+                out.push(s.clone());
+                out.push(epilogue(m, tail, root_t, next, bufs)?);
+                *written += outer * m.m * m.n;
+            }
+            Stmt::For { var, extent, body } => out.push(Stmt::For {
+                var: *var,
+                extent: *extent,
+                body: add_epilogue(body, tail, root_t, next, bufs, outer * extent, written)?,
+            }),
+            Stmt::If { .. } | Stmt::While { .. } => {
+                let mut w = Writes::default();
+                scan_writes(std::slice::from_ref(s), tail.out, &mut w);
+                if w.matmuls > 0 {
+                    return Err(gerr(&tail.name, "the output GEMM is conditional"));
+                }
+                out.push(s.clone());
+            }
+            s => out.push(s.clone()),
+        }
+    }
+    Ok(out)
+}
+
+fn epilogue(
+    m: &Matmul,
+    tail: &Tail,
+    root_t: DType,
+    next: &mut VarId,
+    bufs: &[BufferDecl],
+) -> Result<Stmt> {
+    let (i, j) = (*next, *next + 1);
+    *next += 2;
+    let flat = m.c.offset.clone() + Expr::var(i) * m.c.row_stride + Expr::var(j) * m.c.col_stride;
+    let body = tail.apply(&flat, Expr::load(tail.out, flat.clone()), root_t, next, bufs)?;
+    Ok(Stmt::For {
+        var: i,
+        extent: m.m,
+        body: vec![Stmt::For {
+            var: j,
+            extent: m.n,
+            body,
+        }],
+    })
+}
+
+/// Lowers a group to one program: inputs in group-input order, one output, the root's scratch.
+pub fn lower_group(g: &Group) -> Result<KernelProgram> {
+    let name = g.name.as_str();
+    let at = |e: LowerError| gerr(name, format!("{}: {}", e.node, e.msg));
+    let (root, rest) = g
+        .members
+        .split_first()
+        .ok_or_else(|| gerr(name, "empty group"))?;
+    let lower_member = |m: &Member| -> Result<KernelProgram> {
+        lower(&LowerCtx {
+            node: &m.name,
+            op: &m.op,
+            inputs: &m.in_types,
+            outputs: std::slice::from_ref(&m.out_type),
+            consts: &m.consts,
+        })
+    };
+    let rp = lower_member(root)?;
+    let final_t = g.members.last().map(|m| &m.out_type).unwrap_or(&root.out_type);
+    let numel = |t: &TensorType| -> Result<usize> {
+        t.num_elements()
+            .ok_or_else(|| gerr(name, format!("symbolic type {t}")))
+    };
+
+    // The fused program's buffers: group inputs, the output, then the root's scratch.
+    let mut buffers: Vec<BufferDecl> = vec![];
+    for (i, t) in g.params.iter().enumerate() {
+        buffers.push(BufferDecl {
+            name: format!("in{i}"),
+            dtype: t.dtype,
+            len: numel(t)?,
+            role: BufferRole::Input(i),
+        });
+    }
+    let out = buffers.len() as BufId;
+    buffers.push(BufferDecl {
+        name: "out0".into(),
+        dtype: final_t.dtype,
+        len: numel(final_t)?,
+        role: BufferRole::Output(0),
+    });
+    let mut map = Vec::with_capacity(rp.buffers.len());
+    for b in &rp.buffers {
+        map.push(match b.role {
+            BufferRole::Input(k) => match root.inputs.get(k).copied().flatten() {
+                Some(Operand::Param(p)) => p as BufId,
+                _ => return Err(gerr(name, format!("root input {k} is not a group input"))),
+            },
+            BufferRole::Output(0) => out,
+            BufferRole::Output(k) => {
+                return Err(gerr(name, format!("the root has a second output ({k})")))
+            }
+            BufferRole::Scratch => {
+                buffers.push(b.clone());
+                (buffers.len() - 1) as BufId
+            }
+        });
+    }
+    let kernels: Vec<Kernel> = rp
+        .kernels
+        .iter()
+        .map(|k| Kernel {
+            name: k.name.clone(),
+            body: remap_bufs(&k.body, &map),
+        })
+        .collect();
+    if rest.is_empty() {
+        return Ok(KernelProgram { buffers, kernels });
+    }
+
+    let mut members = vec![];
+    for m in rest {
+        let p = lower_member(m).map_err(at)?;
+        members.push((elementwise_of(&m.name, &p).map_err(at)?, m.inputs.clone(), m.out_type.dtype));
+    }
+    let tail = Tail {
+        members,
+        param_buf: (0..g.params.len() as BufId).collect(),
+        out,
+        name: name.to_string(),
+    };
+    let root_t = root.out_type.dtype;
+    let mut w = Writes::default();
+    for k in &kernels {
+        scan_writes(&k.body, out, &mut w);
+    }
+    if w.reads {
+        return Err(gerr(name, "the root reads its own output back"));
+    }
+    let mut next = max_var(&rp).map_or(0, |v| v + 1);
+    let kernels = match (w.stores, w.matmuls) {
+        (_, 0) => kernels
+            .iter()
+            .map(|k| {
+                Ok(Kernel {
+                    name: k.name.clone(),
+                    body: rewrite_stores(&k.body, &tail, root_t, &mut next, &buffers)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (_, 1) => {
+            if g.members.iter().any(|m| m.out_type.dtype != root_t) {
+                return Err(gerr(name, "a GEMM epilogue cannot change the dtype"));
+            }
+            epilogue_kernels(&kernels, &tail, root_t, &mut next, &buffers, numel(final_t)?)?
+        }
+        _ => return Err(gerr(name, "the root writes its output with several GEMMs")),
+    };
+    Ok(KernelProgram { buffers, kernels })
+}
+
+/// Adds the epilogue after the output GEMM, which must be the last write to
+/// the output: stores to it may only come in earlier top-level statements
+/// (bias initialisation that the GEMM accumulates onto).
+fn epilogue_kernels(
+    kernels: &[Kernel],
+    tail: &Tail,
+    root_t: DType,
+    next: &mut VarId,
+    bufs: &[BufferDecl],
+    len: usize,
+) -> Result<Vec<Kernel>> {
+    let mut seen_gemm = false;
+    let mut res = vec![];
+    for k in kernels {
+        let mut body = vec![];
+        for s in &k.body {
+            let mut w = Writes::default();
+            scan_writes(std::slice::from_ref(s), tail.out, &mut w);
+            if w.matmuls > 0 {
+                if w.stores > 0 {
+                    return Err(gerr(&tail.name, "the output GEMM shares a loop with stores to the output"));
+                }
+                let mut written = 0;
+                body.extend(add_epilogue(
+                    std::slice::from_ref(s),
+                    tail,
+                    root_t,
+                    next,
+                    bufs,
+                    1,
+                    &mut written,
+                )?);
+                if written != len as u64 {
+                    return Err(gerr(
+                        "",
+                        format!("the output GEMM writes {written} elements of {len}"),
+                    ));
+                }
+                seen_gemm = true;
+            } else {
+                if seen_gemm && w.stores > 0 {
+                    return Err(gerr(&tail.name, "the output is written after its GEMM"));
+                }
+                body.push(s.clone());
+            }
+        }
+        res.push(Kernel {
+            name: k.name.clone(),
+            body,
+        });
+    }
+    Ok(res)
+}

@@ -1,0 +1,244 @@
+//! The thread pool behind `kiln_parallel_for` (feature `std`).
+//!
+//! Generated code calls `kiln_parallel_for` once per parallel loop, often
+//! thousands of times per inference, so a call must cost little: the pool is
+//! started once (lazily) and kept; a job is a few words written into a
+//! preallocated slot (no allocation, no boxing); workers spin briefly before
+//! sleeping so back-to-back loops do not pay a wake-up each. Ranges are
+//! split statically (part `k` of `p` always goes to thread `k`), which makes
+//! the split, and so any floating-point reduction inside a part, the same
+//! from run to run.
+
+use crate::Task;
+use core::ffi::c_void;
+use std::boxed::Box;
+use std::format;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+/// Spins before a waiting worker sleeps on the condition variable.
+const SPIN: u32 = 1 << 14;
+
+/// The job slot. Written only by the thread holding `Shared::busy`.
+#[derive(Clone, Copy)]
+struct Job {
+    /// Incremented per job; a worker runs each epoch at most once.
+    epoch: usize,
+    task: Option<Task>,
+    /// `*mut c_void` as an integer so that the slot is `Send`.
+    ctx: usize,
+    n: usize,
+    parts: usize,
+}
+
+struct Shared {
+    job: Mutex<Job>,
+    wake: Condvar,
+    /// Mirror of `job.epoch` that workers spin on without the lock.
+    epoch: AtomicUsize,
+    /// Parts of the current job not finished yet (the caller's excluded).
+    remaining: AtomicUsize,
+    /// Set while a caller owns the pool; other callers and nested calls run inline.
+    busy: AtomicBool,
+}
+
+struct Pool {
+    /// Threads that take part, the caller's included.
+    threads: usize,
+    shared: &'static Shared,
+}
+
+static POOL: OnceLock<Pool> = OnceLock::new();
+
+/// A poisoned lock only means another thread panicked while holding it; the
+/// job slot is plain data and stays consistent.
+fn lock(m: &Mutex<Job>) -> MutexGuard<'_, Job> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `KILN_NUM_THREADS` if it is a positive integer, else all cores.
+fn wanted_threads() -> usize {
+    std::env::var("KILN_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn pool() -> &'static Pool {
+    POOL.get_or_init(|| {
+        let shared: &'static Shared = Box::leak(Box::new(Shared {
+            job: Mutex::new(Job {
+                epoch: 0,
+                task: None,
+                ctx: 0,
+                n: 0,
+                parts: 0,
+            }),
+            wake: Condvar::new(),
+            epoch: AtomicUsize::new(0),
+            remaining: AtomicUsize::new(0),
+            busy: AtomicBool::new(false),
+        }));
+        let mut threads = 1;
+        for w in 1..wanted_threads() {
+            let spawned = std::thread::Builder::new()
+                .name(format!("kiln-worker-{w}"))
+                .spawn(move || worker(shared, w));
+            // Fewer threads than asked (a process limit) is still correct.
+            if spawned.is_err() {
+                break;
+            }
+            threads += 1;
+        }
+        Pool { threads, shared }
+    })
+}
+
+/// Number of threads taking part, the caller's included.
+pub fn num_threads() -> usize {
+    pool().threads
+}
+
+/// `[begin, end)` of part `k` of `parts` over `0..n`: sizes differ by at most one.
+fn range(n: usize, parts: usize, k: usize) -> (usize, usize) {
+    let (q, r) = (n / parts, n % parts);
+    let begin = |k: usize| k * q + k.min(r);
+    (begin(k), begin(k + 1))
+}
+
+fn worker(sh: &'static Shared, w: usize) {
+    let mut seen = 0;
+    loop {
+        let mut spins = 0;
+        while sh.epoch.load(Ordering::Acquire) == seen && spins < SPIN {
+            std::hint::spin_loop();
+            spins += 1;
+        }
+        let job = {
+            let mut g = lock(&sh.job);
+            while g.epoch == seen {
+                g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+            *g
+        };
+        seen = job.epoch;
+        if w < job.parts {
+            if let Some(task) = job.task {
+                let (b, e) = range(job.n, job.parts, w);
+                // SAFETY: the caller of `kiln_parallel_for` promised that
+                // `task` may run concurrently on disjoint ranges with `ctx`,
+                // and it waits for `remaining` to reach 0 before returning.
+                unsafe { task(job.ctx as *mut c_void, b, e) };
+            }
+            sh.remaining.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// See `kiln_parallel_for`.
+///
+/// # Safety
+/// As `kiln_parallel_for`.
+pub unsafe fn parallel_for(n: usize, task: Task, ctx: *mut c_void) {
+    let p = pool();
+    let parts = p.threads.min(n);
+    if parts <= 1
+        || p.shared
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        task(ctx, 0, n);
+        return;
+    }
+    let sh = p.shared;
+    sh.remaining.store(parts - 1, Ordering::Relaxed);
+    {
+        let mut g = lock(&sh.job);
+        *g = Job {
+            epoch: g.epoch.wrapping_add(1),
+            task: Some(task),
+            ctx: ctx as usize,
+            n,
+            parts,
+        };
+        sh.epoch.store(g.epoch, Ordering::Release);
+        sh.wake.notify_all();
+    }
+    let (b, e) = range(n, parts, 0);
+    task(ctx, b, e);
+    let mut spins = 0u32;
+    while sh.remaining.load(Ordering::Acquire) != 0 {
+        if spins < SPIN {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    sh.busy.store(false, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::vec::Vec;
+
+    #[test]
+    fn ranges_cover_exactly() {
+        for n in [1usize, 2, 3, 7, 64, 1000, 1001] {
+            for parts in 1..=8.min(n) {
+                let mut next = 0;
+                for k in 0..parts {
+                    let (b, e) = range(n, parts, k);
+                    assert_eq!(b, next);
+                    assert!(e - b == n / parts || e - b == n / parts + 1);
+                    next = e;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+
+    struct Ctx {
+        hits: Vec<AtomicU64>,
+        nested: bool,
+    }
+
+    unsafe extern "C" fn count(ctx: *mut c_void, b: usize, e: usize) {
+        let c = &*(ctx as *const Ctx);
+        for i in b..e {
+            c.hits[i].fetch_add(1, Ordering::Relaxed);
+            if c.nested {
+                let inner = Ctx {
+                    hits: (0..5).map(|_| AtomicU64::new(0)).collect(),
+                    nested: false,
+                };
+                parallel_for(5, count, &inner as *const Ctx as *mut c_void);
+                assert!(inner.hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+            }
+        }
+    }
+
+    #[test]
+    fn every_index_once_even_nested_and_from_many_threads() {
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let n = 1 + (round * 7 + t) % 50;
+                        let c = Ctx {
+                            hits: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                            nested: round % 3 == 0,
+                        };
+                        unsafe { parallel_for(n, count, &c as *const Ctx as *mut c_void) };
+                        assert!(c.hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                    }
+                });
+            }
+        });
+        assert!(num_threads() >= 1);
+    }
+}
