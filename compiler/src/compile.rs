@@ -173,22 +173,62 @@ pub fn compile_model(
             ("c99", None)
         }
         Some(Family::Cpu) => {
-            return Err(CompileError::Target {
-                triple: opts.target.clone(),
-                why: "the CPU backend is not wired in yet".into(),
-            })
+            let target = kiln_targets::cpu::CpuTarget::parse(&opts.target, opts.cpu.as_deref())
+                .map_err(|e| CompileError::Target {
+                    triple: opts.target.clone(),
+                    why: e.to_string(),
+                })?;
+            let art = kiln_targets::cpu::compile_object(&prog, &name, &target)
+                .map_err(|e| CompileError::Backend(e.to_string()))?;
+            let ext = if opts.target.contains("windows") {
+                "obj"
+            } else {
+                "o"
+            };
+            write(
+                out_dir.join(format!("{name}.{ext}")),
+                &art.object,
+                &mut files,
+            )?;
+            write(
+                out_dir.join(format!("{name}.h")),
+                art.header.as_bytes(),
+                &mut files,
+            )?;
+            ("cranelift", Some(art.stats.code_bytes as u64))
         }
         Some(Family::Firmware) => {
-            return Err(CompileError::Target {
-                triple: opts.target.clone(),
-                why: "the firmware backend is not wired in yet".into(),
-            })
+            let target = kiln_targets::c::FirmwareTarget::parse(&opts.target, opts.cpu.as_deref())
+                .map_err(|e| CompileError::Target {
+                    triple: opts.target.clone(),
+                    why: e.to_string(),
+                })?;
+            let art =
+                kiln_targets::c::build_firmware(&prog, &name, &target, opts.cc.as_deref(), out_dir)
+                    .map_err(|e| CompileError::Backend(e.to_string()))?;
+            files.push(art.c_file.clone());
+            files.push(art.h_file.clone());
+            files.extend(art.object.clone());
+            ("c99-firmware", art.text_bytes)
         }
     };
     phases.push(Phase {
         name: "codegen",
         time: t1.elapsed(),
     });
+    let manifest = manifest(
+        &prog,
+        &name,
+        &opts.target,
+        backend,
+        weight_bytes,
+        code_bytes,
+    );
+    write(
+        out_dir.join(format!("{name}.json")),
+        manifest.as_bytes(),
+        &mut files,
+    )?;
     Ok(CompileOutput {
         name,
         backend,
@@ -200,4 +240,40 @@ pub fn compile_model(
         steps: prog.steps.len(),
         phases,
     })
+}
+
+/// `NAME.json`: what a build system or a test needs to know about the
+/// artifact without parsing the header (tensors, arena, sizes, target).
+fn manifest(
+    prog: &AotProgram,
+    name: &str,
+    target: &str,
+    backend: &str,
+    weight_bytes: usize,
+    code_bytes: Option<u64>,
+) -> String {
+    let io = |ios: &[kiln_targets::plan::AotIo]| -> Vec<serde_json::Value> {
+        ios.iter()
+            .map(|i| {
+                serde_json::json!({
+                    "name": i.name, "dtype": i.dtype.name(), "shape": i.shape, "bytes": i.byte_size()
+                })
+            })
+            .collect()
+    };
+    let v = serde_json::json!({
+        "name": name,
+        "model": prog.name,
+        "target": target,
+        "backend": backend,
+        "arena_size": prog.arena_size,
+        "arena_align": kiln_targets::plan::ARENA_ALIGN,
+        "arena_lower_bound": prog.arena_lower_bound,
+        "weight_bytes": weight_bytes,
+        "code_bytes": code_bytes,
+        "steps": prog.steps.len(),
+        "inputs": io(&prog.inputs),
+        "outputs": io(&prog.outputs),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
 }

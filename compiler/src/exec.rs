@@ -119,6 +119,26 @@ pub fn run_region(
         .collect()
 }
 
+/// A fused group means exactly what its body means: run the members in turn.
+fn run_fused(
+    model: &Model,
+    n: &Node,
+    env: &mut Env,
+    vals: Vec<Option<Tensor>>,
+) -> Result<Vec<Tensor>, ExecError> {
+    let [body] = n.regions.as_slice() else {
+        return Err(node_err(n, "a fused node needs one body region"));
+    };
+    let args = vals
+        .into_iter()
+        .map(|v| v.ok_or_else(|| node_err(n, "a fused node has no omitted inputs")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.len() != body.params.len() {
+        return Err(node_err(n, "inputs and body parameters differ in number"));
+    }
+    run_region(model, body, env, &args)
+}
+
 /// Runs one node on the values in `env`.
 pub fn run_node(model: &Model, n: &Node, env: &mut Env) -> Result<Vec<Tensor>, ExecError> {
     let mut vals: Vec<Option<Tensor>> = Vec::with_capacity(n.inputs.len());
@@ -134,6 +154,7 @@ pub fn run_node(model: &Model, n: &Node, env: &mut Env) -> Result<Vec<Tensor>, E
         Op::If => run_if(model, n, env, &vals),
         Op::Loop => run_loop(model, n, env, &vals),
         Op::Scan { .. } => run_scan(model, n, env, &vals),
+        Op::Fused => run_fused(model, n, env, vals),
         _ => {
             let refs: Vec<Option<&Tensor>> = vals.iter().map(|v| v.as_ref()).collect();
             eval_op(&n.name, &n.op, &refs, n.outputs.len()).map_err(|m| node_err(n, m))

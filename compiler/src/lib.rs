@@ -8,4 +8,5 @@ pub mod exec;
 pub mod frontend;
 pub mod io;
 pub mod lower;
+pub mod native;
 pub mod passes;

@@ -169,6 +169,29 @@ fn c_kws_dscnn() {
     check_model("kws_dscnn");
 }
 
+/// ONNX `If` compiled ahead of time (a data-dependent branch).
+#[test]
+fn c_tf_cond() {
+    check_model("tf_cond");
+}
+
+/// ONNX `Loop` with a trip count from an input, compiled to a `while` loop.
+#[test]
+fn c_tf_while_loop() {
+    check_model("tf_while_loop");
+}
+
+/// A 2-layer LSTM (unrolled by the frontend) and a transformer through C.
+#[test]
+fn c_lstm_speech() {
+    check_model("lstm_speech");
+}
+
+#[test]
+fn c_tiny_transformer() {
+    check_model("tiny_transformer");
+}
+
 /// A one-step program for `op` on concrete inputs, lowered as `eval_op` lowers it.
 fn op_program(op: &Op, vals: &[Tensor]) -> AotProgram {
     let types: Vec<Option<TensorType>> = vals

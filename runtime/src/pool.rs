@@ -16,8 +16,21 @@ use std::format;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
-/// Spins before a waiting worker sleeps on the condition variable.
-const SPIN: u32 = 1 << 14;
+/// Polls before a waiting worker sleeps on the condition variable (some
+/// tens of microseconds: long enough to catch the next loop of a model).
+const SPIN: u32 = 4096;
+/// Every this many polls a waiting thread yields its core, so that when
+/// there are more threads than cores the one with work gets to run.
+const YIELD_EVERY: u32 = 64;
+
+/// One poll of a wait loop: a CPU pause, or a yield now and then.
+fn pause(i: u32) {
+    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
 
 /// The job slot. Written only by the thread holding `Shared::busy`.
 #[derive(Clone, Copy)]
@@ -112,7 +125,7 @@ fn worker(sh: &'static Shared, w: usize) {
     loop {
         let mut spins = 0;
         while sh.epoch.load(Ordering::Acquire) == seen && spins < SPIN {
-            std::hint::spin_loop();
+            pause(spins);
             spins += 1;
         }
         let job = {
@@ -170,12 +183,8 @@ pub unsafe fn parallel_for(n: usize, task: Task, ctx: *mut c_void) {
     task(ctx, b, e);
     let mut spins = 0u32;
     while sh.remaining.load(Ordering::Acquire) != 0 {
-        if spins < SPIN {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
-            std::thread::yield_now();
-        }
+        pause(spins);
+        spins = spins.wrapping_add(1);
     }
     sh.busy.store(false, Ordering::Release);
 }

@@ -69,6 +69,13 @@ pub fn run_file(path: &Path, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>
     kiln_compiler::exec::run_model(&m, inputs).map_err(|e| format!("run: {e}"))
 }
 
+/// Load, simplify, bind to the inputs' shapes, compile for the host with the
+/// native backend and run the generated code in-process (`kiln run --backend native`).
+pub fn run_file_native(path: &Path, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    let m = load(path)?;
+    kiln_compiler::native::run_native(&m, inputs).map_err(|e| format!("native: {e}"))
+}
+
 /// The allowed error for an expected value: `1e-4 + 1e-3·|want|` for f32/f64,
 /// looser for the 16-bit floats, whose rounding step is larger.
 fn tolerance(dt: DType, want: f64) -> f64 {

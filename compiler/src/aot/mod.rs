@@ -4,6 +4,8 @@
 //! `kiln-targets` (the C backend, later the CPU and firmware backends).
 
 pub mod arena;
+pub mod inplace;
+pub mod run;
 mod control;
 
 use crate::lower::{lower, LowerCtx};
@@ -60,6 +62,13 @@ pub(crate) fn lower_node(m: &Model, n: &kiln_ir::Node) -> Result<Lowered, AotErr
     if matches!(n.op, Op::If | Op::Loop) {
         return control::lower_control(m, n);
     }
+    if matches!(n.op, Op::Fused) {
+        let program = crate::lower::fused::lower_fused_node(m, n).map_err(|e| nerr(e.msg))?;
+        return Ok(Lowered {
+            program,
+            inputs: n.inputs.clone(),
+        });
+    }
     if !n.regions.is_empty() || matches!(n.op, Op::Scan { .. }) {
         return Err(nerr(
             "Scan cannot be compiled ahead of time yet (If and Loop can)".into(),
@@ -114,11 +123,74 @@ pub(crate) fn lower_node(m: &Model, n: &kiln_ir::Node) -> Result<Lowered, AotErr
     Ok(Lowered { program, inputs })
 }
 
+/// The step at which each value is last read (graph outputs: never dead).
+fn last_uses(m: &Model) -> HashMap<ValueId, usize> {
+    fn reads(n: &kiln_ir::Node, out: &mut Vec<ValueId>) {
+        out.extend(n.inputs.iter().flatten().copied());
+        for r in &n.regions {
+            for x in &r.nodes {
+                reads(x, out);
+            }
+            out.extend(r.results.iter().copied());
+        }
+    }
+    let mut last = HashMap::new();
+    for (si, n) in m.body.nodes.iter().enumerate() {
+        let mut vs = vec![];
+        reads(n, &mut vs);
+        for v in vs {
+            last.insert(v, si);
+        }
+    }
+    for &v in m.outputs() {
+        last.insert(v, usize::MAX);
+    }
+    last
+}
+
+/// An arena slot that output `k` of step `si` may take over: that of an input
+/// value read for the last time by this step, when the kernel program
+/// provably reads each element of it before overwriting it ([`inplace`]).
+fn reusable_slot(
+    prog: &kiln_ir::kernel::KernelProgram,
+    kvals: &[Option<ValueId>],
+    k: usize,
+    si: usize,
+    places: &HashMap<ValueId, Place>,
+    last_use: &HashMap<ValueId, usize>,
+    taken: &[usize],
+) -> Option<usize> {
+    if std::env::var_os("KILN_NO_INPLACE").is_some() { return None; }
+    let out = prog
+        .buffers
+        .iter()
+        .position(|b| b.role == BufferRole::Output(k))? as u32;
+    for v in kvals.iter().flatten() {
+        let Some(&Place::Slot(s)) = places.get(v) else {
+            continue;
+        };
+        if last_use.get(v) != Some(&si) || taken.contains(&s) {
+            continue;
+        }
+        let bufs: Vec<u32> = prog
+            .buffers
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| matches!(b.role, BufferRole::Input(i) if kvals.get(i) == Some(&Some(*v))))
+            .map(|(i, _)| i as u32)
+            .collect();
+        if inplace::can_overwrite(prog, out, &bufs) {
+            return Some(s);
+        }
+    }
+    None
+}
+
 /// Simplifies a copy of `model` and plans it. Shapes must be fully static;
 /// If and Loop are compiled (see [`control`]), Scan is not yet.
 pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
     let mut m = model.clone();
-    passes::simplify(&mut m).map_err(|e| AotError::Model(format!("simplify: {e}")))?;
+    passes::optimize(&mut m).map_err(|e| AotError::Model(format!("optimize: {e}")))?;
     let dims_of = |v: ValueId| -> Result<Vec<usize>, String> {
         let info = m.value(v);
         info.ty
@@ -176,6 +248,7 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
         }
     }
 
+    let last_use = last_uses(&m);
     let mut slots: Vec<Interval> = vec![];
     let mut steps: Vec<(String, kiln_ir::kernel::KernelProgram, Vec<Place>)> = vec![];
     for (si, n) in m.body.nodes.iter().enumerate() {
@@ -188,21 +261,26 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
             program: prog,
             inputs: kvals,
         } = lower_node(&m, n)?;
-        for &v in &n.outputs {
-            let place = match out_of.get(&v) {
-                Some(&k) => Place::Fixed(BufferLoc::Output(k)),
-                None => {
-                    let size = m
-                        .ty(v)
-                        .byte_size()
-                        .ok_or_else(|| nerr("symbolic output".into()))?;
-                    slots.push(Interval {
-                        size,
-                        start: si,
-                        end: si,
-                    });
-                    Place::Slot(slots.len() - 1)
-                }
+        let mut reused: Vec<usize> = vec![];
+        for (k, &v) in n.outputs.iter().enumerate() {
+            let place = if let Some(&k) = out_of.get(&v) {
+                Place::Fixed(BufferLoc::Output(k))
+            } else if let Some(s) =
+                reusable_slot(&prog, &kvals, k, si, &places, &last_use, &reused)
+            {
+                reused.push(s);
+                Place::Slot(s)
+            } else {
+                let size = m
+                    .ty(v)
+                    .byte_size()
+                    .ok_or_else(|| nerr("symbolic output".into()))?;
+                slots.push(Interval {
+                    size,
+                    start: si,
+                    end: si,
+                });
+                Place::Slot(slots.len() - 1)
             };
             places.insert(v, place);
         }

@@ -13,6 +13,9 @@ pub enum Backend {
     /// The kernel-IR interpreter, which defines every op's meaning
     #[default]
     Reference,
+    /// The code `kiln compile` generates for this machine, compiled in-process
+    /// for the given input shapes and run
+    Native,
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,7 +106,6 @@ pub fn output_file_name(name: &str) -> String {
 }
 
 pub fn main(a: Args) -> CmdResult {
-    let Backend::Reference = a.backend;
     let t0 = Instant::now();
     let mut m = model::load(&a.model)?;
     model::simplify(&mut m)?;
@@ -135,7 +137,11 @@ pub fn main(a: Args) -> CmdResult {
     }
 
     let t1 = Instant::now();
-    let outs = exec::run_model(&m, inputs).context("running the model")?;
+    let outs = match a.backend {
+        Backend::Reference => exec::run_model(&m, inputs).context("running the model")?,
+        Backend::Native => kiln_compiler::native::run_native(&m, &inputs)
+            .context("running the model on the native backend")?,
+    };
     let t_run = t1.elapsed();
 
     std::fs::create_dir_all(&a.out_dir)
@@ -153,9 +159,15 @@ pub fn main(a: Args) -> CmdResult {
         io::write_npy(&a.out_dir.join(format!("{name}.npy")), t).map_err(anyhow::Error::from)?;
     }
     eprintln!(
-        "kiln run: loaded in {:.1} ms, ran in {:.1} ms, wrote {} output(s) to {}",
+        "kiln run: loaded in {:.1} ms, ran in {:.1} ms ({:?} backend{}), wrote {} output(s) to {}",
         t_load.as_secs_f64() * 1e3,
         t_run.as_secs_f64() * 1e3,
+        a.backend,
+        if matches!(a.backend, Backend::Native) {
+            ", compile included"
+        } else {
+            ""
+        },
         outs.len(),
         a.out_dir.display()
     );

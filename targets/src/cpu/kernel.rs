@@ -134,9 +134,9 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         self.b.switch_to_block(head);
         let iv = self.b.use_var(var);
         body(self, iv)?;
-        let next = self.b.ins().iadd_imm(iv, step);
+        let next = self.b.ins().iadd_imm_s(iv, step);
         self.b.def_var(var, next);
-        let more = self.b.ins().icmp_imm(IntCC::SignedLessThan, next, end);
+        let more = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, next, end);
         self.b.ins().brif(more, head, &[], exit, &[]);
         self.b.seal_block(head);
         self.b.switch_to_block(exit);
@@ -188,6 +188,33 @@ impl<'a, 'f> KernelCx<'a, 'f> {
                 self.vars = saved;
                 self.b.switch_to_block(join);
                 self.b.seal_block(join);
+                Ok(())
+            }
+            Stmt::While { cond, body } => {
+                if self.lane_var.is_some() {
+                    return Err("While inside a vector loop".into());
+                }
+                let (head, body_b, exit) = (
+                    self.b.create_block(),
+                    self.b.create_block(),
+                    self.b.create_block(),
+                );
+                self.b.ins().jump(head, &[]);
+                self.b.switch_to_block(head);
+                let c = self.eval(cond)?;
+                if c.k != Kind::Bool || c.vec {
+                    return Err("While condition must be a scalar bool".into());
+                }
+                self.b.ins().brif(c.v, body_b, &[], exit, &[]);
+                self.b.seal_block(body_b);
+                self.b.switch_to_block(body_b);
+                let saved = self.vars.clone();
+                self.block(body)?;
+                self.vars = saved;
+                self.b.ins().jump(head, &[]);
+                self.b.seal_block(head);
+                self.b.switch_to_block(exit);
+                self.b.seal_block(exit);
                 Ok(())
             }
             Stmt::Matmul(m) => {
@@ -242,7 +269,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
     /// The index of lane `l` of a per-lane access (index not affine in the loop variable).
     fn lane_index(&mut self, e: &Expr, var: VarId, l: i64) -> R<Value> {
         let saved = self.vars[&var];
-        let iv = self.b.ins().iadd_imm(saved.v, l);
+        let iv = self.b.ins().iadd_imm_s(saved.v, l);
         self.vars.insert(var, Val::s(iv, Kind::Int));
         self.lane_var = None;
         let r = self.eval_index(e);
@@ -263,7 +290,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
                 }
                 let step = c * d.size() as i64;
                 Ok(Ok((0..4)
-                    .map(|l| self.b.ins().iadd_imm(a0, l * step))
+                    .map(|l| self.b.ins().iadd_imm_s(a0, l * step))
                     .collect()))
             }
             None => {
@@ -418,7 +445,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         self.b.def_var(acc, init.v);
         let saved = self.vars.get(&var).copied();
         let chunked = !self.interp_vec && extent > INTERP_CHUNK as i64;
-        let mut fold = |cx: &mut Self, acc: cranelift_frontend::Variable, lo: i64, hi: i64| {
+        let fold = |cx: &mut Self, acc: cranelift_frontend::Variable, lo: i64, hi: i64| {
             cx.counted_loop(lo, hi, 1, &mut |cx, iv| {
                 cx.vars.insert(var, Val::s(iv, Kind::Int));
                 let x = cx.eval(body)?;
@@ -528,7 +555,7 @@ fn kind_in(e: &Expr, lets: &HashMap<VarId, Kind>, bufs: &[BufferDecl]) -> R<Kind
 
 pub(crate) fn is_innermost(body: &[Stmt]) -> bool {
     body.iter().all(|s| match s {
-        Stmt::For { .. } | Stmt::Matmul(_) => false,
+        Stmt::For { .. } | Stmt::Matmul(_) | Stmt::While { .. } => false,
         Stmt::If {
             then_body,
             else_body,

@@ -56,36 +56,30 @@ const ATAN_K8: [f64; 9] = [
 
 /// Emits `op(x)` inline; None when `op` is not a float function this module
 /// handles or `ty` is not `F32`, `F64`, `F32X4` or `F64X2`.
-pub(crate) fn emit_unary(
-    b: &mut FunctionBuilder,
-    op: UnOp,
-    ty: Type,
-    x: Value,
-) -> Option<Value> {
+pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) -> Option<Value> {
     if ![F32, F64, F32X4, F64X2].contains(&ty) {
         return None;
     }
-    let f: fn(&mut M, Value) -> Value = match op {
+    match op {
         // The hardware square root is correctly rounded in every precision.
-        UnOp::Sqrt => return Some(b.ins().sqrt(x)),
-        UnOp::Exp => M::exp,
-        UnOp::Log => M::log,
-        UnOp::Sin => |m, x| m.sin_cos_tan(x, Trig::Sin),
-        UnOp::Cos => |m, x| m.sin_cos_tan(x, Trig::Cos),
-        UnOp::Tan => |m, x| m.sin_cos_tan(x, Trig::Tan),
-        UnOp::Asin => M::asin,
-        UnOp::Acos => M::acos,
-        UnOp::Atan => M::atan,
-        UnOp::Sinh => M::sinh,
-        UnOp::Cosh => M::cosh,
-        UnOp::Asinh => M::asinh,
-        UnOp::Acosh => M::acosh,
-        UnOp::Atanh => M::atanh,
-        UnOp::Tanh => M::tanh,
-        UnOp::Erf => M::erf,
-        _ => return None,
-    };
-    lift(b, ty, &[x], &|m, a| f(m, a[0]))
+        UnOp::Sqrt => Some(b.ins().sqrt(x)),
+        UnOp::Exp
+        | UnOp::Log
+        | UnOp::Sin
+        | UnOp::Cos
+        | UnOp::Tan
+        | UnOp::Asin
+        | UnOp::Acos
+        | UnOp::Atan
+        | UnOp::Sinh
+        | UnOp::Cosh
+        | UnOp::Asinh
+        | UnOp::Acosh
+        | UnOp::Atanh
+        | UnOp::Tanh
+        | UnOp::Erf => lift(b, ty, &[x], &|m, a| m.unary(op, a[0])),
+        _ => None,
+    }
 }
 
 /// Emits the logistic function 1/(1+e^-x); None for a type other than
@@ -110,6 +104,13 @@ fn lift(
     args: &[Value],
     f: &dyn Fn(&mut M, &[Value]) -> Value,
 ) -> Option<Value> {
+    // One NaN encoding, so scalar and vector forms agree bit for bit
+    // whatever NaN the min/max/select lowering happened to produce.
+    let f = |m: &mut M, a: &[Value]| {
+        let r = f(m, a);
+        let nan = m.is_nan(r);
+        m.selc(nan, f64::NAN, r)
+    };
     match ty {
         F64 | F64X2 => Some(f(&mut M::new(b, ty, false), args)),
         F32 => {
@@ -171,6 +172,29 @@ type Mask = Value;
 impl<'a, 'b> M<'a, 'b> {
     fn new(b: &'a mut FunctionBuilder<'b>, ty: Type, single: bool) -> Self {
         M { b, ty, single }
+    }
+
+    /// Dispatches one of the ops `emit_unary` accepts.
+    fn unary(&mut self, op: UnOp, x: Value) -> Value {
+        match op {
+            UnOp::Exp => self.exp(x),
+            UnOp::Log => self.log(x),
+            UnOp::Sin => self.sin_cos_tan(x, Trig::Sin),
+            UnOp::Cos => self.sin_cos_tan(x, Trig::Cos),
+            UnOp::Tan => self.sin_cos_tan(x, Trig::Tan),
+            UnOp::Asin => self.asin(x),
+            UnOp::Acos => self.acos(x),
+            UnOp::Atan => self.atan(x),
+            UnOp::Sinh => self.sinh(x),
+            UnOp::Cosh => self.cosh(x),
+            UnOp::Asinh => self.asinh(x),
+            UnOp::Acosh => self.acosh(x),
+            UnOp::Atanh => self.atanh(x),
+            UnOp::Tanh => self.tanh(x),
+            UnOp::Erf => self.erf(x),
+            // `emit_unary` only passes the ops above; sqrt is native.
+            _ => self.sqrt(x),
+        }
     }
 
     fn vector(&self) -> bool {
@@ -271,7 +295,7 @@ impl<'a, 'b> M<'a, 'b> {
         if self.vector() {
             self.b.ins().bnot(a)
         } else {
-            self.b.ins().bxor_imm(a, 1)
+            self.b.ins().bxor_imm_u(a, 1)
         }
     }
     /// `m ? a : b` per lane.
@@ -313,14 +337,18 @@ impl<'a, 'b> M<'a, 'b> {
         let t = self.bits(t);
         let magic = self.ci(0x4330_0000_0000_0000);
         let e = self.b.ins().isub(t, magic);
-        let e = self.b.ins().ishl_imm(e, 52);
+        let e = self.b.ins().ishl_imm_u(e, 52);
         self.from_bits(e)
     }
 
     /// Horner evaluation of `c[0] + c[1]·x + …`, keeping the first `n_single`
     /// coefficients in single mode.
     fn poly(&mut self, x: Value, c: &[f64], n_single: usize) -> Value {
-        let n = if self.single { n_single.min(c.len()) } else { c.len() };
+        let n = if self.single {
+            n_single.min(c.len())
+        } else {
+            c.len()
+        };
         let mut r = self.c(c[n - 1]);
         for &k in c[..n - 1].iter().rev() {
             r = self.mul(r, x);
@@ -392,8 +420,8 @@ impl<'a, 'b> M<'a, 'b> {
         let ix = self.bits(xs);
         let off = self.ci(0x3ff0_0000_0000_0000 - 0x3fe6_a09e_667f_3bcd);
         let u = self.b.ins().iadd(ix, off);
-        let eb = self.b.ins().ushr_imm(u, 52);
-        let sh = self.b.ins().ishl_imm(eb, 52);
+        let eb = self.b.ins().ushr_imm_u(u, 52);
+        let sh = self.b.ins().ishl_imm_u(eb, 52);
         let mb = self.b.ins().isub(ix, sh);
         let one = self.ci(0x3ff0_0000_0000_0000);
         let mb = self.b.ins().iadd(mb, one);

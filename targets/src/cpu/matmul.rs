@@ -126,14 +126,14 @@ impl Tiles<'_> {
         let (a, b, c) = (&self.mm.a, &self.mm.b, &self.mm.c);
         let has_vec = groups.iter().any(|g| matches!(g, Group::Vec(_)));
         // Element (i0 + r, j0 + col) of C.
-        let c_row = cx.b.ins().imul_imm(i0, c.row_stride * 4);
-        let c_col = cx.b.ins().imul_imm(j0, c.col_stride * 4);
+        let c_row = cx.b.ins().imul_imm_s(i0, c.row_stride * 4);
+        let c_col = cx.b.ins().imul_imm_s(j0, c.col_stride * 4);
         let c0 = cx.b.ins().iadd(self.pc, c_row);
         let c0 = cx.b.ins().iadd(c0, c_col);
         let c_at = |cx: &mut KernelCx, r: i64, col: i64| {
             cx.b
                 .ins()
-                .iadd_imm(c0, (r * c.row_stride + col * c.col_stride) * 4)
+                .iadd_imm_s(c0, (r * c.row_stride + col * c.col_stride) * 4)
         };
         let mut accs: Vec<Vec<Variable>> = vec![];
         for r in 0..mr {
@@ -142,7 +142,8 @@ impl Tiles<'_> {
                 let (ty, init) = match *g {
                     Group::Vec(col) => {
                         let init = if self.mm.accumulate {
-                            self.load_c4(cx, c_at(cx, r, col), c.col_stride)?
+                            let p = c_at(cx, r, col);
+                            self.load_c4(cx, p, c.col_stride)?
                         } else {
                             let z = cx.b.ins().f32const(0.0);
                             cx.b.ins().splat(F32X4, z)
@@ -166,8 +167,8 @@ impl Tiles<'_> {
             accs.push(row);
         }
         // Pointers to A(i0, p) and B(p, j0), advanced by one p per iteration.
-        let a_row = cx.b.ins().imul_imm(i0, a.row_stride * 4);
-        let b_col = cx.b.ins().imul_imm(j0, b.col_stride * 4);
+        let a_row = cx.b.ins().imul_imm_s(i0, a.row_stride * 4);
+        let b_col = cx.b.ins().imul_imm_s(j0, b.col_stride * 4);
         let (va, vb) = (cx.b.declare_var(I64), cx.b.declare_var(I64));
         let a0 = cx.b.ins().iadd(self.pa, a_row);
         let b0 = cx.b.ins().iadd(self.pb, b_col);
@@ -180,13 +181,13 @@ impl Tiles<'_> {
                 bv.push(match *g {
                     Group::Vec(col) => cx.b.ins().load(F32X4, mflags(), bp, (col * 4) as i32),
                     Group::Scalar(col) => {
-                        let q = cx.b.ins().iadd_imm(bp, col * b.col_stride * 4);
+                        let q = cx.b.ins().iadd_imm_s(bp, col * b.col_stride * 4);
                         cx.b.ins().load(F32, mflags(), q, 0)
                     }
                 });
             }
             for (r, row) in accs.iter().enumerate() {
-                let q = cx.b.ins().iadd_imm(ap, r as i64 * a.row_stride * 4);
+                let q = cx.b.ins().iadd_imm_s(ap, r as i64 * a.row_stride * 4);
                 let x = cx.b.ins().load(F32, mflags(), q, 0);
                 let xs = if has_vec { Some(cx.b.ins().splat(F32X4, x)) } else { None };
                 for (gi, g) in groups.iter().enumerate() {
@@ -200,8 +201,8 @@ impl Tiles<'_> {
                     cx.b.def_var(row[gi], s);
                 }
             }
-            let na = cx.b.ins().iadd_imm(ap, a.col_stride * 4);
-            let nb = cx.b.ins().iadd_imm(bp, b.row_stride * 4);
+            let na = cx.b.ins().iadd_imm_s(ap, a.col_stride * 4);
+            let nb = cx.b.ins().iadd_imm_s(bp, b.row_stride * 4);
             cx.b.def_var(va, na);
             cx.b.def_var(vb, nb);
             Ok(())
@@ -238,7 +239,7 @@ impl Tiles<'_> {
         }
         let mut lanes = vec![];
         for l in 0..4 {
-            let q = cx.b.ins().iadd_imm(p, l * col_stride * 4);
+            let q = cx.b.ins().iadd_imm_s(p, l * col_stride * 4);
             lanes.push(cx.b.ins().load(F32, mflags(), q, 0));
         }
         Ok(cx.gather(Kind::F32, &lanes)?.v)
@@ -256,8 +257,8 @@ fn generic(
     let acc_t = if dt.is_float() { DType::F64 } else { DType::I64 };
     let kind = Kind::of(acc_t);
     let elem = |cx: &mut KernelCx, buf: u32, off: Value, i: Value, j: Value, rs: i64, cs: i64| -> R<Value> {
-        let x = cx.b.ins().imul_imm(i, rs);
-        let y = cx.b.ins().imul_imm(j, cs);
+        let x = cx.b.ins().imul_imm_s(i, rs);
+        let y = cx.b.ins().imul_imm_s(j, cs);
         let s = cx.b.ins().iadd(off, x);
         let s = cx.b.ins().iadd(s, y);
         Ok(cx.elem_addr(buf, s)?.0)

@@ -52,7 +52,7 @@ impl KernelCx<'_, '_> {
         }
         let x = self.b.ins().extractlane(v.v, l);
         if v.k == Kind::Bool {
-            self.b.ins().icmp_imm(IntCC::NotEqual, x, 0)
+            self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0)
         } else {
             x
         }
@@ -102,7 +102,7 @@ impl KernelCx<'_, '_> {
         let off = if size == 1 {
             idx
         } else {
-            self.b.ins().ishl_imm(idx, size.trailing_zeros() as i64)
+            self.b.ins().ishl_imm_s(idx, size.trailing_zeros() as i64)
         };
         let base = self.base[buf as usize];
         Ok((self.b.ins().iadd(base, off), d))
@@ -124,7 +124,7 @@ impl KernelCx<'_, '_> {
             DType::I64 | DType::U64 => Val::s(ins.load(I64, f, addr, off), Kind::Int),
             DType::Bool => {
                 let x = ins.load(I8, f, addr, off);
-                Val::s(self.b.ins().icmp_imm(IntCC::NotEqual, x, 0), Kind::Bool)
+                Val::s(self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0), Kind::Bool)
             }
             DType::F16 | DType::BF16 => return Err(format!("{d} buffers are not supported")),
         })
@@ -185,7 +185,7 @@ impl KernelCx<'_, '_> {
                 let z = self.fconst(v.k, 0.0);
                 Val::s(self.b.ins().fcmp(FloatCC::NotEqual, x, z), Kind::Bool)
             }
-            (Kind::Int, Kind::Bool) => Val::s(ins.icmp_imm(IntCC::NotEqual, x, 0), Kind::Bool),
+            (Kind::Int, Kind::Bool) => Val::s(ins.icmp_imm_s(IntCC::NotEqual, x, 0), Kind::Bool),
         })
     }
 
@@ -244,7 +244,7 @@ impl KernelCx<'_, '_> {
                     Neg => self.b.ins().ineg(x),
                     Abs => {
                         let n = self.b.ins().ineg(x);
-                        let neg = self.b.ins().icmp_imm(IntCC::SignedLessThan, x, 0);
+                        let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, x, 0);
                         self.b.ins().select(neg, n, x)
                     }
                     Not => self.b.ins().bnot(x),
@@ -255,7 +255,7 @@ impl KernelCx<'_, '_> {
             }
             Kind::Bool => match op {
                 Not if a.vec => Ok(Val::v(self.b.ins().bnot(a.v), Kind::Bool)),
-                Not => Ok(Val::s(self.b.ins().bxor_imm(a.v, 1), Kind::Bool)),
+                Not => Ok(Val::s(self.b.ins().bxor_imm_s(a.v, 1), Kind::Bool)),
                 _ => Err(format!("{op:?} on bool")),
             },
             Kind::F32 | Kind::F64 => self.float_unary(op, a),
@@ -442,16 +442,15 @@ impl KernelCx<'_, '_> {
             let r = self.b.ins().icmp(icc(op), x, y);
             return Ok(Val::s(r, Kind::Bool));
         }
-        let ins = |cx: &mut Self| cx.b.ins();
         let r = match op {
-            BinOp::Add => ins(self).iadd(x, y),
-            BinOp::Sub => ins(self).isub(x, y),
-            BinOp::Mul => ins(self).imul(x, y),
+            BinOp::Add => self.b.ins().iadd(x, y),
+            BinOp::Sub => self.b.ins().isub(x, y),
+            BinOp::Mul => self.b.ins().imul(x, y),
             BinOp::Div | BinOp::Rem => {
                 // Division by zero and MIN / -1 give 0 (checked_div/rem in the interpreter).
-                let zero = self.b.ins().icmp_imm(IntCC::Equal, y, 0);
-                let m1 = self.b.ins().icmp_imm(IntCC::Equal, y, -1);
-                let min = self.b.ins().icmp_imm(IntCC::Equal, x, i64::MIN);
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+                let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+                let min = self.b.ins().icmp_imm_s(IntCC::Equal, x, i64::MIN);
                 let ovf = self.b.ins().band(m1, min);
                 let bad = self.b.ins().bor(zero, ovf);
                 let one = self.b.ins().iconst(I64, 1);
@@ -474,16 +473,16 @@ impl KernelCx<'_, '_> {
                 let c = self.b.ins().icmp(cc, x, y);
                 self.b.ins().select(c, x, y)
             }
-            BinOp::And => ins(self).band(x, y),
-            BinOp::Or => ins(self).bor(x, y),
-            BinOp::Xor => ins(self).bxor(x, y),
+            BinOp::And => self.b.ins().band(x, y),
+            BinOp::Or => self.b.ins().bor(x, y),
+            BinOp::Xor => self.b.ins().bxor(x, y),
             BinOp::Shl | BinOp::Shr => {
                 let s = if op == BinOp::Shl {
                     self.b.ins().ishl(x, y)
                 } else {
                     self.b.ins().sshr(x, y)
                 };
-                let ok = self.b.ins().icmp_imm(IntCC::UnsignedLessThan, y, 64);
+                let ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, y, 64);
                 let z = self.b.ins().iconst(I64, 0);
                 self.b.ins().select(ok, s, z)
             }

@@ -19,7 +19,12 @@
 //! neither case covers, is refused with an error: the fusion pass then leaves
 //! the group unfused.
 
+mod expr;
+#[cfg(test)]
+mod tests;
+
 use super::{lower, LowerCtx, LowerError, Result};
+use expr::{as_dtype, loads_of, max_var, remap_bufs};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
 use kiln_ir::kernel::{
@@ -233,185 +238,6 @@ fn elementwise_of(name: &str, prog: &KernelProgram) -> Result<Elementwise> {
     }
 }
 
-/// The largest variable id used in a program (`None` if none).
-fn max_var(prog: &KernelProgram) -> Option<VarId> {
-    fn e(x: &Expr, m: &mut Option<VarId>) {
-        match x {
-            Expr::Var(v) => *m = (*m).max(Some(*v)),
-            Expr::Load { index, .. } => e(index, m),
-            Expr::Unary(_, a) | Expr::Cast(_, a) => e(a, m),
-            Expr::Binary(_, a, b) => {
-                e(a, m);
-                e(b, m)
-            }
-            Expr::Select(c, a, b) => {
-                e(c, m);
-                e(a, m);
-                e(b, m)
-            }
-            Expr::Reduce { var, body, .. } => {
-                *m = (*m).max(Some(*var));
-                e(body, m)
-            }
-            _ => {}
-        }
-    }
-    fn s(b: &[Stmt], m: &mut Option<VarId>) {
-        for st in b {
-            match st {
-                Stmt::For { var, body, .. } => {
-                    *m = (*m).max(Some(*var));
-                    s(body, m)
-                }
-                Stmt::Let { var, value } => {
-                    *m = (*m).max(Some(*var));
-                    e(value, m)
-                }
-                Stmt::Store { index, value, .. } => {
-                    e(index, m);
-                    e(value, m)
-                }
-                Stmt::If {
-                    cond,
-                    then_body,
-                    else_body,
-                } => {
-                    e(cond, m);
-                    s(then_body, m);
-                    s(else_body, m)
-                }
-                Stmt::Matmul(mm) => {
-                    for v in [&mm.a, &mm.b, &mm.c] {
-                        e(&v.offset, m)
-                    }
-                }
-                Stmt::While { cond, body } => {
-                    e(cond, m);
-                    s(body, m)
-                }
-            }
-        }
-    }
-    let mut m = None;
-    for k in &prog.kernels {
-        s(&k.body, &mut m);
-    }
-    m
-}
-
-/// Rewrites an expression bottom-up: `f` may replace a node (after its children were rewritten).
-fn map_expr(x: &Expr, f: &mut impl FnMut(&Expr) -> Option<Expr>) -> Expr {
-    let y = match x {
-        Expr::Load { buf, index } => Expr::Load {
-            buf: *buf,
-            index: Box::new(map_expr(index, f)),
-        },
-        Expr::Unary(op, a) => Expr::Unary(*op, Box::new(map_expr(a, f))),
-        Expr::Cast(t, a) => Expr::Cast(*t, Box::new(map_expr(a, f))),
-        Expr::Binary(op, a, b) => {
-            Expr::Binary(*op, Box::new(map_expr(a, f)), Box::new(map_expr(b, f)))
-        }
-        Expr::Select(c, a, b) => Expr::Select(
-            Box::new(map_expr(c, f)),
-            Box::new(map_expr(a, f)),
-            Box::new(map_expr(b, f)),
-        ),
-        Expr::Reduce {
-            op,
-            var,
-            extent,
-            body,
-        } => Expr::Reduce {
-            op: *op,
-            var: *var,
-            extent: *extent,
-            body: Box::new(map_expr(body, f)),
-        },
-        other => other.clone(),
-    };
-    f(&y).unwrap_or(y)
-}
-
-/// Renumbers buffers in a statement list.
-fn remap_bufs(b: &[Stmt], map: &[BufId]) -> Vec<Stmt> {
-    let re = |x: &Expr| -> Expr {
-        map_expr(x, &mut |y| match y {
-            Expr::Load { buf, index } => Some(Expr::Load {
-                buf: map[*buf as usize],
-                index: index.clone(),
-            }),
-            _ => None,
-        })
-    };
-    b.iter()
-        .map(|s| match s {
-            Stmt::For { var, extent, body } => Stmt::For {
-                var: *var,
-                extent: *extent,
-                body: remap_bufs(body, map),
-            },
-            Stmt::Let { var, value } => Stmt::Let {
-                var: *var,
-                value: re(value),
-            },
-            Stmt::Store { buf, index, value } => Stmt::Store {
-                buf: map[*buf as usize],
-                index: re(index),
-                value: re(value),
-            },
-            Stmt::If {
-                cond,
-                then_body,
-                else_body,
-            } => Stmt::If {
-                cond: re(cond),
-                then_body: remap_bufs(then_body, map),
-                else_body: remap_bufs(else_body, map),
-            },
-            Stmt::Matmul(m) => {
-                let mut m = m.clone();
-                for v in [&mut m.a, &mut m.b, &mut m.c] {
-                    v.buf = map[v.buf as usize];
-                    v.offset = re(&v.offset);
-                }
-                Stmt::Matmul(m)
-            }
-            Stmt::While { cond, body } => Stmt::While {
-                cond: re(cond),
-                body: remap_bufs(body, map),
-            },
-        })
-        .collect()
-}
-
-/// The dtype of an expression where it is evident from the expression alone.
-fn dtype_of(x: &Expr, bufs: &[BufferDecl]) -> Option<DType> {
-    match x {
-        Expr::F(_, t) | Expr::I(_, t) | Expr::Cast(t, _) => Some(*t),
-        Expr::B(_) => Some(DType::Bool),
-        Expr::Load { buf, .. } => bufs.get(*buf as usize).map(|b| b.dtype),
-        Expr::Binary(op, a, _) => {
-            if op.is_comparison() {
-                Some(DType::Bool)
-            } else {
-                dtype_of(a, bufs)
-            }
-        }
-        Expr::Select(_, a, _) => dtype_of(a, bufs),
-        Expr::Reduce { body, .. } => dtype_of(body, bufs),
-        _ => None,
-    }
-}
-
-/// `x` converted to `t`, as storing it into a buffer of dtype `t` would.
-fn as_dtype(x: Expr, t: DType, bufs: &[BufferDecl]) -> Expr {
-    if dtype_of(&x, bufs) == Some(t) {
-        x
-    } else {
-        x.cast(t)
-    }
-}
-
 /// Everything the composition needs about the members after the root.
 struct Tail {
     members: Vec<(Elementwise, Vec<Option<Operand>>, DType)>,
@@ -567,27 +393,6 @@ fn scan_writes(b: &[Stmt], out: BufId, w: &mut Writes) {
                 scan_writes(body, out, w);
             }
         }
-    }
-}
-
-fn loads_of(x: &Expr, out: &mut Vec<BufId>) {
-    match x {
-        Expr::Load { buf, index } => {
-            out.push(*buf);
-            loads_of(index, out)
-        }
-        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_of(a, out),
-        Expr::Binary(_, a, b) => {
-            loads_of(a, out);
-            loads_of(b, out)
-        }
-        Expr::Select(c, a, b) => {
-            loads_of(c, out);
-            loads_of(b, out);
-            loads_of(a, out)
-        }
-        Expr::Reduce { body, .. } => loads_of(body, out),
-        _ => {}
     }
 }
 

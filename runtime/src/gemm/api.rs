@@ -1,0 +1,299 @@
+//! The checked entry points: the safe Rust API ([`sgemm`], [`pack_b`]) and
+//! the C ABI the generated code calls. Every shape, stride and buffer is
+//! checked here so that the kernels below can run unchecked.
+
+use super::driver::{self, Args};
+use super::{Epilogue, GemmError, Variant};
+
+/// Whether the CPU running this code can execute `variant`. With an OS the
+/// CPU is asked (the answer is cached by `std`); on bare metal, only what
+/// the build's target features promise counts.
+fn cpu_supports(variant: Variant) -> bool {
+    #[cfg(any(feature = "std", not(target_os = "none"), test))]
+    {
+        variant.is_supported()
+    }
+    #[cfg(not(any(feature = "std", not(target_os = "none"), test)))]
+    {
+        match variant {
+            Variant::Scalar => true,
+            Variant::Avx2 => cfg!(all(target_feature = "avx2", target_feature = "fma")),
+            Variant::Avx512 => cfg!(target_feature = "avx512f"),
+            Variant::Neon => cfg!(target_arch = "aarch64"),
+        }
+    }
+}
+
+/// Floats spanned by `rows` rows of `cols` floats `stride` apart.
+fn span(rows: usize, cols: usize, stride: usize) -> Result<usize, GemmError> {
+    if rows == 0 || cols == 0 {
+        return Ok(0);
+    }
+    (rows - 1)
+        .checked_mul(stride)
+        .and_then(|x| x.checked_add(cols))
+        .ok_or(GemmError::Overflow)
+}
+
+fn check_stride(what: &'static str, stride: usize, min: usize) -> Result<(), GemmError> {
+    if stride < min {
+        return Err(GemmError::Stride { what, stride, min });
+    }
+    Ok(())
+}
+
+fn check_len(what: &'static str, needed: usize, got: usize) -> Result<(), GemmError> {
+    if got < needed {
+        return Err(GemmError::BufferTooSmall { what, needed, got });
+    }
+    Ok(())
+}
+
+/// Packs `B` (`k × n`, element `(p, j)` at `b[p·rs + j·cs]`) for `variant`
+/// into `out[..variant.packed_b_len(k, n)]`. Row-major `B` has `rs = ldb`,
+/// `cs = 1`; a transposed one (ONNX `Gemm` with `transB`, or convolution
+/// weights `[C_out, C_in·kh·kw]`) has `rs = 1`, `cs = ld`.
+///
+/// A pure function of its inputs, so the compiler runs it at compile time
+/// and stores the result as the weight constant.
+pub fn pack_b(
+    variant: Variant,
+    k: usize,
+    n: usize,
+    b: &[f32],
+    rs: usize,
+    cs: usize,
+    out: &mut [f32],
+) -> Result<(), GemmError> {
+    let needed = variant
+        .blocking()
+        .nr
+        .checked_mul(n.div_ceil(variant.blocking().nr))
+        .and_then(|x| x.checked_mul(k))
+        .ok_or(GemmError::Overflow)?;
+    check_len("packed B", needed, out.len())?;
+    if k > 0 && n > 0 {
+        let last = (k - 1)
+            .checked_mul(rs)
+            .and_then(|x| (n - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
+            .and_then(|x| x.checked_add(1))
+            .ok_or(GemmError::Overflow)?;
+        check_len("B", last, b.len())?;
+    }
+    driver::pack_b(variant.blocking(), k, n, b, rs, cs, out);
+    Ok(())
+}
+
+/// [`pack_b`] into a new vector (for the compiler, which has an allocator).
+#[cfg(any(feature = "std", not(target_os = "none"), test))]
+pub fn pack_b_vec(
+    variant: Variant,
+    k: usize,
+    n: usize,
+    b: &[f32],
+    rs: usize,
+    cs: usize,
+) -> Result<std::vec::Vec<f32>, GemmError> {
+    let len = k
+        .checked_mul(n.div_ceil(variant.blocking().nr) * variant.blocking().nr)
+        .ok_or(GemmError::Overflow)?;
+    let mut out = std::vec![0.0; len];
+    pack_b(variant, k, n, b, rs, cs, &mut out)?;
+    Ok(out)
+}
+
+/// `C = act(A·B + (accumulate ? C : 0) + bias)` with `A` (`m × k`, row
+/// stride `lda`), `B` packed by [`pack_b`] for the same `variant`, and `C`
+/// (`m × n`, row stride `ldc`). `scratch` needs at least
+/// [`Variant::min_scratch_len`] floats, [`Variant::scratch_len`] for speed.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b_packed: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<(), GemmError> {
+    if !variant.is_compiled() {
+        return Err(GemmError::NotCompiled { variant });
+    }
+    check_stride("lda", lda, k)?;
+    check_stride("ldc", ldc, n)?;
+    if m > 0 && n > 0 {
+        check_len("A", span(m, k, lda)?, a.len())?;
+        let packed = k
+            .checked_mul(n.div_ceil(variant.blocking().nr) * variant.blocking().nr)
+            .ok_or(GemmError::Overflow)?;
+        check_len("packed B", packed, b_packed.len())?;
+        check_len("C", span(m, n, ldc)?, c.len())?;
+        if let Some(bias) = epilogue.bias {
+            check_len("bias", n, bias.len())?;
+        }
+    }
+    let (lo, hi) = epilogue.activation.bounds();
+    let args = Args {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        b: b_packed.as_ptr(),
+        c: c.as_mut_ptr(),
+        ldc,
+        accumulate: epilogue.accumulate,
+        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+        lo,
+        hi,
+        scratch: scratch.as_mut_ptr(),
+        scratch_len: scratch.len(),
+    };
+    // SAFETY: every extent was checked against its slice above.
+    unsafe { run(variant, &args) }
+}
+
+/// Checks what can be checked of raw operands (nulls, strides, scratch, the
+/// CPU), then runs the variant's kernel.
+///
+/// # Safety
+/// The pointers cover the extents their shapes and strides imply.
+unsafe fn run(variant: Variant, args: &Args) -> Result<(), GemmError> {
+    if args.m == 0 || args.n == 0 {
+        return Ok(());
+    }
+    check_stride("lda", args.lda, args.k)?;
+    check_stride("ldc", args.ldc, args.n)?;
+    span(args.m, args.k, args.lda)?;
+    span(args.m, args.n, args.ldc)?;
+    if args.c.is_null() {
+        return Err(GemmError::NullPointer { what: "C" });
+    }
+    if args.k > 0 {
+        if args.a.is_null() {
+            return Err(GemmError::NullPointer { what: "A" });
+        }
+        if args.b.is_null() {
+            return Err(GemmError::NullPointer { what: "packed B" });
+        }
+        if args.scratch.is_null() {
+            return Err(GemmError::NullPointer { what: "scratch" });
+        }
+        check_len("scratch", variant.min_scratch_len(args.k), args.scratch_len)?;
+    }
+    if !variant.is_compiled() {
+        return Err(GemmError::NotCompiled { variant });
+    }
+    if !cpu_supports(variant) {
+        return Err(GemmError::Unsupported { variant });
+    }
+    match variant {
+        Variant::Scalar => driver::gemm::<super::scalar::Scalar>(args),
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx2 => driver::gemm::<super::avx2::Avx2>(args),
+        #[cfg(target_arch = "x86_64")]
+        Variant::Avx512 => driver::gemm::<super::avx512::Avx512>(args),
+        #[cfg(target_arch = "aarch64")]
+        Variant::Neon => driver::gemm::<super::neon::Neon>(args),
+        #[allow(unreachable_patterns)]
+        _ => return Err(GemmError::NotCompiled { variant }),
+    }
+    Ok(())
+}
+
+/// Defines the C entry point of one variant (signature in the module docs).
+macro_rules! c_entry {
+    ($(#[$attr:meta])* $name:ident, $variant:expr) => {
+        $(#[$attr])*
+        ///
+        /// Returns 0, or a negative [`GemmError::code`] (and leaves `C`
+        /// untouched) when a pointer is null, a stride is short, the scratch
+        /// is under `MR·min(k, KC)` floats or the CPU lacks the instructions.
+        ///
+        /// # Safety
+        /// `a` covers `m` rows of `k` floats `lda` apart, `b_packed` the
+        /// variant's `packed_b_len(k, n)` floats, `c` `m` rows of `n` floats
+        /// `ldc` apart, `bias` (if not null) `n` floats and `scratch`
+        /// `scratch_len` floats; `c` and `scratch` overlap nothing else.
+        #[no_mangle]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "C" fn $name(
+            m: usize,
+            n: usize,
+            k: usize,
+            a: *const f32,
+            lda: usize,
+            b_packed: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: u32,
+            bias: *const f32,
+            act_min: f32,
+            act_max: f32,
+            scratch: *mut f32,
+            scratch_len: usize,
+        ) -> i32 {
+            let args = Args {
+                m,
+                n,
+                k,
+                a,
+                lda,
+                b: b_packed,
+                c,
+                ldc,
+                accumulate: accumulate != 0,
+                bias,
+                lo: act_min,
+                hi: act_max,
+                scratch,
+                scratch_len,
+            };
+            match run($variant, &args) {
+                Ok(()) => 0,
+                Err(e) => e.code(),
+            }
+        }
+    };
+}
+
+c_entry!(
+    /// Portable f32 GEMM with fused bias and clamp (any target).
+    kiln_sgemm_scalar,
+    Variant::Scalar
+);
+c_entry!(
+    /// AVX2+FMA f32 GEMM with fused bias and clamp (6×16 tile).
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_avx2,
+    Variant::Avx2
+);
+c_entry!(
+    /// AVX-512F f32 GEMM with fused bias and clamp (12×32 tile).
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_avx512,
+    Variant::Avx512
+);
+c_entry!(
+    /// NEON f32 GEMM with fused bias and clamp (8×12 tile).
+    #[cfg(target_arch = "aarch64")]
+    kiln_sgemm_neon,
+    Variant::Neon
+);
+
+/// Floats of packed `B` for `variant` (C ABI code); 0 for an unknown code.
+#[no_mangle]
+pub extern "C" fn kiln_sgemm_packed_b_len(variant: u32, k: usize, n: usize) -> usize {
+    Variant::from_code(variant).map_or(0, |v| v.packed_b_len(k, n))
+}
+
+/// Scratch floats for full speed (see [`Variant::scratch_len`]); 0 for an
+/// unknown code.
+#[no_mangle]
+pub extern "C" fn kiln_sgemm_scratch_len(variant: u32, m: usize, k: usize) -> usize {
+    Variant::from_code(variant).map_or(0, |v| v.scratch_len(m, k))
+}

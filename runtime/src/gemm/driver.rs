@@ -1,0 +1,289 @@
+//! The cache-blocked loop nest every variant shares (the Goto/BLIS order:
+//! column block, depth block, row block, then `NR`-column and `MR`-row
+//! panels), the packing of `A` and `B`, and the scalar epilogue used for
+//! edge tiles. Only the register tile differs between variants, so it is
+//! the one thing a [`Kernel`] provides.
+
+use super::Blocking;
+
+/// The epilogue as one tile applies it to its accumulators.
+#[derive(Clone, Copy)]
+pub(crate) struct TileEpi {
+    /// Add the current `C` (accumulating, or a later depth block).
+    pub load: bool,
+    /// Clamp to `[lo, hi]` (the bias pointer is passed per tile).
+    pub clamp: bool,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// A register-tile kernel of `B.mr × B.nr`.
+pub(crate) trait Kernel {
+    const B: Blocking;
+
+    /// `C[0..mr, 0..nr] = epi(Σ_p a[p·MR + i] · b[p·NR + j])` for `p < kc`.
+    ///
+    /// # Safety
+    /// `a` holds `kc · MR` floats, `b` holds `kc · NR`; `c` addresses `mr`
+    /// rows of `nr` floats `ldc` apart; `bias` is null or holds `nr` floats;
+    /// `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`, `kc ≥ 1`; the CPU has the kernel's
+    /// instruction set.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    );
+}
+
+/// Validated operands of one GEMM call (see `api.rs` for the checks).
+pub(crate) struct Args {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub lda: usize,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
+    pub bias: *const f32,
+    pub lo: f32,
+    pub hi: f32,
+    pub scratch: *mut f32,
+    pub scratch_len: usize,
+}
+
+/// The clamp of the epilogue, NaN passing through: `min(max(v, lo), hi)`
+/// in the order the vector `max`/`min` instructions evaluate it.
+#[inline(always)]
+pub(crate) fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let t = if v < lo { lo } else { v };
+    if t > hi {
+        hi
+    } else {
+        t
+    }
+}
+
+/// Whether `[lo, hi]` clamps anything (±∞ bounds are the identity).
+pub(crate) fn clamps(lo: f32, hi: f32) -> bool {
+    lo > f32::NEG_INFINITY || hi < f32::INFINITY
+}
+
+/// Stores an `mr × nr` corner of an accumulator tile (row stride `ld`)
+/// through the epilogue, one element at a time: the edge-tile path.
+///
+/// # Safety
+/// As for [`Kernel::tile`]; `acc` holds `mr` rows of `ld ≥ nr` floats.
+#[inline]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn store_scalar(
+    acc: &[f32],
+    ld: usize,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    for i in 0..mr {
+        let row = c.add(i * ldc);
+        for j in 0..nr {
+            let mut v = acc[i * ld + j];
+            if epi.load {
+                v += *row.add(j);
+            }
+            if !bias.is_null() {
+                v += *bias.add(j);
+            }
+            if epi.clamp {
+                v = clamp(v, epi.lo, epi.hi);
+            }
+            *row.add(j) = v;
+        }
+    }
+}
+
+/// Copies rows `0..mc`, columns `0..kc` of `A` (row stride `lda`) into
+/// `dst` as `⌈mc/MR⌉` panels of `kc × MR` (rows past `mc` are zero), the
+/// order in which the tile reads them.
+///
+/// Always inlined so that `MR`, a constant of the calling kernel, unrolls
+/// the inner copy.
+///
+/// # Safety
+/// `a` addresses `mc` rows of `kc` floats; `dst` holds `⌈mc/MR⌉·MR·kc`.
+#[inline(always)]
+#[allow(non_snake_case)]
+unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst: *mut f32) {
+    let mut r0 = 0;
+    let mut out = dst;
+    while r0 < mc {
+        let rows = (mc - r0).min(MR);
+        let src = a.add(r0 * lda);
+        if rows == MR {
+            for p in 0..kc {
+                for i in 0..MR {
+                    *out.add(p * MR + i) = *src.add(i * lda + p);
+                }
+            }
+        } else {
+            for p in 0..kc {
+                for i in 0..MR {
+                    *out.add(p * MR + i) = if i < rows { *src.add(i * lda + p) } else { 0.0 };
+                }
+            }
+        }
+        out = out.add(kc * MR);
+        r0 += MR;
+    }
+}
+
+/// Writes `B` (`k × n`, element `(p, j)` at `b[p·rs + j·cs]`) in the packed
+/// layout described in the module docs, into `out[..k·n_pad]`.
+pub(crate) fn pack_b(
+    bl: Blocking,
+    k: usize,
+    n: usize,
+    b: &[f32],
+    rs: usize,
+    cs: usize,
+    out: &mut [f32],
+) {
+    let n_pad = n.div_ceil(bl.nr) * bl.nr;
+    let mut pc = 0;
+    while pc < k {
+        let kc = bl.kc.min(k - pc);
+        let block = &mut out[pc * n_pad..(pc + kc) * n_pad];
+        for (panel, dst) in block.chunks_exact_mut(kc * bl.nr).enumerate() {
+            let j0 = panel * bl.nr;
+            for p in 0..kc {
+                for jj in 0..bl.nr {
+                    let j = j0 + jj;
+                    dst[p * bl.nr + jj] = if j < n {
+                        b[(pc + p) * rs + j * cs]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        pc += kc;
+    }
+}
+
+/// `C = act(A·B + (accumulate ? C : 0) + bias)` with kernel `K`.
+///
+/// Depth blocks after the first add into `C`; bias and clamp are applied by
+/// the last one only, so the activation sees the complete sum.
+///
+/// # Safety
+/// `args` passed the checks in `api.rs` (pointers cover their shapes,
+/// `scratch_len ≥ MR·min(k, KC)`), and the CPU runs `K`'s instructions.
+pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
+    let Blocking {
+        mr,
+        nr,
+        kc: kc_max,
+        mc: mc_max,
+        nc: nc_max,
+    } = K::B;
+    let (m, n, k) = (args.m, args.n, args.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let clamp_on = clamps(args.lo, args.hi);
+    if k == 0 {
+        epilogue_only(args, clamp_on);
+        return;
+    }
+    // Shrink the row block to the scratch the caller could spare.
+    let kc0 = k.min(kc_max);
+    let mc_block = mc_max.min(args.scratch_len / kc0 / mr * mr).max(mr);
+    let n_pad = n.div_ceil(nr) * nr;
+
+    let mut jc = 0;
+    while jc < n {
+        let nc = nc_max.min(n - jc);
+        let mut pc = 0;
+        while pc < k {
+            let kc = kc_max.min(k - pc);
+            let last = pc + kc == k;
+            let epi = TileEpi {
+                load: args.accumulate || pc > 0,
+                clamp: clamp_on && last,
+                lo: args.lo,
+                hi: args.hi,
+            };
+            // Panels of this depth block start at pc·n_pad; panel jc/NR of
+            // them at (jc/NR)·kc·NR = jc·kc, since NC is a multiple of NR.
+            let b_block = args.b.add(pc * n_pad + jc * kc);
+            let mut ic = 0;
+            while ic < m {
+                let mc = mc_block.min(m - ic);
+                pack_a(
+                    mr,
+                    mc,
+                    kc,
+                    args.a.add(ic * args.lda + pc),
+                    args.lda,
+                    args.scratch,
+                );
+                let mut jr = 0;
+                while jr < nc {
+                    let nrr = nr.min(nc - jr);
+                    let bp = b_block.add(jr * kc);
+                    let bias = if last && !args.bias.is_null() {
+                        args.bias.add(jc + jr)
+                    } else {
+                        core::ptr::null()
+                    };
+                    let mut ir = 0;
+                    while ir < mc {
+                        K::tile(
+                            kc,
+                            args.scratch.add(ir * kc),
+                            bp,
+                            args.c.add((ic + ir) * args.ldc + jc + jr),
+                            args.ldc,
+                            mr.min(mc - ir),
+                            nrr,
+                            bias,
+                            &epi,
+                        );
+                        ir += mr;
+                    }
+                    jr += nr;
+                }
+                ic += mc;
+            }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
+
+/// `k == 0`: the product is zero and only the epilogue remains.
+unsafe fn epilogue_only(args: &Args, clamp_on: bool) {
+    for i in 0..args.m {
+        let row = args.c.add(i * args.ldc);
+        for j in 0..args.n {
+            let mut v = if args.accumulate { *row.add(j) } else { 0.0 };
+            if !args.bias.is_null() {
+                v += *args.bias.add(j);
+            }
+            if clamp_on {
+                v = clamp(v, args.lo, args.hi);
+            }
+            *row.add(j) = v;
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! aarch64 NEON tile: 8 rows × 12 columns, twenty-four 128-bit
+//! accumulators. Each depth step loads three vectors of `B` and two of `A`
+//! and issues 24 `fmla` by lane, so `A` needs no broadcasts: 5 loads per
+//! 24 FMAs, 29 of the 32 `v` registers.
+
+use core::arch::aarch64::*;
+
+use super::driver::{store_scalar, Kernel, TileEpi};
+use super::{Blocking, Variant};
+
+const MR: usize = 8;
+const NR: usize = 12;
+
+pub(crate) struct Neon;
+
+impl Kernel for Neon {
+    const B: Blocking = Variant::Neon.blocking();
+
+    #[inline]
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    ) {
+        tile_8x12(kc, a, b, c, ldc, mr, nr, bias, epi);
+    }
+}
+
+/// Row `$i` of the tile += `b · a[$lane]`.
+macro_rules! fma_row {
+    ($acc:ident, $i:expr, $b:ident, $a:ident, $lane:expr) => {
+        $acc[$i][0] = vfmaq_laneq_f32::<$lane>($acc[$i][0], $b[0], $a);
+        $acc[$i][1] = vfmaq_laneq_f32::<$lane>($acc[$i][1], $b[1], $a);
+        $acc[$i][2] = vfmaq_laneq_f32::<$lane>($acc[$i][2], $b[2], $a);
+    };
+}
+
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_8x12(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    let mut acc = [[vdupq_n_f32(0.0); 3]; MR];
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kc {
+        let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8))];
+        let a0 = vld1q_f32(ap);
+        let a1 = vld1q_f32(ap.add(4));
+        fma_row!(acc, 0, bv, a0, 0);
+        fma_row!(acc, 1, bv, a0, 1);
+        fma_row!(acc, 2, bv, a0, 2);
+        fma_row!(acc, 3, bv, a0, 3);
+        fma_row!(acc, 4, bv, a1, 0);
+        fma_row!(acc, 5, bv, a1, 1);
+        fma_row!(acc, 6, bv, a1, 2);
+        fma_row!(acc, 7, bv, a1, 3);
+        ap = ap.add(MR);
+        bp = bp.add(NR);
+    }
+    if mr == MR && nr == NR {
+        let lo = vdupq_n_f32(epi.lo);
+        let hi = vdupq_n_f32(epi.hi);
+        for (i, row) in acc.iter().enumerate() {
+            let cr = c.add(i * ldc);
+            for (q, &acc_q) in row.iter().enumerate() {
+                let cq = cr.add(4 * q);
+                let mut v = acc_q;
+                if epi.load {
+                    v = vaddq_f32(v, vld1q_f32(cq));
+                }
+                if !bias.is_null() {
+                    v = vaddq_f32(v, vld1q_f32(bias.add(4 * q)));
+                }
+                if epi.clamp {
+                    // FMAX/FMIN return NaN when an operand is NaN: NaN passes.
+                    v = vminq_f32(hi, vmaxq_f32(lo, v));
+                }
+                vst1q_f32(cq, v);
+            }
+        }
+    } else {
+        let mut tmp = [0.0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            for (q, &acc_q) in row.iter().enumerate() {
+                vst1q_f32(tmp.as_mut_ptr().add(i * NR + 4 * q), acc_q);
+            }
+        }
+        store_scalar(&tmp, NR, c, ldc, mr, nr, bias, epi);
+    }
+}

@@ -1,0 +1,41 @@
+//! The portable tile: plain Rust, any target, firmware included. A 4×4
+//! tile keeps its 16 accumulators in registers on a Cortex-M4F (32 single
+//! registers) and lets LLVM vectorise it where SIMD is baseline.
+
+use super::driver::{store_scalar, Kernel, TileEpi};
+use super::{Blocking, Variant};
+
+const MR: usize = 4;
+const NR: usize = 4;
+
+pub(crate) struct Scalar;
+
+impl Kernel for Scalar {
+    const B: Blocking = Variant::Scalar.blocking();
+
+    #[inline]
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    ) {
+        let mut acc = [0.0f32; MR * NR];
+        for p in 0..kc {
+            let ap = a.add(p * MR);
+            let bp = b.add(p * NR);
+            for i in 0..MR {
+                let ai = *ap.add(i);
+                for j in 0..NR {
+                    acc[i * NR + j] += ai * *bp.add(j);
+                }
+            }
+        }
+        store_scalar(&acc, NR, c, ldc, mr, nr, bias, epi);
+    }
+}

@@ -1,0 +1,425 @@
+//! Every variant this CPU runs, against a naive f64-accumulated GEMM, over
+//! shapes that cover full and partial tiles, several cache blocks, padded
+//! strides and each epilogue. The error bound is the textbook one for an
+//! f32 dot product of length `k`: `(k + 3)·u·Σ|a·b|` (plus `C` and bias).
+
+use std::vec;
+use std::vec::Vec;
+
+use super::*;
+
+/// xorshift64*: deterministic inputs without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn f32(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.f32()).collect()
+    }
+}
+
+fn runnable() -> Vec<Variant> {
+    let v: Vec<Variant> = Variant::ALL
+        .into_iter()
+        .filter(|v| v.is_compiled() && v.is_supported())
+        .collect();
+    std::eprintln!("gemm variants under test: {v:?}");
+    // The project's machines have AVX2+FMA; losing that variant would hide
+    // the one the compiler uses by default.
+    #[cfg(target_arch = "x86_64")]
+    assert!(v.contains(&Variant::Avx2), "this x86_64 CPU lacks AVX2+FMA");
+    v
+}
+
+/// One case: shape, padding of the strides, epilogue.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    pad_a: usize,
+    pad_c: usize,
+    accumulate: bool,
+    bias: bool,
+    act: Activation,
+    transposed_b: bool,
+}
+
+impl Case {
+    fn from_index(m: usize, n: usize, k: usize, i: usize) -> Case {
+        let acts = [
+            Activation::None,
+            Activation::Relu,
+            Activation::Clip {
+                min: -0.5,
+                max: 0.7,
+            },
+        ];
+        Case {
+            m,
+            n,
+            k,
+            pad_a: (i * 7) % 5,
+            pad_c: (i * 3) % 4,
+            accumulate: i % 2 == 1,
+            bias: (i / 2) % 2 == 1,
+            act: acts[(i / 4) % 3],
+            transposed_b: (i / 12) % 2 == 1,
+        }
+    }
+}
+
+/// Runs `case` with `variant` and `scratch_len` floats of scratch (None:
+/// the full-speed size) and checks every element against the reference.
+fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng) {
+    let Case { m, n, k, .. } = case;
+    let lda = k + case.pad_a;
+    let ldc = n + case.pad_c;
+    let a = rng.vec(m.max(1) * lda);
+    let b = rng.vec(k * n);
+    let c0 = rng.vec(m.max(1) * ldc);
+    let bias = rng.vec(n);
+    // Logical B(p, j) = b[p·n + j] either way; the transposed case stores
+    // it as Bᵀ (n × k) and packs with swapped strides.
+    let packed = if case.transposed_b {
+        let mut bt = vec![0.0; k * n];
+        for p in 0..k {
+            for j in 0..n {
+                bt[j * k + p] = b[p * n + j];
+            }
+        }
+        pack_b_vec(variant, k, n, &bt, 1, k).unwrap()
+    } else {
+        pack_b_vec(variant, k, n, &b, n, 1).unwrap()
+    };
+    assert_eq!(packed.len(), variant.packed_b_len(k, n));
+    let mut c = c0.clone();
+    let mut scratch = vec![0.0; scratch_len.unwrap_or(variant.scratch_len(m, k))];
+    let epi = Epilogue {
+        accumulate: case.accumulate,
+        bias: case.bias.then_some(&bias[..]),
+        activation: case.act,
+    };
+    sgemm(
+        variant,
+        m,
+        n,
+        k,
+        &a,
+        lda,
+        &packed,
+        &mut c,
+        ldc,
+        &epi,
+        &mut scratch,
+    )
+    .unwrap_or_else(|e| panic!("{variant:?} {case:?}: {e}"));
+
+    let (lo, hi) = case.act.bounds();
+    let u = f32::EPSILON as f64 / 2.0;
+    for i in 0..m {
+        for j in 0..ldc {
+            let got = c[i * ldc + j];
+            if j >= n {
+                assert_eq!(
+                    got,
+                    c0[i * ldc + j],
+                    "{variant:?} {case:?}: padding ({i},{j}) written"
+                );
+                continue;
+            }
+            let (mut sum, mut mag) = (0.0f64, 0.0f64);
+            for p in 0..k {
+                let t = a[i * lda + p] as f64 * b[p * n + j] as f64;
+                sum += t;
+                mag += t.abs();
+            }
+            if case.accumulate {
+                sum += c0[i * ldc + j] as f64;
+                mag += (c0[i * ldc + j] as f64).abs();
+            }
+            if case.bias {
+                sum += bias[j] as f64;
+                mag += (bias[j] as f64).abs();
+            }
+            let want = sum.max(lo as f64).min(hi as f64);
+            let tol = (k as f64 + 3.0) * u * mag + f64::MIN_POSITIVE;
+            assert!(
+                (got as f64 - want).abs() <= tol,
+                "{variant:?} {case:?}: C({i},{j}) = {got}, want {want} (tol {tol:e})"
+            );
+        }
+    }
+}
+
+/// Sizes in 1..=70 that hit every residue of the tiles (4, 6, 8, 12, 16, 32)
+/// and both sides of each multiple.
+const SIZES: [usize; 17] = [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 16, 17, 31, 33, 48, 70];
+
+#[test]
+fn gemm_matches_reference_over_shape_cube() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for variant in runnable() {
+        let mut i = 0;
+        for &m in &SIZES {
+            for &n in &SIZES {
+                for &k in &SIZES {
+                    check(variant, Case::from_index(m, n, k, i), None, &mut rng);
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_matches_reference_for_every_size_to_70() {
+    let mut rng = Rng(42);
+    for variant in runnable() {
+        for s in 1..=70 {
+            let other = 1 + rng.below(70);
+            let third = 1 + rng.below(70);
+            for (i, (m, n, k)) in [(s, other, third), (other, s, third), (other, third, s)]
+                .into_iter()
+                .enumerate()
+            {
+                check(
+                    variant,
+                    Case::from_index(m, n, k, s * 3 + i),
+                    None,
+                    &mut rng,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_crosses_cache_blocks() {
+    let mut rng = Rng(7);
+    for variant in runnable() {
+        let bl = variant.blocking();
+        let shapes = [
+            // several depth blocks (bias/clamp only on the last) and row blocks
+            (2 * bl.mc + 5, 3 * bl.nr + 1, 2 * bl.kc + 3),
+            // several column blocks
+            (bl.mr + 1, bl.nc + bl.nr + 3, 5),
+            // exact multiples everywhere
+            (bl.mc, 2 * bl.nr, bl.kc),
+        ];
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            for e in 0..4 {
+                check(
+                    variant,
+                    Case::from_index(m, n, k, i * 5 + e * 3 + 1),
+                    None,
+                    &mut rng,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_works_with_minimum_scratch() {
+    let mut rng = Rng(11);
+    for variant in runnable() {
+        let (m, n, k) = (50, 37, 300);
+        let min = variant.min_scratch_len(k);
+        for (i, len) in [min, min + 1, 3 * min - 1].into_iter().enumerate() {
+            check(
+                variant,
+                Case::from_index(m, n, k, 5 + i),
+                Some(len),
+                &mut rng,
+            );
+        }
+        let mut scratch = vec![0.0; min - 1];
+        let packed = pack_b_vec(variant, k, n, &rng.vec(k * n), n, 1).unwrap();
+        let err = sgemm(
+            variant,
+            m,
+            n,
+            k,
+            &rng.vec(m * k),
+            k,
+            &packed,
+            &mut vec![0.0; m * n],
+            n,
+            &Epilogue::default(),
+            &mut scratch,
+        );
+        assert!(matches!(
+            err,
+            Err(GemmError::BufferTooSmall {
+                what: "scratch",
+                ..
+            })
+        ));
+    }
+}
+
+#[test]
+fn gemm_with_empty_depth_is_the_epilogue() {
+    let mut rng = Rng(3);
+    for variant in runnable() {
+        for i in 0..24 {
+            check(variant, Case::from_index(9, 21, 0, i), None, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn gemm_propagates_nan_through_relu() {
+    for variant in runnable() {
+        let bl = variant.blocking();
+        // A full tile (vector store path) and a 1×1 edge (scalar path).
+        for (m, n) in [(bl.mr, bl.nr), (1, 1)] {
+            let k = 3;
+            let mut a = vec![1.0; m * k];
+            a[0] = f32::NAN;
+            let packed = pack_b_vec(variant, k, n, &vec![1.0; k * n], n, 1).unwrap();
+            let mut c = vec![0.0; m * n];
+            let epi = Epilogue {
+                activation: Activation::Relu,
+                ..Epilogue::default()
+            };
+            let mut scratch = vec![0.0; variant.scratch_len(m, k)];
+            sgemm(
+                variant,
+                m,
+                n,
+                k,
+                &a,
+                k,
+                &packed,
+                &mut c,
+                n,
+                &epi,
+                &mut scratch,
+            )
+            .unwrap();
+            assert!(c[0].is_nan(), "{variant:?}: relu(NaN) = {}", c[0]);
+            if m * n > 1 {
+                assert_eq!(c[m * n - 1], 3.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_rejects_bad_operands() {
+    let v = Variant::Scalar;
+    let (m, n, k) = (3, 5, 4);
+    let a = vec![1.0; m * k];
+    let packed = pack_b_vec(v, k, n, &vec![1.0; k * n], n, 1).unwrap();
+    let mut c = vec![0.0; m * n];
+    let mut s = vec![0.0; v.scratch_len(m, k)];
+    let e = Epilogue::default();
+    let r = sgemm(v, m, n, k, &a, k - 1, &packed, &mut c, n, &e, &mut s);
+    assert!(matches!(r, Err(GemmError::Stride { what: "lda", .. })));
+    let r = sgemm(v, m, n, k, &a[1..], k, &packed, &mut c, n, &e, &mut s);
+    assert!(matches!(
+        r,
+        Err(GemmError::BufferTooSmall { what: "A", .. })
+    ));
+    let r = sgemm(v, m, n, k, &a, k, &packed[1..], &mut c, n, &e, &mut s);
+    assert!(matches!(
+        r,
+        Err(GemmError::BufferTooSmall {
+            what: "packed B",
+            ..
+        })
+    ));
+    let r = sgemm(v, m, n, k, &a, k, &packed, &mut c[1..], n, &e, &mut s);
+    assert!(matches!(
+        r,
+        Err(GemmError::BufferTooSmall { what: "C", .. })
+    ));
+    let short_bias = [0.0; 4];
+    let eb = Epilogue {
+        bias: Some(&short_bias),
+        ..e
+    };
+    let r = sgemm(v, m, n, k, &a, k, &packed, &mut c, n, &eb, &mut s);
+    assert!(matches!(
+        r,
+        Err(GemmError::BufferTooSmall { what: "bias", .. })
+    ));
+    assert!(pack_b(v, k, n, &[0.0; 19], n, 1, &mut vec![0.0; 20]).is_err());
+    assert_eq!(c, vec![0.0; m * n], "a refused call wrote C");
+    #[cfg(not(target_arch = "aarch64"))]
+    assert!(matches!(
+        sgemm(
+            Variant::Neon,
+            m,
+            n,
+            k,
+            &a,
+            k,
+            &packed,
+            &mut c,
+            n,
+            &e,
+            &mut s
+        ),
+        Err(GemmError::NotCompiled { .. })
+    ));
+}
+
+#[test]
+fn gemm_c_abi_matches_and_reports_errors() {
+    let v = Variant::Scalar;
+    let (m, n, k) = (7, 9, 10);
+    let mut rng = Rng(5);
+    let a = rng.vec(m * k);
+    let b = rng.vec(k * n);
+    let bias = rng.vec(n);
+    let packed = pack_b_vec(v, k, n, &b, n, 1).unwrap();
+    assert_eq!(kiln_sgemm_packed_b_len(0, k, n), packed.len());
+    assert_eq!(kiln_sgemm_scratch_len(0, m, k), v.scratch_len(m, k));
+    assert_eq!(kiln_sgemm_scratch_len(99, m, k), 0);
+    let mut s = vec![0.0; v.scratch_len(m, k)];
+    let mut want = vec![0.0; m * n];
+    let epi = Epilogue {
+        bias: Some(&bias),
+        activation: Activation::Clip { min: 0.0, max: 6.0 },
+        ..Epilogue::default()
+    };
+    sgemm(v, m, n, k, &a, k, &packed, &mut want, n, &epi, &mut s).unwrap();
+    let mut got = vec![0.0; m * n];
+    let call = |c: *mut f32, scratch: *mut f32, len: usize| unsafe {
+        kiln_sgemm_scalar(
+            m,
+            n,
+            k,
+            a.as_ptr(),
+            k,
+            packed.as_ptr(),
+            c,
+            n,
+            0,
+            bias.as_ptr(),
+            0.0,
+            6.0,
+            scratch,
+            len,
+        )
+    };
+    assert_eq!(call(got.as_mut_ptr(), s.as_mut_ptr(), s.len()), 0);
+    assert_eq!(got, want);
+    assert_eq!(call(core::ptr::null_mut(), s.as_mut_ptr(), s.len()), -1);
+    assert_eq!(call(got.as_mut_ptr(), core::ptr::null_mut(), s.len()), -1);
+    assert_eq!(call(got.as_mut_ptr(), s.as_mut_ptr(), 3), -3);
+}

@@ -1,0 +1,361 @@
+//! Module-level emission shared by the object writer and the JIT: weights as
+//! read-only data, the size tables, one local function per kernel, the math
+//! helpers, and `NAME_run`, which binds every step's buffers (inputs,
+//! outputs, weights, arena offsets), zeroes what a step writes (the
+//! interpreter's contract) and calls the step's kernels in order.
+
+use super::fallback::{self, Helper};
+use super::kernel::KernelCx;
+use super::CpuError;
+use crate::plan::{AotIo, AotProgram, BufferLoc};
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, UserFuncName,
+};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, FuncId, Linkage, Module};
+use kiln_ir::kernel::BufferRole;
+use kiln_ir::DType;
+use std::collections::HashMap;
+
+/// What was emitted (for [`super::CodeStats`]).
+pub(crate) struct Emitted {
+    pub run: FuncId,
+    pub code_bytes: usize,
+    pub weight_bytes: usize,
+    pub functions: usize,
+}
+
+fn cg(e: impl std::fmt::Display) -> CpuError {
+    CpuError::Codegen(e.to_string())
+}
+
+fn check_dtype(d: DType, what: &str) -> Result<(), CpuError> {
+    if matches!(d, DType::F16 | DType::BF16) {
+        return Err(CpuError::Unsupported(format!(
+            "{what} has dtype {d} (f16/bf16 are not supported by the CPU backend)"
+        )));
+    }
+    Ok(())
+}
+
+/// Emits `prog` into `module` with symbols prefixed by `name` (already sanitised).
+pub(crate) fn emit_program<M: Module>(
+    module: &mut M,
+    prog: &AotProgram,
+    name: &str,
+    native_round: bool,
+) -> Result<Emitted, CpuError> {
+    for io in prog.inputs.iter().chain(&prog.outputs) {
+        check_dtype(io.dtype, &format!("graph value '{}'", io.name))?;
+    }
+    let fcfg = module.target_config();
+    let ptr = fcfg.pointer_type();
+    let mut code_bytes = 0usize;
+    let mut functions = 0usize;
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+
+    // Weights: read-only, 64-byte aligned, local.
+    let mut weight_ids = vec![];
+    let mut weight_bytes = 0;
+    for (i, w) in prog.weights.iter().enumerate() {
+        check_dtype(w.data.dtype(), &format!("weight '{}'", w.name))?;
+        let id = module
+            .declare_data(&format!("{name}_w{i}"), Linkage::Local, false, false)
+            .map_err(cg)?;
+        let mut bytes = w.data.to_le_bytes();
+        weight_bytes += bytes.len();
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+        let mut d = DataDescription::new();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(64);
+        module.define_data(id, &d).map_err(cg)?;
+        weight_ids.push(id);
+    }
+    for (sym, ios) in [("input_sizes", &prog.inputs), ("output_sizes", &prog.outputs)] {
+        size_table(module, &format!("{name}_{sym}"), ios, ptr.bytes() as usize)?;
+    }
+
+    // Math helpers, declared up front so every kernel can reference them.
+    let cc = module.isa().default_call_conv();
+    let mut helper_ids = vec![];
+    for h in Helper::all() {
+        let id = module
+            .declare_function(
+                &format!("{name}_h_{}", h.symbol()),
+                Linkage::Local,
+                &h.signature(cc),
+            )
+            .map_err(cg)?;
+        helper_ids.push((h, id));
+    }
+
+    let mut ksig = Signature::new(cc);
+    ksig.params.push(AbiParam::new(ptr));
+    let mut kernel_ids: Vec<Vec<FuncId>> = vec![];
+    for (si, step) in prog.steps.iter().enumerate() {
+        let step_err = |kernel: &str, msg: String| CpuError::Kernel {
+            node: step.node.clone(),
+            kernel: kernel.to_string(),
+            msg,
+        };
+        if step.bindings.len() != step.program.buffers.len() {
+            return Err(step_err("-", "bindings do not match the program's buffers".into()));
+        }
+        for b in &step.program.buffers {
+            check_dtype(b.dtype, &format!("step '{}' buffer '{}'", step.node, b.name))?;
+        }
+        let mut ids = vec![];
+        for (ki, k) in step.program.kernels.iter().enumerate() {
+            let id = module
+                .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
+                .map_err(cg)?;
+            ctx.func.signature = ksig.clone();
+            ctx.func.name = UserFuncName::user(0, id.as_u32());
+            let mut hrefs = HashMap::new();
+            for (h, hid) in &helper_ids {
+                hrefs.insert(*h, module.declare_func_in_func(*hid, &mut ctx.func));
+            }
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                let entry = b.create_block();
+                b.append_block_params_for_function_params(entry);
+                b.switch_to_block(entry);
+                b.seal_block(entry);
+                let table = b.block_params(entry)[0];
+                let base = (0..step.program.buffers.len())
+                    .map(|i| {
+                        b.ins().load(
+                            ptr,
+                            MemFlagsData::trusted().with_readonly(),
+                            table,
+                            (i * ptr.bytes() as usize) as i32,
+                        )
+                    })
+                    .collect();
+                let mut kc =
+                    KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
+                kc.block(&k.body).map_err(|m| step_err(&k.name, m))?;
+                b.ins().return_(&[]);
+                b.finalize(fcfg);
+            }
+            code_bytes += define(module, id, &mut ctx)
+                .map_err(|e| step_err(&k.name, format!("code generation: {e}")))?;
+            functions += 1;
+            ids.push(id);
+        }
+        kernel_ids.push(ids);
+    }
+
+    for (h, id) in &helper_ids {
+        ctx.func.signature = h.signature(cc);
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            fallback::define(&mut b, *h);
+            b.finalize(fcfg);
+        }
+        code_bytes += define(module, *id, &mut ctx).map_err(cg)?;
+        functions += 1;
+    }
+
+    let run = emit_run(
+        module,
+        prog,
+        name,
+        &weight_ids,
+        &kernel_ids,
+        &ksig,
+        &mut ctx,
+        &mut fctx,
+    )?;
+    code_bytes += define(module, run, &mut ctx).map_err(cg)?;
+    functions += 1;
+    Ok(Emitted {
+        run,
+        code_bytes,
+        weight_bytes,
+        functions,
+    })
+}
+
+/// Compiles and defines the function in `ctx`; returns its code size.
+fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, String> {
+    module
+        .define_function(id, ctx)
+        .map_err(|e| format!("{e:?}"))?;
+    let size = ctx
+        .compiled_code()
+        .map(|c| c.code_buffer().len())
+        .unwrap_or(0);
+    module.clear_context(ctx);
+    Ok(size)
+}
+
+/// `const size_t NAME[n]` (one zero entry when there are none, as the header declares).
+fn size_table<M: Module>(
+    module: &mut M,
+    sym: &str,
+    ios: &[AotIo],
+    word: usize,
+) -> Result<(), CpuError> {
+    let id = module
+        .declare_data(sym, Linkage::Export, false, false)
+        .map_err(cg)?;
+    let mut bytes = vec![];
+    for io in ios {
+        bytes.extend_from_slice(&(io.byte_size() as u64).to_le_bytes()[..word]);
+    }
+    if bytes.is_empty() {
+        bytes.resize(word, 0);
+    }
+    let mut d = DataDescription::new();
+    d.define(bytes.into_boxed_slice());
+    d.set_align(word as u64);
+    module.define_data(id, &d).map_err(cg)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_run<M: Module>(
+    module: &mut M,
+    prog: &AotProgram,
+    name: &str,
+    weight_ids: &[cranelift_module::DataId],
+    kernel_ids: &[Vec<FuncId>],
+    ksig: &Signature,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<FuncId, CpuError> {
+    let ptr = module.target_config().pointer_type();
+    let cc = module.isa().default_call_conv();
+    let mut sig = Signature::new(cc);
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(ptr));
+    }
+    sig.returns.push(AbiParam::new(I32));
+    let run = module
+        .declare_function(&format!("{name}_run"), Linkage::Export, &sig)
+        .map_err(cg)?;
+    // memset / memcpy from libc: the only external symbols the object uses.
+    let mut msig = Signature::new(cc);
+    msig.params.push(AbiParam::new(ptr));
+    msig.params.push(AbiParam::new(I32));
+    msig.params.push(AbiParam::new(ptr));
+    msig.returns.push(AbiParam::new(ptr));
+    let memset = module
+        .declare_function("memset", Linkage::Import, &msig)
+        .map_err(cg)?;
+    let mut csig = Signature::new(cc);
+    for _ in 0..3 {
+        csig.params.push(AbiParam::new(ptr));
+    }
+    csig.returns.push(AbiParam::new(ptr));
+    let memcpy = module
+        .declare_function("memcpy", Linkage::Import, &csig)
+        .map_err(cg)?;
+
+    ctx.func.signature = sig;
+    ctx.func.name = UserFuncName::user(0, run.as_u32());
+    let memset_ref = module.declare_func_in_func(memset, &mut ctx.func);
+    let memcpy_ref = module.declare_func_in_func(memcpy, &mut ctx.func);
+    let wgv: Vec<_> = weight_ids
+        .iter()
+        .map(|id| module.declare_data_in_func(*id, &mut ctx.func))
+        .collect();
+    let krefs: Vec<Vec<_>> = kernel_ids
+        .iter()
+        .map(|ks| {
+            ks.iter()
+                .map(|id| module.declare_func_in_func(*id, &mut ctx.func))
+                .collect()
+        })
+        .collect();
+    let kref_sig = ctx.func.import_signature(ksig.clone());
+    let _ = kref_sig;
+
+    let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let ps = b.block_params(entry).to_vec();
+    let (ins_p, outs_p, arena) = (ps[0], ps[1], ps[2]);
+    let pw = ptr.bytes() as i32;
+    let max_bufs = prog
+        .steps
+        .iter()
+        .map(|s| s.program.buffers.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let slot = b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (max_bufs * pw as usize) as u32,
+        3,
+    ));
+    let flags = MemFlagsData::trusted();
+    let loc_ptr = |b: &mut FunctionBuilder, loc: BufferLoc| match loc {
+        BufferLoc::Input(i) => b.ins().load(ptr, flags, ins_p, i as i32 * pw),
+        BufferLoc::Output(i) => b.ins().load(ptr, flags, outs_p, i as i32 * pw),
+        BufferLoc::Weight(i) => b.ins().symbol_value(ptr, wgv[i]),
+        BufferLoc::Arena(o) => b.ins().iadd_imm_s(arena, o as i64),
+    };
+    for (si, step) in prog.steps.iter().enumerate() {
+        let fully_written: Vec<bool> = (0..step.program.buffers.len())
+            .map(|bi| super::coverage::fully_written(&step.program, bi as u32))
+            .collect();
+        for (bi, (d, loc)) in step.program.buffers.iter().zip(&step.bindings).enumerate() {
+            if let BufferLoc::Weight(i) = loc {
+                if *i >= wgv.len() {
+                    return Err(CpuError::Kernel {
+                        node: step.node.clone(),
+                        kernel: "-".into(),
+                        msg: format!("buffer {bi} is bound to missing weight {i}"),
+                    });
+                }
+            }
+            let is_in = matches!(d.role, BufferRole::Input(_));
+            if !is_in && matches!(loc, BufferLoc::Input(_) | BufferLoc::Weight(_)) {
+                return Err(CpuError::Kernel {
+                    node: step.node.clone(),
+                    kernel: "-".into(),
+                    msg: format!("buffer {bi} is written but bound to read-only memory"),
+                });
+            }
+            let p = loc_ptr(&mut b, *loc);
+            // An output placed over one of the step's inputs (in-place reuse)
+            // keeps the input's data; everything else the step writes starts at zero.
+            let in_place = step
+                .program
+                .buffers
+                .iter()
+                .zip(&step.bindings)
+                .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
+            if !is_in && d.len > 0 && !in_place && !fully_written[bi] {
+                let zero = b.ins().iconst(I32, 0);
+                let n = b.ins().iconst(ptr, (d.len * d.dtype.size()) as i64);
+                b.ins().call(memset_ref, &[p, zero, n]);
+            }
+            b.ins().stack_store(ptr, p, slot, bi as i32 * pw);
+        }
+        let table = b.ins().stack_addr(ptr, slot, 0);
+        for k in &krefs[si] {
+            b.ins().call(*k, &[table]);
+        }
+    }
+    for c in &prog.output_copies {
+        let dst = b.ins().load(ptr, flags, outs_p, c.output as i32 * pw);
+        let src = loc_ptr(&mut b, c.from);
+        let n = b.ins().iconst(ptr, c.bytes as i64);
+        b.ins().call(memcpy_ref, &[dst, src, n]);
+    }
+    let z = b.ins().iconst(I32, 0);
+    b.ins().return_(&[z]);
+    b.finalize(module.target_config());
+    let _ = I64;
+    Ok(run)
+}
