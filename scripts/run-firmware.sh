@@ -99,10 +99,13 @@ cat "$work/run.log"
 if [[ $rc == 124 ]]; then echo "run-firmware: QEMU timed out" >&2; fi
 
 # Flash = the model object's code and read-only data as linked (gc'd sections dropped).
-read -r code weights < <(arm-none-eabi-nm -S --size-sort "$work/model/model.o" | awk '
-    { sz = strtonum("0x" $2); t = $3 }
-    t ~ /^[Tt]$/ { c += sz } t ~ /^[RrDd]$/ { w += sz }
-    END { printf "%d %d\n", c, w }')
+code=0 weights=0
+while read -r _addr size type _name; do
+    case "$type" in
+        [Tt]) code=$((code + 16#$size)) ;;
+        [RrDd]) weights=$((weights + 16#$size)) ;;
+    esac
+done < <(arm-none-eabi-nm -S --size-sort "$work/model/model.o")
 arena=$(sed -n 's/^kiln-fw: arena bytes //p' "$work/run.log")
 stack=$(sed -n 's/^kiln-fw: stack bytes //p' "$work/run.log")
 lower=$(sed -n 's/.*"arena_lower_bound": *\([0-9]*\).*/\1/p' "$work/model/model.json" 2>/dev/null | head -1)

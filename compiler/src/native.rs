@@ -6,9 +6,10 @@
 //!
 //! Generated code is static: every shape is fixed when it is compiled. So the
 //! model is first bound to the given inputs: their shapes replace symbolic
-//! dims, and integer inputs that decide shapes (a Reshape's target, a Slice's
-//! bounds, …) become constants, exactly as an ahead-of-time user would have
-//! to fix them. Everything else stays a run-time input of the generated code.
+//! dims, and inputs whose values decide shapes or op parameters (a Reshape's
+//! target, a Slice's bounds, Resize's scales, Range's limits, …) become
+//! constants, exactly as an ahead-of-time user would have to fix them.
+//! Everything else stays a run-time input of the generated code.
 
 use crate::aot::{plan_model, AotError};
 use crate::exec::check_input;
@@ -16,6 +17,7 @@ use crate::passes::{self, PassError};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::{Dim, Model, Storage, Tensor, TensorType, ValueId};
 use kiln_targets::cpu::{CpuError, JitModel};
+use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -30,28 +32,65 @@ pub enum NativeError {
     Backend(#[from] CpuError),
 }
 
-/// Whether graph input `p` decides a shape: some node that reads it drops it
-/// when it is known (the op specialises on its value).
-fn decides_shape(model: &Model, p: ValueId, value: &Tensor) -> bool {
-    let mut found = false;
+/// The graph inputs some op specialises on: with every input's value known,
+/// the op drops them (their value decides a shape or a parameter).
+fn specialised_inputs(model: &Model, values: &HashMap<ValueId, &Tensor>) -> HashSet<ValueId> {
+    let mut found = HashSet::new();
     model.visit_nodes(&mut |n| {
-        if found {
-            return;
-        }
-        for (i, inp) in n.inputs.iter().enumerate() {
-            if *inp != Some(p) {
-                continue;
-            }
-            let types = model.input_types(&n.inputs);
-            let mut consts = model.input_consts(&n.inputs);
-            consts[i] = Some(value);
-            if let Ok(Some((_, keep))) = specialize(&n.op, &types, &consts) {
-                if !keep.contains(&i) {
-                    found = true;
+        let types = model.input_types(&n.inputs);
+        let consts: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|i| i.and_then(|v| values.get(&v).copied().or(model.consts.get(&v))))
+            .collect();
+        if let Ok(Some((_, keep))) = specialize(&n.op, &types, &consts) {
+            for (i, inp) in n.inputs.iter().enumerate() {
+                if let Some(v) = inp {
+                    if values.contains_key(v) && !keep.contains(&i) {
+                        found.insert(*v);
+                    }
                 }
             }
         }
     });
+    found
+}
+
+/// The graph inputs that feed (directly or through other nodes) a node whose
+/// output shapes stay symbolic although all its inputs have known shapes:
+/// their values decide those shapes (Range's limits, OneHot's depth, …).
+fn shape_deciding_inputs(model: &Model, params: &HashSet<ValueId>) -> HashSet<ValueId> {
+    let mut producer: HashMap<ValueId, Vec<ValueId>> = HashMap::new();
+    for n in &model.body.nodes {
+        let ins: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+        for &o in &n.outputs {
+            producer.insert(o, ins.clone());
+        }
+    }
+    let mut stack: Vec<ValueId> = vec![];
+    model.visit_nodes(&mut |n| {
+        let outs_symbolic = n.outputs.iter().any(|&o| model.ty(o).dims().is_none());
+        let ins_known = n
+            .inputs
+            .iter()
+            .flatten()
+            .all(|&v| model.ty(v).dims().is_some());
+        if outs_symbolic && ins_known {
+            stack.extend(n.inputs.iter().flatten());
+        }
+    });
+    let mut seen = HashSet::new();
+    let mut found = HashSet::new();
+    while let Some(v) = stack.pop() {
+        if !seen.insert(v) {
+            continue;
+        }
+        if params.contains(&v) {
+            found.insert(v);
+        } else if let Some(ins) = producer.get(&v) {
+            stack.extend(ins);
+        }
+    }
     found
 }
 
@@ -75,19 +114,38 @@ pub fn bind_static(model: &Model, inputs: &[Tensor]) -> Result<(Model, Vec<usize
             shape: t.shape.iter().map(|&d| Dim::Known(d)).collect(),
         };
     }
-    let mut kept = vec![];
-    let mut new_params = vec![];
-    for (k, (&p, t)) in params.iter().zip(inputs).enumerate() {
-        if !t.dtype().is_float() && decides_shape(&m, p, t) {
-            m.consts.insert(p, t.clone());
-        } else {
-            new_params.push(p);
-            kept.push(k);
+    let values: HashMap<ValueId, &Tensor> = params.iter().copied().zip(inputs).collect();
+    let mut frozen = specialised_inputs(&m, &values);
+    // Freeze, re-infer, and repeat while a symbolic shape is decided by an input's value.
+    loop {
+        let mut f = m.clone();
+        for &p in &frozen {
+            f.consts.insert(p, values[&p].clone());
         }
+        f.body.params = params
+            .iter()
+            .copied()
+            .filter(|p| !frozen.contains(p))
+            .collect();
+        passes::reinfer_types(&mut f)?;
+        passes::simplify(&mut f)?;
+        let live: HashSet<ValueId> = f.body.params.iter().copied().collect();
+        let more: Vec<ValueId> = shape_deciding_inputs(&f, &live)
+            .into_iter()
+            .filter(|p| !frozen.contains(p))
+            .collect();
+        if more.is_empty() {
+            m = f;
+            break;
+        }
+        frozen.extend(more);
     }
-    m.body.params = new_params;
-    passes::reinfer_types(&mut m)?;
-    passes::simplify(&mut m)?;
+    let kept: Vec<usize> = params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !frozen.contains(p))
+        .map(|(k, _)| k)
+        .collect();
     Ok((m, kept))
 }
 

@@ -309,7 +309,7 @@ fn object_aarch64_links_and_runs_under_qemu() {
 /// Each step of a model on its own, on pseudo-random inputs, against the
 /// interpreter (steps whose inputs are indices, which random data would put
 /// out of bounds, are skipped). Returns the number of steps that differ.
-fn check_steps(name: &str) -> usize {
+fn check_steps(name: &str, profile: bool) -> usize {
     use kiln_ir::kernel::interp::run_program;
     use kiln_ir::kernel::BufferRole;
     use kiln_targets::plan::{AotIo, AotStep, BufferLoc};
@@ -395,7 +395,17 @@ fn check_steps(name: &str) -> usize {
             .iter()
             .map(|d| Tensor::new(vec![d.len()], d.clone()).expect("tensor"))
             .collect();
+        let t0 = Instant::now();
         let got = run_jit(&jit, &single, &ts);
+        if profile {
+            let t = Instant::now();
+            run_jit(&jit, &single, &ts);
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let first = t.duration_since(t0).as_secs_f64() * 1e3;
+            if ms > 5.0 {
+                println!("{ms:8.2} ms ({first:.2} first) step '{}':\n{p}", step.node);
+            }
+        }
         for (g, w) in got.iter().zip(&want) {
             if worst(g, w, 1e-5, 1e-5) > 0.0 {
                 eprintln!("step '{}' differs:\n{}", step.node, p);
@@ -410,6 +420,15 @@ fn check_steps(name: &str) -> usize {
 #[test]
 fn steps_match_interpreter() {
     for m in ["mnist_cnn"] {
-        assert_eq!(check_steps(m), 0, "{m}: steps differ from the interpreter");
+        assert_eq!(check_steps(m, false), 0, "{m}: steps differ from the interpreter");
     }
+}
+
+/// Times every step of the model named by `KILN_CPU_PROFILE` (a tool for
+/// performance work; prints the slow steps' kernel IR).
+#[test]
+#[ignore]
+fn profile_steps() {
+    let m = std::env::var("KILN_CPU_PROFILE").expect("set KILN_CPU_PROFILE to a model name");
+    check_steps(&m, true);
 }

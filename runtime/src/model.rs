@@ -421,7 +421,7 @@ pub fn run<M: Model>(
             got: arena.len(),
         });
     }
-    if arena.as_ptr() as usize % ARENA_ALIGN != 0 {
+    if !(arena.as_ptr() as usize).is_multiple_of(ARENA_ALIGN) {
         return Err(RunError::ArenaMisaligned { align: ARENA_ALIGN });
     }
     let mut ins = [core::ptr::null::<c_void>(); MAX_IO];

@@ -24,10 +24,10 @@ mod bindings;
 pub use archive::{defined_symbols, write_archive};
 pub use bindings::{render as render_bindings, type_name, BindingSpec};
 
-use kiln_compiler::compile::{
-    compile_model, default_name, plan, CompileError, CompileOptions, EmitKind,
-};
+use kiln_compiler::compile::{compile_model, default_name, CompileError, CompileOptions, EmitKind};
+use kiln_ir::DType;
 use kiln_targets::header::sanitize;
+use kiln_targets::plan::AotIo;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use thiserror::Error;
@@ -195,9 +195,17 @@ impl Build {
             target: target.clone(),
             source,
         };
-        // The bindings need the model's interface; the driver does not return it.
-        let prog = plan(&model).map_err(compile_err)?;
         let work = out_dir.join(format!("kiln-{name}"));
+        // A previous build's files must not stand in for this one's.
+        match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BuildError::Io {
+                    path: work,
+                    source: e,
+                })
+            }
+            _ => {}
+        }
         let mut opts = CompileOptions {
             target: target.clone(),
             cpu: self.cpu.clone(),
@@ -252,12 +260,14 @@ impl Build {
             msg,
         })?;
         write(&archive, bytes.as_slice())?;
+        let manifest_path = work.join(format!("{name}.json"));
+        let (inputs, outputs, arena_size) = read_manifest(&manifest_path)?;
         let bindings = out_dir.join(format!("{name}.rs"));
         let text = render_bindings(&BindingSpec {
             name: &name,
-            inputs: &prog.inputs,
-            outputs: &prog.outputs,
-            arena_size: prog.arena_size,
+            inputs: &inputs,
+            outputs: &outputs,
+            arena_size,
             source: &model_path.display().to_string(),
         });
         write(&bindings, text.as_bytes())?;
@@ -273,9 +283,52 @@ impl Build {
             header,
             bindings,
             backend,
-            arena_size: prog.arena_size,
+            arena_size,
         })
     }
+}
+
+/// The interface the driver wrote to `NAME.json`: inputs, outputs, arena bytes.
+fn read_manifest(path: &Path) -> Result<(Vec<AotIo>, Vec<AotIo>, usize), BuildError> {
+    let bad = |msg: String| BuildError::Artifact {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let tensors = |key: &str| -> Result<Vec<AotIo>, BuildError> {
+        let list = v[key]
+            .as_array()
+            .ok_or_else(|| bad(format!("no '{key}' list")))?;
+        list.iter()
+            .map(|t| {
+                let name = t["name"]
+                    .as_str()
+                    .ok_or_else(|| bad("tensor without a name".into()))?;
+                let dtype = t["dtype"]
+                    .as_str()
+                    .and_then(DType::from_name)
+                    .ok_or_else(|| bad(format!("tensor '{name}': unknown dtype {}", t["dtype"])))?;
+                let shape = t["shape"]
+                    .as_array()
+                    .ok_or_else(|| bad(format!("tensor '{name}' without a shape")))?
+                    .iter()
+                    .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| bad(format!("tensor '{name}': bad shape")))?;
+                Ok(AotIo {
+                    name: name.to_string(),
+                    dtype,
+                    shape,
+                })
+            })
+            .collect()
+    };
+    let arena = v["arena_size"]
+        .as_u64()
+        .and_then(|a| usize::try_from(a).ok())
+        .ok_or_else(|| bad("no arena_size".into()))?;
+    Ok((tensors("inputs")?, tensors("outputs")?, arena))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {

@@ -4,10 +4,12 @@
 //! region value in a scratch buffer of the composed program. So renderers see
 //! nothing new beyond the `While` statement, and no op is restated here.
 //!
+//! `Scan` has a static trip count (its scan axis), so it becomes a counted
+//! loop that copies each iteration's slices in and out.
+//!
 //! Limits (errors, not wrong answers): every region value must have a static
 //! shape, `If` branches must give results of identical types, and a `Loop` may
-//! not have scan outputs (their length depends on the trip count). `Scan` is
-//! not compiled.
+//! not have scan outputs (their length depends on the trip count).
 
 use super::{lower_node, AotError, Lowered};
 use kiln_ir::kernel::{BufId, BufferDecl, BufferRole, Expr, KernelProgram, MatView, Stmt, VarId};
@@ -275,6 +277,7 @@ pub(super) fn lower_control(m: &Model, n: &Node) -> Result<Lowered, AotError> {
     let body = match &n.op {
         Op::If => lower_if(&mut c, n, &outs)?,
         Op::Loop => lower_loop(&mut c, n, &outs)?,
+        Op::Scan { .. } => lower_scan(&mut c, n, &outs)?,
         op => return Err(c.err(format!("{} cannot be compiled ahead of time", op.name()))),
     };
     Ok(Lowered {
@@ -415,6 +418,153 @@ fn lower_loop(c: &mut Composer, n: &Node, outs: &[BufId]) -> Result<Vec<Stmt>, A
     }
     pre.push(Stmt::While { cond, body });
     for j in 0..carried {
+        let s = c.copy(outs[j], state[j]);
+        pre.push(s);
+    }
+    Ok(pre)
+}
+
+/// `dst[o, i] = src[o, pos, i]` (`take`) or `dst[o, pos, i] = src[o, i]` (`put`)
+/// over `outer × inner` elements, with `len` the size of the sliced axis.
+fn slice_copy(
+    c: &mut Composer,
+    dst: BufId,
+    src: BufId,
+    (outer, len, inner): (usize, usize, usize),
+    pos: Expr,
+    take: bool,
+) -> Stmt {
+    let (o, i) = (c.var(), c.var());
+    let flat = Expr::Var(o) * Expr::i(inner as i64) + Expr::Var(i);
+    let sliced = (Expr::Var(o) * Expr::i(len as i64) + pos) * Expr::i(inner as i64) + Expr::Var(i);
+    let (di, si) = if take { (flat, sliced) } else { (sliced, flat) };
+    Stmt::For {
+        var: o,
+        extent: outer as u64,
+        body: vec![Stmt::For {
+            var: i,
+            extent: inner as u64,
+            body: vec![Stmt::Store {
+                buf: dst,
+                index: di,
+                value: Expr::load(src, si),
+            }],
+        }],
+    }
+}
+
+fn norm_axis(a: i64, rank: usize) -> usize {
+    if a < 0 {
+        (a + rank as i64).max(0) as usize
+    } else {
+        a as usize
+    }
+}
+
+fn lower_scan(c: &mut Composer, n: &Node, outs: &[BufId]) -> Result<Vec<Stmt>, AotError> {
+    let Op::Scan {
+        num_scan_inputs,
+        input_directions,
+        output_directions,
+        input_axes,
+        output_axes,
+    } = &n.op
+    else {
+        return Err(c.err("not a Scan"));
+    };
+    let [body_r] = n.regions.as_slice() else {
+        return Err(c.err("Scan needs one body region"));
+    };
+    let ins: Vec<ValueId> = n.inputs.iter().flatten().copied().collect();
+    if ins.len() != n.inputs.len() || *num_scan_inputs > ins.len() {
+        return Err(c.err("Scan inputs cannot be absent"));
+    }
+    let n_states = ins.len() - num_scan_inputs;
+    if body_r.params.len() != ins.len() || body_r.results.len() != n.outputs.len() {
+        return Err(c.err("Scan body does not match the node's inputs and outputs"));
+    }
+    let mut pre = vec![];
+    let mut state = vec![];
+    let mut temps = vec![];
+    for (j, &v) in ins[..n_states].iter().enumerate() {
+        let (dt, len) = c.len_of(v)?;
+        let s = c.scratch(&format!("scan_state_{j}"), dt, len);
+        let src = c.buffer_of(v)?;
+        pre.push(c.copy(s, src));
+        state.push(s);
+        temps.push(c.scratch(&format!("scan_next_{j}"), dt, len));
+        c.holds.insert(body_r.params[j], s);
+    }
+    // Trip count: the scan axis of the first scan input.
+    let mut trip = None;
+    let mut takes = vec![];
+    for (j, &v) in ins[n_states..].iter().enumerate() {
+        let dims =
+            c.m.ty(v)
+                .dims()
+                .ok_or_else(|| c.err("Scan input with a symbolic shape"))?;
+        let a = norm_axis(input_axes.get(j).copied().unwrap_or(0), dims.len());
+        let len = *dims
+            .get(a)
+            .ok_or_else(|| c.err("Scan input axis out of range"))?;
+        if *trip.get_or_insert(len) != len {
+            return Err(c.err("Scan inputs disagree on the number of iterations"));
+        }
+        let outer: usize = dims[..a].iter().product();
+        let inner: usize = dims[a + 1..].iter().product();
+        let (dt, _) = c.len_of(v)?;
+        let e = c.scratch(&format!("scan_in_{j}"), dt, outer * inner);
+        c.holds.insert(body_r.params[n_states + j], e);
+        let src = c.buffer_of(v)?;
+        let rev = input_directions.get(j).copied().unwrap_or(false);
+        takes.push((e, src, (outer, len, inner), rev));
+    }
+    let trip = trip.ok_or_else(|| c.err("Scan without scan inputs"))?;
+    let it = c.var();
+    let pos = |rev: bool| {
+        if rev {
+            Expr::i(trip as i64 - 1) - Expr::Var(it)
+        } else {
+            Expr::Var(it)
+        }
+    };
+    let mut body = vec![];
+    for (e, src, shape, rev) in takes {
+        let s = slice_copy(c, e, src, shape, pos(rev), true);
+        body.push(s);
+    }
+    body.extend(c.region(body_r)?);
+    body.extend(results_into(c, &body_r.results[..n_states], &temps)?);
+    for (k, &r) in body_r.results[n_states..].iter().enumerate() {
+        let rb = c.buffer_of(r)?;
+        let dims =
+            c.m.ty(r)
+                .dims()
+                .ok_or_else(|| c.err("Scan output with a symbolic shape"))?;
+        let b = norm_axis(output_axes.get(k).copied().unwrap_or(0), dims.len() + 1);
+        if b > dims.len() {
+            return Err(c.err("Scan output axis out of range"));
+        }
+        let outer: usize = dims[..b].iter().product();
+        let inner: usize = dims[b..].iter().product();
+        let out = outs[n_states + k];
+        if c.buffers[out as usize].len != outer * trip * inner {
+            return Err(c.err(format!("Scan output {k} does not hold {trip} iterations")));
+        }
+        let rev = output_directions.get(k).copied().unwrap_or(false);
+        let s = slice_copy(c, out, rb, (outer, trip, inner), pos(rev), false);
+        body.push(s);
+    }
+    for j in 0..n_states {
+        let s = c.copy(state[j], temps[j]);
+        body.push(s);
+    }
+    pre.push(Stmt::For {
+        var: it,
+        extent: trip as u64,
+        body,
+    });
+    for j in 0..n_states {
         let s = c.copy(outs[j], state[j]);
         pre.push(s);
     }

@@ -11,10 +11,13 @@
 //!
 //! Then iteration `t` reads element `I(t)` before writing it, and no other
 //! iteration touches `I(t)`, so overwriting the input element by element is
-//! the same as writing a separate buffer. Programs with GEMMs, conditionals,
+//! the same as writing a separate buffer. `I` must also cover every element
+//! (a bijection onto `0..len`), so a renderer need not zero-fill the output
+//! first and no element keeps stale input data. Programs with GEMMs, conditionals,
 //! gathers or reductions over the input are refused.
 
-use kiln_ir::kernel::{BinOp, BufId, Expr, KernelProgram, Stmt, VarId};
+use crate::lower::fused::expr::affine;
+use kiln_ir::kernel::{BufId, Expr, KernelProgram, Stmt, VarId};
 use std::collections::HashMap;
 
 /// Whether output buffer `out` may be placed over input buffers `inputs`
@@ -34,7 +37,12 @@ pub fn can_overwrite(prog: &KernelProgram, out: BufId, inputs: &[BufId]) -> bool
     };
     let mut loops: Vec<(VarId, u64)> = vec![];
     let mut body = k.body.as_slice();
-    while let [Stmt::For { var, extent, body: b }] = body {
+    while let [Stmt::For {
+        var,
+        extent,
+        body: b,
+    }] = body
+    {
         loops.push((*var, *extent));
         body = b;
     }
@@ -80,7 +88,33 @@ pub fn can_overwrite(prog: &KernelProgram, out: BufId, inputs: &[BufId]) -> bool
     let Some(idx) = store_index else {
         return false;
     };
-    reads.iter().all(|r| *r == idx) && injective(&idx, &loops)
+    reads.iter().all(|r| *r == idx) && injective(&idx, &loops) && covers(&idx, &loops, o.len)
+}
+
+/// Whether an (injective) affine index takes every value of `0..len`: its
+/// smallest value over the nest is 0, its largest `len - 1`, and the nest has
+/// `len` points. Then no element keeps the input's data unless the program
+/// writes it, whatever the zero-initialisation of outputs.
+fn covers(idx: &Expr, loops: &[(VarId, u64)], len: usize) -> bool {
+    let Some((c, coef)) = affine(idx) else {
+        return false;
+    };
+    let (mut lo, mut hi, mut points) = (c, c, 1u64);
+    for &(v, ext) in loops {
+        let span = coef
+            .get(&v)
+            .copied()
+            .unwrap_or(0)
+            .checked_mul(ext.saturating_sub(1) as i64);
+        let Some(span) = span else { return false };
+        lo += span.min(0);
+        hi += span.max(0);
+        points = match points.checked_mul(ext) {
+            Some(p) => p,
+            None => return false,
+        };
+    }
+    lo == 0 && hi == len as i64 - 1 && points == len as u64
 }
 
 /// `e` with `Let`-bound variables replaced by their (already inlined) values.
@@ -134,41 +168,6 @@ fn loads_ok(e: &Expr, bufs: &[BufId], reads: &mut Vec<Expr>) -> bool {
     }
 }
 
-/// `e` as `c + sum(coef[v] * v)` over loop variables, if it is affine.
-fn affine(e: &Expr) -> Option<(i64, HashMap<VarId, i64>)> {
-    match e {
-        Expr::I(c, _) => Some((*c, HashMap::new())),
-        Expr::Var(v) => Some((0, HashMap::from([(*v, 1)]))),
-        Expr::Binary(BinOp::Add | BinOp::Sub, a, b) => {
-            let sign = if matches!(e, Expr::Binary(BinOp::Sub, ..)) {
-                -1
-            } else {
-                1
-            };
-            let (ca, mut ma) = affine(a)?;
-            let (cb, mb) = affine(b)?;
-            for (v, k) in mb {
-                *ma.entry(v).or_insert(0) += sign * k;
-            }
-            Some((ca.checked_add(sign * cb)?, ma))
-        }
-        Expr::Binary(BinOp::Mul, a, b) => {
-            let (ca, ma) = affine(a)?;
-            let (cb, mb) = affine(b)?;
-            let (k, c, m) = match (ma.is_empty(), mb.is_empty()) {
-                (true, _) => (ca, cb, mb),
-                (_, true) => (cb, ca, ma),
-                _ => return None,
-            };
-            Some((
-                c.checked_mul(k)?,
-                m.into_iter().map(|(v, x)| (v, x * k)).collect(),
-            ))
-        }
-        _ => None,
-    }
-}
-
 /// Whether an affine index takes a distinct value at every point of the nest:
 /// sorted by coefficient, each coefficient exceeds the largest offset the
 /// smaller ones can reach (a mixed-radix numbering).
@@ -195,7 +194,10 @@ fn injective(idx: &Expr, loops: &[(VarId, u64)]) -> bool {
         if c <= reach {
             return false;
         }
-        reach = match c.checked_mul(ext as i64 - 1).and_then(|x| x.checked_add(reach)) {
+        reach = match c
+            .checked_mul(ext as i64 - 1)
+            .and_then(|x| x.checked_add(reach))
+        {
             Some(r) => r,
             None => return false,
         };

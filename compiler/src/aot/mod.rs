@@ -4,9 +4,9 @@
 //! `kiln-targets` (the C backend, later the CPU and firmware backends).
 
 pub mod arena;
+mod control;
 pub mod inplace;
 pub mod run;
-mod control;
 
 use crate::lower::{lower, LowerCtx};
 use crate::passes;
@@ -59,7 +59,7 @@ pub(crate) fn lower_node(m: &Model, n: &kiln_ir::Node) -> Result<Lowered, AotErr
         op: n.op.name(),
         msg,
     };
-    if matches!(n.op, Op::If | Op::Loop) {
+    if matches!(n.op, Op::If | Op::Loop | Op::Scan { .. }) {
         return control::lower_control(m, n);
     }
     if matches!(n.op, Op::Fused) {
@@ -68,11 +68,6 @@ pub(crate) fn lower_node(m: &Model, n: &kiln_ir::Node) -> Result<Lowered, AotErr
             program,
             inputs: n.inputs.clone(),
         });
-    }
-    if !n.regions.is_empty() || matches!(n.op, Op::Scan { .. }) {
-        return Err(nerr(
-            "Scan cannot be compiled ahead of time yet (If and Loop can)".into(),
-        ));
     }
     let mut types: Vec<Option<TensorType>> = vec![];
     let mut consts: Vec<Option<&Tensor>> = vec![];
@@ -160,7 +155,6 @@ fn reusable_slot(
     last_use: &HashMap<ValueId, usize>,
     taken: &[usize],
 ) -> Option<usize> {
-    if std::env::var_os("KILN_NO_INPLACE").is_some() { return None; }
     let out = prog
         .buffers
         .iter()
@@ -176,7 +170,9 @@ fn reusable_slot(
             .buffers
             .iter()
             .enumerate()
-            .filter(|(_, b)| matches!(b.role, BufferRole::Input(i) if kvals.get(i) == Some(&Some(*v))))
+            .filter(
+                |(_, b)| matches!(b.role, BufferRole::Input(i) if kvals.get(i) == Some(&Some(*v))),
+            )
             .map(|(i, _)| i as u32)
             .collect();
         if inplace::can_overwrite(prog, out, &bufs) {
@@ -187,7 +183,7 @@ fn reusable_slot(
 }
 
 /// Simplifies a copy of `model` and plans it. Shapes must be fully static;
-/// If and Loop are compiled (see [`control`]), Scan is not yet.
+/// If, Loop and Scan are compiled (see [`control`]).
 pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
     let mut m = model.clone();
     passes::optimize(&mut m).map_err(|e| AotError::Model(format!("optimize: {e}")))?;
@@ -265,8 +261,7 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
         for (k, &v) in n.outputs.iter().enumerate() {
             let place = if let Some(&k) = out_of.get(&v) {
                 Place::Fixed(BufferLoc::Output(k))
-            } else if let Some(s) =
-                reusable_slot(&prog, &kvals, k, si, &places, &last_use, &reused)
+            } else if let Some(s) = reusable_slot(&prog, &kvals, k, si, &places, &last_use, &reused)
             {
                 reused.push(s);
                 Place::Slot(s)

@@ -100,7 +100,9 @@ pub fn run_plan(p: &AotProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunErr
                 .ok_or_else(|| err(format!("output {k} missing")))?
                 .to_le_bytes();
             let dst: &mut [u8] = match loc {
-                BufferLoc::Output(j) => outs.get_mut(j).map(|v| v.as_mut_slice()).unwrap_or(&mut []),
+                BufferLoc::Output(j) => {
+                    outs.get_mut(j).map(|v| v.as_mut_slice()).unwrap_or(&mut [])
+                }
                 BufferLoc::Arena(o) => arena.get_mut(o..).unwrap_or(&mut []),
                 _ => return Err(err(format!("output {k} is bound to read-only memory"))),
             };
@@ -118,7 +120,10 @@ pub fn run_plan(p: &AotProgram, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunErr
                 .get(k)
                 .map(|w| w.data.to_le_bytes())
                 .unwrap_or_default(),
-            BufferLoc::Arena(o) => arena.get(o..o + c.bytes).map(|s| s.to_vec()).unwrap_or_default(),
+            BufferLoc::Arena(o) => arena
+                .get(o..o + c.bytes)
+                .map(|s| s.to_vec())
+                .unwrap_or_default(),
         };
         let dst = outs.get_mut(c.output).and_then(|v| v.get_mut(..c.bytes));
         match (dst, src.get(..c.bytes)) {

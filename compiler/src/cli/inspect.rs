@@ -54,6 +54,7 @@ pub fn report(
         "parameter_bytes": bytes,
         "macs": if macs.unknown == 0 { json!(macs.total) } else { Value::Null },
         "after_passes": after_passes,
+        "fused_groups": kiln_compiler::passes::fused_patterns(simplified),
     })
 }
 
@@ -91,7 +92,13 @@ pub fn main(a: Args) -> CmdResult {
     // A model that fails to simplify is still worth describing: report it as
     // loaded, then fail with the pass's error.
     let mut simplified = loaded.clone();
-    let simplify_result = model::simplify(&mut simplified);
+    let mut simplify_result = model::simplify(&mut simplified);
+    if a.after_passes && simplify_result.is_ok() {
+        // After the passes means after fusion too: the graph a backend compiles.
+        simplify_result = kiln_compiler::passes::fuse(&mut simplified)
+            .map(|_| ())
+            .map_err(|e| anyhow::Error::from(e).context("fusing operators"));
+    }
     if simplify_result.is_err() {
         simplified = loaded.clone();
     }
@@ -130,5 +137,13 @@ pub fn main(a: Args) -> CmdResult {
         ),
     }
     print_histograms(&loaded.op_histogram(), &simplified.op_histogram());
+    let fused = kiln_compiler::passes::fused_patterns(&simplified);
+    if !fused.is_empty() {
+        let total = fused.values().sum::<usize>();
+        println!("fused groups: {total} (each runs as one kernel program)");
+        for (pattern, count) in &fused {
+            println!("  {count:>5}  {pattern}");
+        }
+    }
     Ok(simplify_result?)
 }

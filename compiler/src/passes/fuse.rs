@@ -136,20 +136,61 @@ fn grow(
             valid.push(members.clone());
         }
     }
-    // Largest first; the lowering decides.
-    for mut g in valid.into_iter().rev() {
-        g.sort_unstable();
+    // Largest first, with the root's permuted inputs folded in where
+    // possible; the lowering decides.
+    let pro = prologue(model, r, users, outputs, in_group);
+    let lowers = |g: &[usize]| {
         let refs: Vec<&Node> = g.iter().map(|&i| &nodes[i]).collect();
         let ext = external_inputs(&refs);
-        let name = &nodes[*g.last()?].name;
-        let ok = group_from_nodes(model, name, &ext, &ext, &refs)
+        let name = &nodes[*g.last().unwrap_or(&r)].name;
+        group_from_nodes(model, name, &ext, &ext, &refs)
             .and_then(|grp| lower_group(&grp))
-            .is_ok();
-        if ok {
+            .is_ok()
+    };
+    for g in valid.into_iter().rev().chain(std::iter::once(vec![r])) {
+        let mut with = [pro.clone(), g.clone()].concat();
+        with.sort_unstable();
+        if !pro.is_empty() && lowers(&with) {
+            return Some(with);
+        }
+        let mut g = g;
+        g.sort_unstable();
+        if g.len() > 1 && lowers(&g) {
             return Some(g);
         }
     }
     None
+}
+
+/// Producers of the root's inputs that could be folded into how the root
+/// reads them (a transpose read through a GEMM's strides): single-output,
+/// not elementwise, used by the root alone, not graph outputs.
+fn prologue(
+    model: &Model,
+    r: usize,
+    users: &HashMap<ValueId, Vec<usize>>,
+    outputs: &HashSet<ValueId>,
+    in_group: &[bool],
+) -> Vec<usize> {
+    let nodes = &model.body.nodes;
+    let mut out = vec![];
+    for v in nodes[r].inputs.iter().flatten() {
+        let Some(p) = nodes[..r].iter().rposition(|n| n.outputs.contains(v)) else {
+            continue;
+        };
+        let n = &nodes[p];
+        if !in_group[p]
+            && can_be_root(model, n)
+            && !n.op.is_elementwise()
+            && n.inputs.iter().flatten().count() == 1
+            && !outputs.contains(v)
+            && users.get(v).is_some_and(|us| us.iter().all(|&u| u == r))
+            && !out.contains(&p)
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// An elementwise node of the group's shape whose group-value inputs are
@@ -280,4 +321,17 @@ fn build_fused(model: &mut Model, g: &[usize]) -> Node {
             results: vec![inner],
         }],
     }
+}
+
+/// The fused groups of a model's top-level graph by pattern (`conv+binary.add+unary.relu`)
+/// and count, for reports.
+pub fn fused_patterns(model: &Model) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for n in &model.body.nodes {
+        if let (Op::Fused, [body]) = (&n.op, n.regions.as_slice()) {
+            let pat: Vec<String> = body.nodes.iter().map(|m| m.op.name()).collect();
+            *out.entry(pat.join("+")).or_insert(0) += 1;
+        }
+    }
+    out
 }

@@ -20,7 +20,7 @@ mod rewrite;
 use kiln_ir::Model;
 use thiserror::Error;
 
-pub use fuse::fuse;
+pub use fuse::{fuse, fused_patterns};
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
 pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
 

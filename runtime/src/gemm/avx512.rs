@@ -66,16 +66,27 @@ unsafe fn tile_12x32(
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     let mut ap = a;
     let mut bp = b;
-    for _ in 0..kc {
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_ps(*ap.add(i));
-            row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-        }
-        ap = ap.add(MR);
-        bp = bp.add(NR);
+    // One depth step `$p` positions ahead of `ap`/`bp`.
+    macro_rules! step {
+        ($p:expr) => {
+            let b0 = _mm512_loadu_ps(bp.add($p * NR));
+            let b1 = _mm512_loadu_ps(bp.add($p * NR + 16));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ap.add($p * MR + i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        };
+    }
+    // Unrolled by two: fewer loop-counter and pointer updates per FMA.
+    for _ in 0..kc / 2 {
+        step!(0);
+        step!(1);
+        ap = ap.add(2 * MR);
+        bp = bp.add(2 * NR);
+    }
+    if kc % 2 == 1 {
+        step!(0);
     }
     if mr == MR && nr == NR {
         let lo = _mm512_set1_ps(epi.lo);

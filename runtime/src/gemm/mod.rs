@@ -140,7 +140,7 @@ impl Variant {
             Variant::Avx512 => Blocking {
                 mr: 12,
                 nr: 32,
-                kc: 128,
+                kc: 256,
                 mc: 240,
                 nc: 4096,
             },

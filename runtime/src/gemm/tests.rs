@@ -357,7 +357,7 @@ fn gemm_rejects_bad_operands() {
         r,
         Err(GemmError::BufferTooSmall { what: "bias", .. })
     ));
-    assert!(pack_b(v, k, n, &[0.0; 19], n, 1, &mut vec![0.0; 20]).is_err());
+    assert!(pack_b(v, k, n, &[0.0; 19], n, 1, &mut [0.0; 20]).is_err());
     assert_eq!(c, vec![0.0; m * n], "a refused call wrote C");
     #[cfg(not(target_arch = "aarch64"))]
     assert!(matches!(

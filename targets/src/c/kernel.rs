@@ -2,7 +2,7 @@
 //! (`float`), f64 (`double`), every integer type as `int64_t` (wrapping), bool
 //! as `int`; a store converts to the buffer's element type.
 
-use super::{c_elem_type, math, CError, RenderOptions};
+use super::{c_elem_type, index, math, CError, RenderOptions};
 use kiln_ir::kernel::{BinOp, BufId, BufferDecl, Expr, Matmul, RedOp, Stmt, UnOp, VarId};
 use kiln_ir::DType;
 use std::collections::HashMap;
@@ -43,6 +43,10 @@ pub(crate) struct KernelWriter<'a> {
     vars: HashMap<VarId, Kind>,
     tmp: usize,
     opts: RenderOptions,
+    /// Ranges of the integer variables in scope that are small (see [`index`]).
+    ranges: HashMap<VarId, index::Range>,
+    /// Inside a jammed loop: per copy, what each variable reads as.
+    subst: Vec<HashMap<VarId, String>>,
     pub(crate) out: String,
 }
 
@@ -109,6 +113,8 @@ impl<'a> KernelWriter<'a> {
             vars: HashMap::new(),
             tmp: 0,
             opts,
+            ranges: HashMap::new(),
+            subst: vec![],
             out: String::new(),
         }
     }
@@ -146,44 +152,113 @@ impl<'a> KernelWriter<'a> {
         })
     }
 
+    /// How `v` reads in copy `u` of a jammed loop body (see [`Self::jammed_for`]).
+    fn var_name(&self, v: VarId, u: usize) -> String {
+        self.subst
+            .get(u)
+            .and_then(|m| m.get(&v))
+            .cloned()
+            .unwrap_or_else(|| format!("v{v}"))
+    }
+
+    fn range(&self, e: &Expr) -> Option<index::Range> {
+        index::range(e, &self.ranges, &wrap_int)
+    }
+
+    /// `e` (which has a 32-bit [`index::range`]) with native C operators.
+    fn native(&mut self, e: &Expr, u: usize, ind: usize) -> R<String> {
+        Ok(match e {
+            Expr::I(v, t) => wrap_int(*v, *t).to_string(),
+            Expr::Var(v) => self.var_name(*v, u),
+            Expr::Binary(op, a, b) => {
+                let x = self.native(a, u, ind)?;
+                let y = self.native(b, u, ind)?;
+                match op {
+                    BinOp::Add => format!("({x} + {y})"),
+                    BinOp::Sub => format!("({x} - {y})"),
+                    BinOp::Mul => format!("({x} * {y})"),
+                    BinOp::Div => format!("({x} / {y})"),
+                    BinOp::Rem => format!("({x} % {y})"),
+                    BinOp::Max => format!("({x} > {y} ? {x} : {y})"),
+                    BinOp::Min => format!("({x} < {y} ? {x} : {y})"),
+                    _ => return Err(CError::Unsupported(format!("index op {op:?}"))),
+                }
+            }
+            Expr::Select(c, a, b) => {
+                let c = self.exprs(c, ind)?.swap_remove(u);
+                let a = self.native(a, u, ind)?;
+                let b = self.native(b, u, ind)?;
+                format!("({c} ? {a} : {b})")
+            }
+            Expr::Cast(_, a) => self.native(a, u, ind)?,
+            _ => return Err(CError::Unsupported("index expression".into())),
+        })
+    }
+
     /// Renders `e` as a C expression; reductions become loops appended to `self.out` first.
     pub(crate) fn expr(&mut self, e: &Expr, ind: usize) -> R<String> {
+        let mut v = self.exprs(e, ind)?;
+        Ok(v.swap_remove(0))
+    }
+
+    /// Renders `e` once per copy of a jammed loop body (once outside one);
+    /// a reduction becomes one loop carrying one accumulator per copy.
+    fn exprs(&mut self, e: &Expr, ind: usize) -> R<Vec<String>> {
+        let n = self.subst.len().max(1);
+        if matches!(
+            e,
+            Expr::Binary(..) | Expr::Select(..) | Expr::Cast(..) | Expr::I(..)
+        ) && self.kind(e)? == Kind::I
+            && self.range(e).is_some()
+        {
+            return (0..n).map(|u| self.native(e, u, ind)).collect();
+        }
+        let all = |s: String| vec![s; n];
         Ok(match e {
-            Expr::F(v, DType::F64) => hex_double(*v),
-            Expr::F(v, _) => hex_float(*v as f32),
-            Expr::I(v, t) => int_lit(wrap_int(*v, *t)),
-            Expr::B(b) => (if *b { "1" } else { "0" }).into(),
-            Expr::Var(v) => format!("v{v}"),
+            Expr::F(v, DType::F64) => all(hex_double(*v)),
+            Expr::F(v, _) => all(hex_float(*v as f32)),
+            Expr::I(v, t) => all(int_lit(wrap_int(*v, *t))),
+            Expr::B(b) => all((if *b { "1" } else { "0" }).into()),
+            Expr::Var(v) => (0..n).map(|u| self.var_name(*v, u)).collect(),
             Expr::Load { buf, index } => {
                 let k = Kind::of(self.buf(*buf)?.dtype);
-                let i = self.expr(index, ind)?;
-                match k {
-                    Kind::I => format!("((int64_t)b{buf}[{i}])"),
-                    Kind::B => format!("((int)b{buf}[{i}])"),
-                    _ => format!("b{buf}[{i}]"),
-                }
+                let is = self.exprs(index, ind)?;
+                is.iter()
+                    .map(|i| match k {
+                        Kind::I => format!("((int64_t)b{buf}[{i}])"),
+                        Kind::B => format!("((int)b{buf}[{i}])"),
+                        _ => format!("b{buf}[{i}]"),
+                    })
+                    .collect()
             }
             Expr::Unary(op, a) => {
                 let k = self.kind(a)?;
-                let x = self.expr(a, ind)?;
-                unary(*op, k, &x, self.opts.f32_math)?
+                let xs = self.exprs(a, ind)?;
+                xs.iter()
+                    .map(|x| unary(*op, k, x, self.opts.f32_math))
+                    .collect::<R<_>>()?
             }
             Expr::Binary(op, a, b) => {
                 let k = self.kind(a)?;
-                let x = self.expr(a, ind)?;
-                let y = self.expr(b, ind)?;
-                binary(*op, k, &x, &y, self.opts.f32_math)?
+                let xs = self.exprs(a, ind)?;
+                let ys = self.exprs(b, ind)?;
+                xs.iter()
+                    .zip(&ys)
+                    .map(|(x, y)| binary(*op, k, x, y, self.opts.f32_math))
+                    .collect::<R<_>>()?
             }
             Expr::Select(c, a, b) => {
-                let c = self.expr(c, ind)?;
-                let a = self.expr(a, ind)?;
-                let b = self.expr(b, ind)?;
-                format!("({c} ? {a} : {b})")
+                let cs = self.exprs(c, ind)?;
+                let as_ = self.exprs(a, ind)?;
+                let bs = self.exprs(b, ind)?;
+                (0..n)
+                    .map(|u| format!("({} ? {} : {})", cs[u], as_[u], bs[u]))
+                    .collect()
             }
             Expr::Cast(t, a) => {
                 let k = self.kind(a)?;
-                let x = self.expr(a, ind)?;
-                cast(*t, k, &x)?
+                let xs = self.exprs(a, ind)?;
+                xs.iter().map(|x| cast(*t, k, x)).collect::<R<_>>()?
             }
             Expr::Reduce {
                 op,
@@ -194,29 +269,57 @@ impl<'a> KernelWriter<'a> {
         })
     }
 
-    fn reduce(&mut self, op: RedOp, var: VarId, extent: u64, body: &Expr, ind: usize) -> R<String> {
+    /// The C declaration of a loop counter over `0..extent`, recording its range.
+    fn counter(&mut self, var: VarId, extent: u64) -> &'static str {
+        self.vars.insert(var, Kind::I);
+        if extent <= i32::MAX as u64 {
+            self.ranges
+                .insert(var, (0, (extent as i64 - 1).max(0)));
+            "ptrdiff_t"
+        } else {
+            self.ranges.remove(&var);
+            "int64_t"
+        }
+    }
+
+    fn reduce(
+        &mut self,
+        op: RedOp,
+        var: VarId,
+        extent: u64,
+        body: &Expr,
+        ind: usize,
+    ) -> R<Vec<String>> {
         let k = self.kind(body)?;
+        let n = self.subst.len().max(1);
         if extent == 0 {
-            return Ok(match (op, k) {
-                (RedOp::Sum, Kind::F) => "0.0f".into(),
-                (RedOp::Prod, Kind::F) => "1.0f".into(),
-                (RedOp::Max, Kind::F) => "((float)-KILN_INF)".into(),
-                (RedOp::Min, Kind::F) => "((float)KILN_INF)".into(),
-                (RedOp::Sum, Kind::D) => "0.0".into(),
-                (RedOp::Prod, Kind::D) => "1.0".into(),
-                (RedOp::Max, Kind::D) => "(-KILN_INF)".into(),
-                (RedOp::Min, Kind::D) => "KILN_INF".into(),
-                (RedOp::Max, Kind::B) => "0".into(),
-                (RedOp::Min, Kind::B) => "1".into(),
-                (RedOp::Sum, _) => "INT64_C(0)".into(),
-                (RedOp::Prod, _) => "INT64_C(1)".into(),
-                (RedOp::Max, _) => "INT64_MIN".into(),
-                (RedOp::Min, _) => "INT64_MAX".into(),
-            });
+            let v = match (op, k) {
+                (RedOp::Sum, Kind::F) => "0.0f",
+                (RedOp::Prod, Kind::F) => "1.0f",
+                (RedOp::Max, Kind::F) => "((float)-KILN_INF)",
+                (RedOp::Min, Kind::F) => "((float)KILN_INF)",
+                (RedOp::Sum, Kind::D) => "0.0",
+                (RedOp::Prod, Kind::D) => "1.0",
+                (RedOp::Max, Kind::D) => "(-KILN_INF)",
+                (RedOp::Min, Kind::D) => "KILN_INF",
+                (RedOp::Max, Kind::B) => "0",
+                (RedOp::Min, Kind::B) => "1",
+                (RedOp::Sum, _) => "INT64_C(0)",
+                (RedOp::Prod, _) => "INT64_C(1)",
+                (RedOp::Max, _) => "INT64_MIN",
+                (RedOp::Min, _) => "INT64_MAX",
+            };
+            return Ok(vec![v.to_string(); n]);
         }
         self.tmp += 1;
-        let acc = format!("r{}", self.tmp);
-        let t = format!("t{}", self.tmp);
+        let id = self.tmp;
+        let name = |p: &str, u: usize| {
+            if n == 1 {
+                format!("{p}{id}")
+            } else {
+                format!("{p}{id}_{u}")
+            }
+        };
         // Start from the operation's exact identity (-0 for a float sum:
         // -0 + x == x for every x, +0 included), so the loop needs no
         // first-iteration test and the result equals the interpreter's fold.
@@ -236,33 +339,41 @@ impl<'a> KernelWriter<'a> {
             (RedOp::Max, _) => "INT64_MIN",
             (RedOp::Min, _) => "INT64_MAX",
         };
-        self.line(ind, &format!("{} {acc} = {init};", k.c()));
+        let accs: Vec<String> = (0..n).map(|u| name("r", u)).collect();
+        let decl: Vec<String> = accs.iter().map(|a| format!("{a} = {init}")).collect();
+        self.line(ind, &format!("{} {};", k.c(), decl.join(", ")));
+        let ty = self.counter(var, extent);
+        if self.opts.unroll >= extent && extent > 1 {
+            self.line(ind, &format!("KILN_UNROLL({extent})"));
+        }
         self.line(
             ind,
-            &format!("for (int64_t v{var} = 0; v{var} < INT64_C({extent}); v{var}++) {{"),
+            &format!("for ({ty} v{var} = 0; v{var} < {extent}; v{var}++) {{"),
         );
-        self.vars.insert(var, Kind::I);
-        let val = self.expr(body, ind + 1)?;
-        self.line(ind + 1, &format!("{} {t} = {val};", k.c()));
+        let vals = self.exprs(body, ind + 1)?;
         let bop = match op {
             RedOp::Sum => BinOp::Add,
             RedOp::Prod => BinOp::Mul,
             RedOp::Max => BinOp::Max,
             RedOp::Min => BinOp::Min,
         };
-        let comb = if k == Kind::B {
-            // The interpreter folds bool lanes with or (Max/Sum) and and (Min/Prod).
-            if matches!(op, RedOp::Max | RedOp::Sum) {
-                format!("({acc} | {t})")
+        for (u, (acc, val)) in accs.iter().zip(&vals).enumerate() {
+            let t = name("t", u);
+            self.line(ind + 1, &format!("const {} {t} = {val};", k.c()));
+            let comb = if k == Kind::B {
+                // The interpreter folds bool lanes with or (Max/Sum) and and (Min/Prod).
+                if matches!(op, RedOp::Max | RedOp::Sum) {
+                    format!("({acc} | {t})")
+                } else {
+                    format!("({acc} & {t})")
+                }
             } else {
-                format!("({acc} & {t})")
-            }
-        } else {
-            binary(bop, k, &acc, &t, self.opts.f32_math)?
-        };
-        self.line(ind + 1, &format!("{acc} = {comb};"));
+                binary(bop, k, acc, &t, self.opts.f32_math)?
+            };
+            self.line(ind + 1, &format!("{acc} = {comb};"));
+        }
         self.line(ind, "}");
-        Ok(acc)
+        Ok(accs)
     }
 
     /// Renders a block of statements.
@@ -276,31 +387,51 @@ impl<'a> KernelWriter<'a> {
     fn stmt(&mut self, s: &Stmt, ind: usize) -> R<()> {
         match s {
             Stmt::For { var, extent, body } => {
-                self.vars.insert(*var, Kind::I);
+                let u = self.jam_width(*extent, body)?;
+                if u > 1 {
+                    return self.jammed_for(*var, *extent, body, u, ind);
+                }
+                let ty = self.counter(*var, *extent);
                 self.line(
                     ind,
-                    &format!("for (int64_t v{var} = 0; v{var} < INT64_C({extent}); v{var}++) {{"),
+                    &format!("for ({ty} v{var} = 0; v{var} < {extent}; v{var}++) {{"),
                 );
                 self.block(body, ind + 1)?;
                 self.line(ind, "}");
             }
             Stmt::Let { var, value } => {
                 let k = self.kind(value)?;
-                let v = self.expr(value, ind)?;
+                let vals = self.exprs(value, ind)?;
+                let r = if k == Kind::I { self.range(value) } else { None };
                 self.vars.insert(*var, k);
-                self.line(ind, &format!("const {} v{var} = {v};", k.c()));
+                match r {
+                    Some(r) => self.ranges.insert(*var, r),
+                    None => self.ranges.remove(var),
+                };
+                let ty = if r.is_some() { "ptrdiff_t" } else { k.c() };
+                if self.subst.is_empty() {
+                    self.line(ind, &format!("const {ty} v{var} = {};", vals[0]));
+                } else {
+                    for (u, v) in vals.iter().enumerate() {
+                        let name = format!("v{var}_{u}");
+                        self.line(ind, &format!("const {ty} {name} = {v};"));
+                        self.subst[u].insert(*var, name);
+                    }
+                }
             }
             Stmt::Store { buf, index, value } => {
                 let dt = self.buf(*buf)?.dtype;
-                let i = self.expr(index, ind)?;
-                let v = self.expr(value, ind)?;
+                let is = self.exprs(index, ind)?;
+                let vs = self.exprs(value, ind)?;
                 let ty = c_elem_type(dt)?;
-                let v = if dt == DType::Bool {
-                    format!("(uint8_t)(({v}) != 0)")
-                } else {
-                    format!("({ty})({v})")
-                };
-                self.line(ind, &format!("b{buf}[{i}] = {v};"));
+                for (i, v) in is.iter().zip(&vs) {
+                    let v = if dt == DType::Bool {
+                        format!("(uint8_t)(({v}) != 0)")
+                    } else {
+                        format!("({ty})({v})")
+                    };
+                    self.line(ind, &format!("b{buf}[{i}] = {v};"));
+                }
             }
             Stmt::If {
                 cond,
@@ -327,6 +458,91 @@ impl<'a> KernelWriter<'a> {
         Ok(())
     }
 
+    /// How many iterations of a `For` to render side by side: loops whose
+    /// body is straight-line code around a reduction (convolutions, pooling,
+    /// softmax statistics), so the copies share every load that does not
+    /// depend on the loop variable (the weights of a depthwise or direct
+    /// convolution) and keep independent accumulators in registers.
+    fn jam_width(&self, extent: u64, body: &[Stmt]) -> R<usize> {
+        let u = self.opts.jam.max(1) as u64;
+        if u < 2 || !self.subst.is_empty() || extent < u {
+            return Ok(1);
+        }
+        if !body
+            .iter()
+            .all(|s| matches!(s, Stmt::Let { .. } | Stmt::Store { .. }))
+        {
+            return Ok(1);
+        }
+        let mut has_reduce = false;
+        let mut loaded = vec![];
+        let mut stored = vec![];
+        for s in body {
+            let mut see = |e: &Expr| {
+                walk(e, &mut |x| match x {
+                    Expr::Reduce { .. } => has_reduce = true,
+                    Expr::Load { buf, .. } => loaded.push(*buf),
+                    _ => {}
+                })
+            };
+            match s {
+                Stmt::Let { value, .. } => see(value),
+                Stmt::Store { buf, index, value } => {
+                    stored.push(*buf);
+                    see(index);
+                    see(value);
+                }
+                _ => {}
+            }
+        }
+        // The copies' statements interleave: none may read what another writes.
+        if !has_reduce || stored.iter().any(|b| loaded.contains(b)) {
+            return Ok(1);
+        }
+        Ok(u as usize)
+    }
+
+    /// `for var in 0..extent` as `u` interleaved copies per step plus a remainder loop.
+    fn jammed_for(
+        &mut self,
+        var: VarId,
+        extent: u64,
+        body: &[Stmt],
+        u: usize,
+        ind: usize,
+    ) -> R<()> {
+        let main = extent - extent % u as u64;
+        let ty = self.counter(var, extent);
+        self.line(
+            ind,
+            &format!("for ({ty} v{var} = 0; v{var} < {main}; v{var} += {u}) {{ /* {u} outputs per step */"),
+        );
+        self.subst = (0..u)
+            .map(|k| {
+                let s = if k == 0 {
+                    format!("v{var}")
+                } else {
+                    format!("(v{var} + {k})")
+                };
+                HashMap::from([(var, s)])
+            })
+            .collect();
+        let r = self.block(body, ind + 1);
+        self.subst.clear();
+        r?;
+        self.line(ind, "}");
+        if main < extent {
+            let ty = self.counter(var, extent);
+            self.line(
+                ind,
+                &format!("for ({ty} v{var} = {main}; v{var} < {extent}; v{var}++) {{"),
+            );
+            self.block(body, ind + 1)?;
+            self.line(ind, "}");
+        }
+        Ok(())
+    }
+
     /// A register-tiled matrix product (see [`super::gemm`]).
     fn matmul(&mut self, m: &Matmul, ind: usize) -> R<()> {
         let ty = c_elem_type(self.buf(m.c.buf)?.dtype)?;
@@ -346,6 +562,26 @@ impl<'a> KernelWriter<'a> {
         let text = g.render(ind);
         self.out.push_str(&text);
         Ok(())
+    }
+}
+
+/// Calls `f` on `e` and every sub-expression.
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Load { index, .. } => walk(index, f),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => walk(a, f),
+        Expr::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::Select(c, a, b) => {
+            walk(c, f);
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::Reduce { body, .. } => walk(body, f),
+        _ => {}
     }
 }
 

@@ -15,6 +15,13 @@ pub const PRELUDE: &str = r#"/* ---- kiln_math: freestanding math and interprete
 #define KILN_INF (1e300 * 1e300)
 #define KILN_UNUSED
 #endif
+/* Full unrolling of small fixed-trip loops (kernel windows). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define KILN_STR(x) #x
+#define KILN_UNROLL(n) _Pragma(KILN_STR(GCC unroll n))
+#else
+#define KILN_UNROLL(n)
+#endif
 #define KILN_LN2 0x1.62e42fefa39efp-1
 #define KILN_PI 0x1.921fb54442d18p+1
 #define KILN_PIO2 0x1.921fb54442d18p+0

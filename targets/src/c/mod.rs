@@ -7,6 +7,7 @@
 //! `NAME_ARENA_ALIGN`.
 
 mod gemm;
+mod index;
 mod kernel;
 mod math;
 mod toolchain;
@@ -46,6 +47,12 @@ pub struct RenderOptions {
     /// Rows and columns of the register tile of the matrix-multiply kernels.
     pub block_m: u32,
     pub block_n: u32,
+    /// Iterations of an output loop around a reduction computed side by side
+    /// (sharing the loads that do not depend on the loop variable).
+    pub jam: u32,
+    /// Reduction loops of at most this many iterations are fully unrolled
+    /// (`#pragma GCC unroll`); 0 leaves it to the compiler.
+    pub unroll: u64,
 }
 
 impl Default for RenderOptions {
@@ -55,6 +62,8 @@ impl Default for RenderOptions {
             f32_math: false,
             block_m: 4,
             block_n: 4,
+            jam: 4,
+            unroll: 0,
         }
     }
 }
@@ -271,7 +280,15 @@ fn render_run(prog: &AotProgram, name: &str, src: &mut String) -> Result<(), CEr
                 if is_in { "const " } else { "" },
                 loc_ptr(*loc, ty, is_in)
             );
-            if !is_in {
+            // An output placed over one of the step's inputs (in-place reuse) keeps the
+            // input's data, which the step reads before overwriting it.
+            let in_place = step
+                .program
+                .buffers
+                .iter()
+                .zip(&step.bindings)
+                .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
+            if !is_in && !in_place {
                 // The interpreter zero-initialises outputs and scratch; so does the C code.
                 let _ = writeln!(src, "    kiln_zero(p{b}, {}u);", d.len * d.dtype.size());
             }

@@ -17,7 +17,7 @@
 //! grows with |y·ln x| (about 1 ulp per unit).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I64, I64X2, I8X16};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I32, I32X4, I64, I64X2, I8X16};
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::kernel::UnOp;
@@ -60,9 +60,14 @@ pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) 
     if ![F32, F64, F32X4, F64X2].contains(&ty) {
         return None;
     }
+    let single = ty.lane_type() == F32;
     match op {
         // The hardware square root is correctly rounded in every precision.
         UnOp::Sqrt => Some(b.ins().sqrt(x)),
+        // The common activations stay in f32 lanes: twice the lanes of the
+        // widened path and shorter polynomials, still within 2 ulp.
+        UnOp::Exp if single => Some(native_f32(b, ty, x, &|m, v| m.exp_f32(v))),
+        UnOp::Tanh if single => Some(native_f32(b, ty, x, &|m, v| m.tanh_f32(v))),
         UnOp::Exp
         | UnOp::Log
         | UnOp::Sin
@@ -85,6 +90,9 @@ pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) 
 /// Emits the logistic function 1/(1+e^-x); None for a type other than
 /// `F32`, `F64`, `F32X4`, `F64X2`.
 pub(crate) fn emit_sigmoid(b: &mut FunctionBuilder, ty: Type, x: Value) -> Option<Value> {
+    if ty.lane_type() == F32 && (ty == F32 || ty == F32X4) {
+        return Some(native_f32(b, ty, x, &|m, v| m.sigmoid_f32(v)));
+    }
     lift(b, ty, &[x], &|m, a| m.sigmoid(a[0]))
 }
 
@@ -146,6 +154,19 @@ fn lift(
     }
 }
 
+/// Runs `f` directly on `F32`/`F32X4` lanes.
+fn native_f32(
+    b: &mut FunctionBuilder,
+    ty: Type,
+    x: Value,
+    f: &dyn Fn(&mut M, Value) -> Value,
+) -> Value {
+    let mut m = M::new(b, ty, true);
+    let r = f(&mut m, x);
+    let nan = m.is_nan(r);
+    m.selc(nan, f64::NAN, r)
+}
+
 /// Bitcasts that change the lane count must name a byte order.
 fn lane_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
@@ -201,16 +222,26 @@ impl<'a, 'b> M<'a, 'b> {
         self.ty.is_vector()
     }
 
+    /// Native single precision (exp, tanh, sigmoid) rather than widened.
+    fn f32_lanes(&self) -> bool {
+        self.ty.lane_type() == F32
+    }
+
     fn ity(&self) -> Type {
-        if self.vector() {
-            I64X2
-        } else {
-            I64
+        match (self.f32_lanes(), self.vector()) {
+            (false, false) => I64,
+            (false, true) => I64X2,
+            (true, false) => I32,
+            (true, true) => I32X4,
         }
     }
 
     fn c(&mut self, v: f64) -> Value {
-        let s = self.b.ins().f64const(v);
+        let s = if self.f32_lanes() {
+            self.b.ins().f32const(v as f32)
+        } else {
+            self.b.ins().f64const(v)
+        };
         if self.vector() {
             self.b.ins().splat(self.ty, s)
         } else {
@@ -219,9 +250,10 @@ impl<'a, 'b> M<'a, 'b> {
     }
 
     fn ci(&mut self, v: i64) -> Value {
-        let s = self.b.ins().iconst(I64, v);
+        let ity = self.ity();
+        let s = self.b.ins().iconst(ity.lane_type(), v);
         if self.vector() {
-            self.b.ins().splat(I64X2, s)
+            self.b.ins().splat(ity, s)
         } else {
             s
         }
@@ -324,20 +356,30 @@ impl<'a, 'b> M<'a, 'b> {
         let mag = self.abs(mag);
         let mag = self.bits(mag);
         let s = self.bits(sign);
-        let m = self.ci(i64::MIN);
+        let m = self.ci(if self.f32_lanes() {
+            0x8000_0000
+        } else {
+            i64::MIN
+        });
         let s = self.b.ins().band(s, m);
         let r = self.b.ins().bor(mag, s);
         self.from_bits(r)
     }
 
-    /// 2^k for an integer-valued `k` in [-1022, 1023], built in the exponent
-    /// field: adding 2^52 + 1023 puts k + 1023 in the low mantissa bits.
+    /// 2^k for an integer-valued `k` in the normal exponent range, built in
+    /// the exponent field: adding 2^52 + 1023 (2^23 + 127 in single
+    /// precision) puts the biased exponent in the low mantissa bits.
     fn pow2(&mut self, k: Value) -> Value {
-        let t = self.addc(k, 4_503_599_627_370_496.0 + 1023.0);
+        let (magic, magic_bits, shift) = if self.f32_lanes() {
+            (8_388_608.0 + 127.0, 0x4b00_0000, 23)
+        } else {
+            (4_503_599_627_370_496.0 + 1023.0, 0x4330_0000_0000_0000, 52)
+        };
+        let t = self.addc(k, magic);
         let t = self.bits(t);
-        let magic = self.ci(0x4330_0000_0000_0000);
+        let magic = self.ci(magic_bits);
         let e = self.b.ins().isub(t, magic);
-        let e = self.b.ins().ishl_imm_u(e, 52);
+        let e = self.b.ins().ishl_imm_u(e, shift);
         self.from_bits(e)
     }
 
@@ -383,6 +425,54 @@ impl<'a, 'b> M<'a, 'b> {
         let (s1, s2) = self.pow2_split(k);
         let p = self.mul(p, s1);
         self.mul(p, s2)
+    }
+
+    /// exp in native single precision: |r| ≤ ln2/2 needs degree 7.
+    fn exp_f32(&mut self, x: Value) -> Value {
+        let x = self.clamp(x, -104.0, 89.0);
+        let t = self.mulc(x, LOG2E);
+        let k = self.nearest(t);
+        // ln 2 = 0.693359375 - 2.12194440e-4; k·0.693359375 is exact.
+        let hi = self.mulc(k, 0.693_359_375);
+        let r = self.sub(x, hi);
+        let lo = self.mulc(k, -2.121_944_4e-4);
+        let r = self.sub(r, lo);
+        let p = self.poly(r, &inv_factorials(0, 8), 8);
+        let (s1, s2) = self.pow2_split(k);
+        let p = self.mul(p, s1);
+        self.mul(p, s2)
+    }
+
+    /// 1/(1+e^-x) for x ≥ 0 and e^x/(1+e^x) below, so e^|x| never
+    /// overflows and tiny results keep their subnormal bits.
+    fn sigmoid_f32(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let na = self.neg(a);
+        let e = self.exp_f32(na);
+        let d = self.addc(e, 1.0);
+        let neg = self.cmpc(FloatCC::LessThan, x, 0.0);
+        let one = self.c(1.0);
+        let n = self.sel(neg, e, one);
+        self.div(n, d)
+    }
+
+    /// tanh in native single precision: odd Taylor series below 0.5,
+    /// (1 - e^-2a)/(1 + e^-2a) above (no cancellation there).
+    fn tanh_f32(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let m2a = self.mulc(a, -2.0);
+        let t = self.exp_f32(m2a);
+        let num = self.rsubc(1.0, t);
+        let den = self.addc(t, 1.0);
+        let big = self.div(num, den);
+        let z = self.mul(a, a);
+        let p = self.poly(z, &TANH_TAYLOR, TANH_TAYLOR.len());
+        let p = self.mul(z, p);
+        let p = self.mul(a, p);
+        let small = self.add(a, p);
+        let is_small = self.cmpc(FloatCC::LessThan, a, 0.5);
+        let r = self.sel(is_small, small, big);
+        self.copysign(r, x)
     }
 
     fn expm1(&mut self, x0: Value) -> Value {
@@ -807,6 +897,18 @@ impl<'a, 'b> M<'a, 'b> {
         self.selc(ones, 1.0, r)
     }
 }
+
+/// Taylor coefficients of tanh for x³, x⁵, …, x¹⁷.
+const TANH_TAYLOR: [f64; 8] = [
+    -1.0 / 3.0,
+    2.0 / 15.0,
+    -17.0 / 315.0,
+    62.0 / 2835.0,
+    -1382.0 / 155_925.0,
+    21844.0 / 6_081_075.0,
+    -929_569.0 / 638_512_875.0,
+    6_404_582.0 / 10_854_718_875.0,
+];
 
 /// 1/n!.
 fn inv_factorial(n: u32) -> f64 {

@@ -431,6 +431,12 @@ impl KernelCx<'_, '_> {
         } else {
             (a.v, c.v)
         };
+        if op == BinOp::Pow {
+            let ty = if f32k { F32 } else { F64 };
+            if let Some(r) = super::math::emit_pow(self.b, ty, a.v, c.v) {
+                return Ok(Val::s(r, a.k));
+            }
+        }
         let h = if op == BinOp::Rem { Helper::Fmod } else { Helper::Pow };
         let r = self.call_helper(h, &[x, y])?;
         let r = if f32k { self.b.ins().fdemote(F32, r) } else { r };
@@ -498,6 +504,12 @@ impl KernelCx<'_, '_> {
                     if op == BinOp::Pow && is_const_two(c, self) {
                         let x = self.splat(a)?;
                         return Ok(Val::v(self.b.ins().fmul(x, x), Kind::F32));
+                    }
+                    if op == BinOp::Pow {
+                        let (x, y) = (self.splat(a)?, self.splat(c)?);
+                        if let Some(r) = super::math::emit_pow(self.b, F32X4, x, y) {
+                            return Ok(Val::v(r, Kind::F32));
+                        }
                     }
                     return self.per_lane(&[a, c], &mut |cx, s| cx.binary(op, s[0], s[1]));
                 }

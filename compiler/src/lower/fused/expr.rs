@@ -1,6 +1,7 @@
 //! Expression and statement rewriting helpers for composing programs.
 
-use kiln_ir::kernel::{BufId, BufferDecl, Expr, KernelProgram, Stmt, VarId};
+use kiln_ir::kernel::{BinOp, BufId, BufferDecl, Expr, KernelProgram, Stmt, VarId};
+use std::collections::HashMap;
 use kiln_ir::DType;
 
 /// The largest variable id used in a program (`None` if none).
@@ -203,3 +204,73 @@ pub(super) fn loads_of(x: &Expr, out: &mut Vec<BufId>) {
     }
 }
 
+
+/// `e` as `c + sum(coef[v] * v)` over loop variables, if it is affine.
+pub(crate) fn affine(e: &Expr) -> Option<(i64, HashMap<VarId, i64>)> {
+    match e {
+        Expr::I(c, _) => Some((*c, HashMap::new())),
+        Expr::Var(v) => Some((0, HashMap::from([(*v, 1)]))),
+        Expr::Binary(BinOp::Add | BinOp::Sub, a, b) => {
+            let sign = if matches!(e, Expr::Binary(BinOp::Sub, ..)) {
+                -1
+            } else {
+                1
+            };
+            let (ca, mut ma) = affine(a)?;
+            let (cb, mb) = affine(b)?;
+            for (v, k) in mb {
+                *ma.entry(v).or_insert(0) += sign * k;
+            }
+            Some((ca.checked_add(sign * cb)?, ma))
+        }
+        Expr::Binary(BinOp::Mul, a, b) => {
+            let (ca, ma) = affine(a)?;
+            let (cb, mb) = affine(b)?;
+            let (k, c, m) = match (ma.is_empty(), mb.is_empty()) {
+                (true, _) => (ca, cb, mb),
+                (_, true) => (cb, ca, ma),
+                _ => return None,
+            };
+            Some((
+                c.checked_mul(k)?,
+                m.into_iter().map(|(v, x)| (v, x * k)).collect(),
+            ))
+        }
+        _ => None,
+    }
+}
+
+
+/// Buffers a statement reads (loads anywhere inside it, GEMM operands).
+pub(super) fn loads_in_stmt(s: &Stmt, out: &mut Vec<BufId>) {
+    match s {
+        Stmt::For { body, .. } | Stmt::While { body, .. } => {
+            if let Stmt::While { cond, .. } = s {
+                loads_of(cond, out);
+            }
+            body.iter().for_each(|x| loads_in_stmt(x, out))
+        }
+        Stmt::Let { value, .. } => loads_of(value, out),
+        Stmt::Store { index, value, .. } => {
+            loads_of(index, out);
+            loads_of(value, out)
+        }
+        Stmt::If {
+            cond,
+            then_body,
+            else_body,
+        } => {
+            loads_of(cond, out);
+            then_body
+                .iter()
+                .chain(else_body)
+                .for_each(|x| loads_in_stmt(x, out))
+        }
+        Stmt::Matmul(m) => {
+            out.extend([m.a.buf, m.b.buf]);
+            for v in [&m.a, &m.b, &m.c] {
+                loads_of(&v.offset, out);
+            }
+        }
+    }
+}

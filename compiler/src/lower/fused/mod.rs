@@ -19,7 +19,8 @@
 //! neither case covers, is refused with an error: the fusion pass then leaves
 //! the group unfused.
 
-mod expr;
+pub(crate) mod expr;
+mod prologue;
 #[cfg(test)]
 mod tests;
 
@@ -245,6 +246,8 @@ struct Tail {
     param_buf: Vec<BufId>,
     out: BufId,
     name: String,
+    /// The root's index among the group's members (tail member `i` is `root + 1 + i`).
+    root: usize,
 }
 
 impl Tail {
@@ -274,7 +277,12 @@ impl Tail {
                         buf: self.param_buf[p],
                         index: Box::new(go(index)?),
                     },
-                    Some(Operand::Member(j)) if **index == e.index => Expr::Var(vals[j]),
+                    Some(Operand::Member(j)) if **index == e.index => {
+                        match j.checked_sub(self.root).and_then(|i| vals.get(i)) {
+                            Some(v) => Expr::Var(*v),
+                            None => return Err("a member reads a value folded away".into()),
+                        }
+                    }
                     Some(Operand::Member(_)) => {
                         return Err("a member reads a group value at another element".into())
                     }
@@ -499,8 +507,15 @@ fn epilogue(
 pub fn lower_group(g: &Group) -> Result<KernelProgram> {
     let name = g.name.as_str();
     let at = |e: LowerError| gerr(name, format!("{}: {}", e.node, e.msg));
-    let (root, rest) = g
+    // The root is the last member that is not elementwise; members before it
+    // are permutations folded into its GEMMs, members after it its tail.
+    let ri = g
         .members
+        .iter()
+        .rposition(|m| !m.op.is_elementwise())
+        .unwrap_or(0);
+    let (prologue, rest) = g.members.split_at(ri);
+    let (root, rest) = rest
         .split_first()
         .ok_or_else(|| gerr(name, "empty group"))?;
     let lower_member = |m: &Member| -> Result<KernelProgram> {
@@ -537,10 +552,29 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         role: BufferRole::Output(0),
     });
     let mut map = Vec::with_capacity(rp.buffers.len());
-    for b in &rp.buffers {
+    let mut root_kernels = rp.kernels.clone();
+    for (bi, b) in rp.buffers.iter().enumerate() {
         map.push(match b.role {
             BufferRole::Input(k) => match root.inputs.get(k).copied().flatten() {
                 Some(Operand::Param(p)) => p as BufId,
+                Some(Operand::Member(j)) if j < ri => {
+                    let pm = &prologue[j];
+                    let Some(Some(Operand::Param(src))) = pm.inputs.first() else {
+                        return Err(gerr(name, "a folded transpose must read a group input"));
+                    };
+                    let imap = prologue::index_map_of(&pm.name, &lower_member(pm).map_err(at)?)?;
+                    let mut ranges = HashMap::new();
+                    for k in &mut root_kernels {
+                        k.body = prologue::fold_into_views(
+                            name,
+                            &k.body,
+                            bi as BufId,
+                            &imap,
+                            &mut ranges,
+                        )?;
+                    }
+                    *src as BufId
+                }
                 _ => return Err(gerr(name, format!("root input {k} is not a group input"))),
             },
             BufferRole::Output(0) => out,
@@ -553,8 +587,10 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
             }
         });
     }
-    let kernels: Vec<Kernel> = rp
-        .kernels
+    if prologue.len() != rp.buffers.iter().filter(|b| matches!(b.role, BufferRole::Input(k) if matches!(root.inputs.get(k), Some(Some(Operand::Member(_)))))).count() {
+        return Err(gerr(name, "every member before the root must feed it"));
+    }
+    let kernels: Vec<Kernel> = root_kernels
         .iter()
         .map(|k| Kernel {
             name: k.name.clone(),
@@ -571,6 +607,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         members.push((elementwise_of(&m.name, &p).map_err(at)?, m.inputs.clone(), m.out_type.dtype));
     }
     let tail = Tail {
+        root: ri,
         members,
         param_buf: (0..g.params.len() as BufId).collect(),
         out,

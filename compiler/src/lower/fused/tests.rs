@@ -200,3 +200,43 @@ fn broadcast_group_values_are_not_fused() {
     });
     check(m, ins, &[]);
 }
+
+#[test]
+fn a_dying_input_is_overwritten_in_place() {
+    let (m, ins) = model(&[vec![1, 3, 4, 4]], |b, x| {
+        let y = un(b, "neg", UnaryOp::Neg, x[0]);
+        let p = add(
+            b,
+            "gap",
+            Op::Reduce {
+                op: kiln_ir::graph::ReduceOp::Mean,
+                axes: Some(vec![2, 3]),
+                keep_dims: true,
+                noop_with_empty_axes: false,
+            },
+            &[y],
+        );
+        let z = bin(b, "scale", BinaryOp::Mul, p, y);
+        vec![un(b, "exp", UnaryOp::Exp, z)]
+    });
+    let plan = plan_model(&m).expect("plan");
+    // `scale` reads `neg`'s output (its last use) at the element it writes.
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| s.node.starts_with("scale"))
+        .expect("scale step");
+    let binding = |role: kiln_ir::kernel::BufferRole| {
+        step.program
+            .buffers
+            .iter()
+            .zip(&step.bindings)
+            .find(|(b, _)| b.role == role)
+            .map(|(_, l)| *l)
+    };
+    use kiln_ir::kernel::BufferRole::{Input, Output};
+    assert_eq!(binding(Output(0)), binding(Input(1)), "{:?}", step.bindings);
+    // 192-byte tensors take 192 aligned bytes each: neg/scale share one, gap's is apart.
+    assert_eq!(plan.arena_size, plan.arena_lower_bound);
+    check(m, ins, &[2]);
+}

@@ -418,7 +418,7 @@ unary_tests! {
     atan: Atan, 1, 10.0, f64::INFINITY, 2;
     sinh: Sinh, 1, 720.0, f64::INFINITY, 4;
     cosh: Cosh, 1, 720.0, f64::INFINITY, 4;
-    tanh: Tanh, 1, 20.0, f64::INFINITY, 4;
+    tanh: Tanh, 2, 20.0, f64::INFINITY, 4;
     asinh: Asinh, 1, 1e3, f64::INFINITY, 4;
     acosh: Acosh, 1, 1e3, f64::INFINITY, 4;
     atanh: Atanh, 1, 1.0, f64::INFINITY, 4;

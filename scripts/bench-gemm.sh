@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Single-thread f32 GEMM throughput: kiln's runtime kernels against numpy's
+# np.dot (OpenBLAS), interleaved in one run so that both see the same clock
+# and the same background load.
+#
+# usage: scripts/bench-gemm.sh [ROUNDS] [SIZES] [VARIANTS]
+#   ROUNDS    rounds of (kiln, numpy) alternation, default 5
+#   SIZES     comma-separated square sizes, default 256,512,1024
+#   VARIANTS  comma-separated kiln variants (scalar,avx2,avx512,neon) or
+#             "all" for every one this CPU runs but scalar; default all
+#
+# Each round runs, size by size, kiln then numpy, 9 samples each (a sample
+# lasts ~10 ms); the table gives the median over all rounds' samples. A kiln call packs A but not B (weights are packed at compile
+# time); the packing time of B is shown separately.
+# Needs the venv from scripts/setup-python.sh (numpy); fails without it.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+ROUNDS="${1:-5}"
+SIZES="${2:-256,512,1024}"
+VARIANTS="${3:-all}"
+SAMPLES=9
+PY="$REPO/.venv/bin/python"
+if ! "$PY" -c 'import numpy' 2>/dev/null; then
+    echo "error: $PY with numpy not found; run scripts/setup-python.sh" >&2
+    exit 1
+fi
+
+cargo build --release -p kiln-runtime --example gemm_bench >&2
+BENCH="$REPO/target/release/examples/gemm_bench"
+
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "round $r/$ROUNDS" >&2
+    for n in ${SIZES//,/ }; do
+        "$BENCH" "$VARIANTS" "$n" "$SAMPLES" >>"$LOG"
+        "$PY" - "$n" "$SAMPLES" >>"$LOG" <<'PYEOF'
+import sys, time
+import numpy as np
+n, samples = int(sys.argv[1]), int(sys.argv[2])
+rng = np.random.default_rng(0)
+a = rng.random((n, n), dtype=np.float32) - 0.5
+b = rng.random((n, n), dtype=np.float32) - 0.5
+c = np.empty((n, n), dtype=np.float32)
+inner = max(1, (1 << 27) // n**3)  # as in gemm_bench
+np.dot(a, b, out=c)
+for _ in range(samples):
+    t = time.perf_counter()
+    for _ in range(inner):
+        np.dot(a, b, out=c)
+    dt = time.perf_counter() - t
+    print(f"sample numpy {n} {2 * n**3 * inner / dt / 1e9:.2f}")
+PYEOF
+    done
+done
+
+"$PY" - "$LOG" <<'PYEOF'
+import sys, statistics
+from collections import defaultdict
+samples, pack = defaultdict(list), defaultdict(list)
+for line in open(sys.argv[1]):
+    kind, impl, n, value = line.split()
+    (samples if kind == "sample" else pack)[(impl, int(n))].append(float(value))
+impls = sorted({i for i, _ in samples if i != "numpy"})
+sizes = sorted({n for _, n in samples})
+print("single-thread f32 GEMM, GFLOP/s (median); ratio = kiln / numpy")
+hdr = f"{'n':>6} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls)
+print(hdr)
+for n in sizes:
+    ref = statistics.median(samples[("numpy", n)])
+    row = f"{n:>6} {ref:8.1f}"
+    for i in impls:
+        v = statistics.median(samples[(i, n)])
+        row += f" {v:12.1f} {v / ref:6.2f}"
+    print(row)
+print("B packing (compile time), ms: " + ", ".join(
+    f"{i} n={n}: {statistics.median(v):.2f}" for (i, n), v in sorted(pack.items())))
+PYEOF
