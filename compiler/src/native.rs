@@ -17,6 +17,7 @@ use crate::passes::{self, PassError};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::{Dim, Model, Storage, Tensor, TensorType, ValueId};
 use kiln_targets::cpu::{CpuError, JitModel};
+use kiln_targets::plan::AotProgram;
 use std::collections::{HashMap, HashSet};
 use thiserror::Error;
 
@@ -149,38 +150,76 @@ pub fn bind_static(model: &Model, inputs: &[Tensor]) -> Result<(Model, Vec<usize
     Ok((m, kept))
 }
 
+/// A model compiled for the host and loaded, ready to run many times.
+pub struct NativeModel {
+    program: AotProgram,
+    jit: JitModel,
+    /// For each input of the generated code, the index of the caller's input it takes.
+    kept: Vec<usize>,
+}
+
+impl NativeModel {
+    /// Binds `model` to these inputs' shapes (see [`bind_static`]), plans and compiles it.
+    pub fn compile(model: &Model, inputs: &[Tensor]) -> Result<NativeModel, NativeError> {
+        let (m, kept) = bind_static(model, inputs)?;
+        let program = plan_model(&m)?;
+        let jit = JitModel::compile(&program)?;
+        Ok(NativeModel { program, jit, kept })
+    }
+
+    pub fn program(&self) -> &AotProgram {
+        &self.program
+    }
+
+    pub fn jit(&self) -> &JitModel {
+        &self.jit
+    }
+
+    /// The caller's inputs as the generated code's raw input buffers.
+    pub fn input_bytes(&self, inputs: &[Tensor]) -> Vec<Vec<u8>> {
+        self.kept
+            .iter()
+            .map(|&k| inputs[k].data.to_le_bytes())
+            .collect()
+    }
+
+    /// Runs once; `inputs` are the same tensors (or same-shaped ones) it was compiled for.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, NativeError> {
+        let in_bytes = self.input_bytes(inputs);
+        let in_refs: Vec<&[u8]> = in_bytes.iter().map(|b| b.as_slice()).collect();
+        let mut out_bytes: Vec<Vec<u8>> = self
+            .program
+            .outputs
+            .iter()
+            .map(|o| vec![0u8; o.byte_size()])
+            .collect();
+        let mut out_refs: Vec<&mut [u8]> = out_bytes.iter_mut().map(|b| b.as_mut_slice()).collect();
+        self.jit.run(&in_refs, &mut out_refs)?;
+        self.program
+            .outputs
+            .iter()
+            .zip(out_bytes)
+            .map(|(o, b)| {
+                let data = Storage::from_le_bytes(o.dtype, &b).ok_or_else(|| {
+                    NativeError::Input(format!(
+                        "output '{}': {} bytes do not make {}",
+                        o.name,
+                        b.len(),
+                        o.dtype
+                    ))
+                })?;
+                Tensor::new(o.shape.clone(), data).ok_or_else(|| {
+                    NativeError::Input(format!(
+                        "output '{}': size does not match its shape",
+                        o.name
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 /// Compiles `model` for the host and runs it once on `inputs`.
 pub fn run_native(model: &Model, inputs: &[Tensor]) -> Result<Vec<Tensor>, NativeError> {
-    let (m, kept) = bind_static(model, inputs)?;
-    let prog = plan_model(&m)?;
-    let jit = JitModel::compile(&prog)?;
-    let in_bytes: Vec<Vec<u8>> = kept.iter().map(|&k| inputs[k].data.to_le_bytes()).collect();
-    let in_refs: Vec<&[u8]> = in_bytes.iter().map(|b| b.as_slice()).collect();
-    let mut out_bytes: Vec<Vec<u8>> = prog
-        .outputs
-        .iter()
-        .map(|o| vec![0u8; o.byte_size()])
-        .collect();
-    let mut out_refs: Vec<&mut [u8]> = out_bytes.iter_mut().map(|b| b.as_mut_slice()).collect();
-    jit.run(&in_refs, &mut out_refs)?;
-    prog.outputs
-        .iter()
-        .zip(out_bytes)
-        .map(|(o, b)| {
-            let data = Storage::from_le_bytes(o.dtype, &b).ok_or_else(|| {
-                NativeError::Input(format!(
-                    "output '{}': {} bytes do not make {}",
-                    o.name,
-                    b.len(),
-                    o.dtype
-                ))
-            })?;
-            Tensor::new(o.shape.clone(), data).ok_or_else(|| {
-                NativeError::Input(format!(
-                    "output '{}': size does not match its shape",
-                    o.name
-                ))
-            })
-        })
-        .collect()
+    NativeModel::compile(model, inputs)?.run(inputs)
 }

@@ -2,6 +2,7 @@
 //! stderr followed by the cause chain, exit status 1 for a bad model or input
 //! and 2 for a bad command line, logs on stderr controlled by `-v` or `KILN_LOG`.
 
+mod bench;
 mod compile;
 mod convert;
 mod inspect;
@@ -33,6 +34,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run a model on the reference backend and write its outputs as .npy
     Run(run::Args),
+    /// Time the native code generated for this machine (median, p10, p90, GFLOP/s)
+    Bench(bench::Args),
     /// Compile a model ahead of time for a target triple (object or C + header)
     Compile(compile::Args),
     /// Convert between ONNX and kiln's text (.kiln) and binary (.kilnb) forms
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Convert(a) => convert::main(a),
         Command::Compile(a) => compile::main(a),
+        Command::Bench(a) => bench::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -220,12 +220,13 @@ fn a_dying_input_is_overwritten_in_place() {
         vec![un(b, "exp", UnaryOp::Exp, z)]
     });
     let plan = plan_model(&m).expect("plan");
-    // `scale` reads `neg`'s output (its last use) at the element it writes.
+    // `scale` (fused with `exp`) reads `neg`'s output (its last use) at the
+    // element it writes.
     let step = plan
         .steps
         .iter()
-        .find(|s| s.node.starts_with("scale"))
-        .expect("scale step");
+        .find(|s| s.node.starts_with("exp"))
+        .expect("scale+exp step");
     let binding = |role: kiln_ir::kernel::BufferRole| {
         step.program
             .buffers
@@ -238,5 +239,24 @@ fn a_dying_input_is_overwritten_in_place() {
     assert_eq!(binding(Output(0)), binding(Input(1)), "{:?}", step.bindings);
     // 192-byte tensors take 192 aligned bytes each: neg/scale share one, gap's is apart.
     assert_eq!(plan.arena_size, plan.arena_lower_bound);
+    check(m, ins, &[2]);
+}
+
+#[test]
+fn transposes_fold_into_the_gemm_views() {
+    // Attention scores as exported: q and k split into heads by Transpose.
+    let (m, ins) = model(&[vec![1, 5, 2, 8], vec![1, 5, 2, 8]], |b, x| {
+        let q = add(b, "q", Op::Transpose { perm: vec![0, 2, 1, 3] }, &[x[0]]);
+        let k = add(b, "kt", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[x[1]]);
+        let s = add(b, "scores", Op::MatMul, &[q, k]);
+        let c = scalar(b.model, "scale", 0.25);
+        vec![bin(b, "scaled", BinaryOp::Mul, s, c)]
+    });
+    check(m, ins, &[4]);
+    // A 2-D weight read transposed (Gemm with transB on a computed operand).
+    let (m, ins) = model(&[vec![3, 6], vec![4, 6]], |b, x| {
+        let t = add(b, "t", Op::Transpose { perm: vec![1, 0] }, &[x[1]]);
+        vec![add(b, "mm", Op::MatMul, &[x[0], t])]
+    });
     check(m, ins, &[2]);
 }
