@@ -141,6 +141,9 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
             worst = Some((i, excess));
         }
     }
+    if worst.is_none() && matches!(dt, DType::F32 | DType::F64) {
+        scale_check(&g, &w)?;
+    }
     match worst {
         None => Ok(()),
         Some((i, _)) => Err(format!(
@@ -152,6 +155,29 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
             (g[i] - w[i]).abs()
         )),
     }
+}
+
+/// For outputs whose values are all small (random-weight CNNs give logits
+/// around 1e-9), the absolute part of the tolerance would accept anything,
+/// zeros included; so the error must also stay within 1e-3 of the output's
+/// own scale (its largest finite magnitude).
+fn scale_check(g: &[f64], w: &[f64]) -> Result<(), String> {
+    let finite = |x: &&f64| x.is_finite();
+    let scale = w.iter().filter(finite).fold(0.0f64, |m, x| m.max(x.abs()));
+    if scale == 0.0 || scale >= 0.1 {
+        return Ok(());
+    }
+    let diff = g
+        .iter()
+        .zip(w)
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
+        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+    if diff > 1e-3 * scale {
+        return Err(format!(
+            "outputs are small (largest |want| {scale:.3e}) and the largest |diff| {diff:.3e} exceeds 1e-3 of that scale"
+        ));
+    }
+    Ok(())
 }
 
 /// Flat index → `[i, j, k]`.
