@@ -1,7 +1,9 @@
 //! Every reference model in `../shared/models`: load, simplify, run on the
-//! recorded inputs, compare with onnxruntime's outputs.
+//! recorded inputs, compare with onnxruntime's outputs — on the reference
+//! backend (the interpreter) and on the native backend (the generated machine
+//! code for this machine, as `kiln run --backend native`).
 
-use kiln_tests::{compare_all, load_io, model_path, run_file};
+use kiln_tests::{compare_all, load_io, model_path, run_file, run_file_native};
 
 fn check(name: &str) {
     let path = model_path(name);
@@ -12,10 +14,22 @@ fn check(name: &str) {
         "{name}: the .io.npz holds no out_* arrays"
     );
     let t = std::time::Instant::now();
-    let got = run_file(&path, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
-    eprintln!("{name}: ran in {:.2} s", t.elapsed().as_secs_f64());
+    let got = run_file_native(&path, &inputs).unwrap_or_else(|e| panic!("{name}: native: {e}"));
+    eprintln!(
+        "{name}: native compile + run in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     if let Err(e) = compare_all(&got, &want) {
-        panic!("{name}: {e}");
+        panic!("{name}: native backend: {e}");
+    }
+    let t = std::time::Instant::now();
+    let got = run_file(&path, inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
+    eprintln!(
+        "{name}: reference backend ran in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    if let Err(e) = compare_all(&got, &want) {
+        panic!("{name}: reference backend: {e}");
     }
 }
 
