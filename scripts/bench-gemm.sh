@@ -4,22 +4,24 @@
 # and the same background load.
 #
 # usage: scripts/bench-gemm.sh [ROUNDS] [SIZES] [VARIANTS]
-#   ROUNDS    rounds of (kiln, numpy) alternation, default 5
+#   ROUNDS    rounds of (kiln, numpy) alternation, default 10
 #   SIZES     comma-separated square sizes, default 256,512,1024
 #   VARIANTS  comma-separated kiln variants (scalar,avx2,avx512,neon) or
 #             "all" for every one this CPU runs but scalar; default all
 #
-# Each round runs, size by size, kiln then numpy, 9 samples each (a sample
-# lasts ~10 ms); the table gives the median over all rounds' samples. A kiln call packs A but not B (weights are packed at compile
+# Each round runs, size by size, kiln then numpy, 5 samples each (a sample
+# lasts ~10 ms). The table gives the median GFLOP/s over all samples, and
+# the ratio as the median over rounds of (kiln median / numpy median) in
+# that round, which cancels most of the drift a shared machine adds. A kiln call packs A but not B (weights are packed at compile
 # time); the packing time of B is shown separately.
 # Needs the venv from scripts/setup-python.sh (numpy); fails without it.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-ROUNDS="${1:-5}"
+ROUNDS="${1:-10}"
 SIZES="${2:-256,512,1024}"
 VARIANTS="${3:-all}"
-SAMPLES=9
+SAMPLES=5
 PY="$REPO/.venv/bin/python"
 if ! "$PY" -c 'import numpy' 2>/dev/null; then
     echo "error: $PY with numpy not found; run scripts/setup-python.sh" >&2
@@ -36,8 +38,8 @@ trap 'rm -f "$LOG"' EXIT
 for ((r = 1; r <= ROUNDS; r++)); do
     echo "round $r/$ROUNDS" >&2
     for n in ${SIZES//,/ }; do
-        "$BENCH" "$VARIANTS" "$n" "$SAMPLES" >>"$LOG"
-        "$PY" - "$n" "$SAMPLES" >>"$LOG" <<'PYEOF'
+        "$BENCH" "$VARIANTS" "$n" "$SAMPLES" | sed "s/^/$r /" >>"$LOG"
+        "$PY" - "$n" "$SAMPLES" <<'PYEOF' | sed "s/^/$r /" >>"$LOG"
 import sys, time
 import numpy as np
 n, samples = int(sys.argv[1]), int(sys.argv[2])
@@ -58,24 +60,31 @@ PYEOF
 done
 
 "$PY" - "$LOG" <<'PYEOF'
-import sys, statistics
+import sys
 from collections import defaultdict
+from statistics import median
 samples, pack = defaultdict(list), defaultdict(list)
+by_round = defaultdict(list)
 for line in open(sys.argv[1]):
-    kind, impl, n, value = line.split()
-    (samples if kind == "sample" else pack)[(impl, int(n))].append(float(value))
+    rnd, kind, impl, n, value = line.split()
+    if kind == "sample":
+        samples[(impl, int(n))].append(float(value))
+        by_round[(impl, int(n), int(rnd))].append(float(value))
+    else:
+        pack[(impl, int(n))].append(float(value))
 impls = sorted({i for i, _ in samples if i != "numpy"})
 sizes = sorted({n for _, n in samples})
-print("single-thread f32 GEMM, GFLOP/s (median); ratio = kiln / numpy")
-hdr = f"{'n':>6} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls)
-print(hdr)
+rounds = sorted({r for _, _, r in by_round})
+print("single-thread f32 GEMM, GFLOP/s (median of all samples);")
+print("ratio = median over rounds of kiln/numpy within the round")
+print(f"{'n':>6} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls))
 for n in sizes:
-    ref = statistics.median(samples[("numpy", n)])
-    row = f"{n:>6} {ref:8.1f}"
+    row = f"{n:>6} {median(samples[('numpy', n)]):8.1f}"
     for i in impls:
-        v = statistics.median(samples[(i, n)])
-        row += f" {v:12.1f} {v / ref:6.2f}"
+        ratio = median(median(by_round[(i, n, r)]) / median(by_round[("numpy", n, r)])
+                       for r in rounds)
+        row += f" {median(samples[(i, n)]):12.1f} {ratio:6.2f}"
     print(row)
 print("B packing (compile time), ms: " + ", ".join(
-    f"{i} n={n}: {statistics.median(v):.2f}" for (i, n), v in sorted(pack.items())))
+    f"{i} n={n}: {median(v):.2f}" for (i, n), v in sorted(pack.items())))
 PYEOF

@@ -7,7 +7,9 @@
 //! prints one line per model: nodes before/after fusion, arena, bound, ratio.
 
 use kiln_compiler::aot::{plan_model, run::run_plan};
+use kiln_ir::kernel::BufferRole;
 use kiln_ir::{Op, Tensor};
+use kiln_targets::plan::BufferLoc;
 use std::path::{Path, PathBuf};
 
 fn models_dir() -> PathBuf {
@@ -57,11 +59,37 @@ fn check(name: &str) {
     let mut fused = model.clone();
     kiln_compiler::passes::optimize(&mut fused).unwrap_or_else(|e| panic!("{name}: {e}"));
     let after = fused.body.nodes.len();
-    let groups = fused.body.nodes.iter().filter(|n| n.op == Op::Fused).count();
+    let groups = fused
+        .body
+        .nodes
+        .iter()
+        .filter(|n| n.op == Op::Fused)
+        .count();
     let prog = plan_model(&model).unwrap_or_else(|e| panic!("{name}: plan: {e}"));
     let ratio = prog.arena_size as f64 / prog.arena_lower_bound.max(1) as f64;
+    // Steps whose output was placed over one of their inputs.
+    let in_place = prog
+        .steps
+        .iter()
+        .filter(|s| {
+            let at = |out: bool| {
+                s.program
+                    .buffers
+                    .iter()
+                    .zip(&s.bindings)
+                    .filter(move |(b, _)| matches!(b.role, BufferRole::Output(_)) == out)
+                    .filter(|(b, _)| !matches!(b.role, BufferRole::Scratch))
+                    .map(|(_, l)| *l)
+                    .collect::<Vec<_>>()
+            };
+            let ins = at(false);
+            at(true)
+                .iter()
+                .any(|o| matches!(o, BufferLoc::Arena(_)) && ins.contains(o))
+        })
+        .count();
     println!(
-        "{name}: nodes {before} -> {after} ({groups} fused groups), {} steps, arena {} B, lower bound {} B, ratio {ratio:.3}",
+        "{name}: nodes {before} -> {after} ({groups} fused groups), {} steps ({in_place} in place), arena {} B, lower bound {} B, ratio {ratio:.3}",
         prog.steps.len(),
         prog.arena_size,
         prog.arena_lower_bound

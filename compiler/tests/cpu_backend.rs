@@ -220,10 +220,8 @@ fn object_roundtrip(model: &str, triple: &str, cpu: Option<&str>, linker: &str, 
     let (prog, ins, wants) = load(model);
     let target = CpuTarget::parse(triple, cpu).expect("target");
     let art = compile_object(&prog, model, &target).expect("compile object");
-    let dir = std::env::temp_dir().join(format!(
-        "kiln_cpu_{model}_{triple}_{}",
-        std::process::id()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("kiln_cpu_{model}_{triple}_{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let name = &art.name;
     std::fs::write(dir.join(format!("{name}.o")), &art.object).expect("write .o");
@@ -271,7 +269,10 @@ fn object_roundtrip(model: &str, triple: &str, cpu: Option<&str>, linker: &str, 
         let bytes = std::fs::read(p).expect("read output");
         let g = Storage::from_le_bytes(prog.outputs[k].dtype, &bytes).expect("output size");
         let v = worst(&g, &w.data, 1e-4, 1e-3);
-        assert!(v <= 0.0, "{model} on {triple}: output {k} differs from the reference");
+        assert!(
+            v <= 0.0,
+            "{model} on {triple}: output {k} differs from the reference"
+        );
     }
     println!(
         "{model} {triple}: {} code bytes, {} weight bytes, {} functions, compiled in {:.1} ms",
@@ -286,13 +287,25 @@ fn object_roundtrip(model: &str, triple: &str, cpu: Option<&str>, linker: &str, 
 #[test]
 fn object_x86_64_links_and_runs() {
     object_roundtrip("mnist_cnn", "x86_64-unknown-linux-gnu", None, "cc", &[]);
-    object_roundtrip("kws_dscnn", "x86_64-unknown-linux-gnu", Some("x86-64-v3"), "cc", &[]);
+    object_roundtrip(
+        "kws_dscnn",
+        "x86_64-unknown-linux-gnu",
+        Some("x86-64-v3"),
+        "cc",
+        &[],
+    );
 }
 
 #[test]
 fn object_x86_64_baseline_links_and_runs() {
     // No SSE4.1: rounding is done without roundss/roundps, still no libm.
-    object_roundtrip("bert_tiny", "x86_64-unknown-linux-gnu", Some("x86-64"), "cc", &[]);
+    object_roundtrip(
+        "bert_tiny",
+        "x86_64-unknown-linux-gnu",
+        Some("x86-64"),
+        "cc",
+        &[],
+    );
 }
 
 #[test]
@@ -419,8 +432,17 @@ fn check_steps(name: &str, profile: bool) -> usize {
 
 #[test]
 fn steps_match_interpreter() {
-    for m in ["mnist_cnn"] {
-        assert_eq!(check_steps(m, false), 0, "{m}: steps differ from the interpreter");
+    for m in [
+        "mnist_cnn",
+        "kws_dscnn",
+        "tiny_transformer",
+        "squeezenet1_1",
+    ] {
+        assert_eq!(
+            check_steps(m, false),
+            0,
+            "{m}: steps differ from the interpreter"
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 #
 #   examples/c-host/build.sh MODEL.onnx OUTDIR [--emit c] [kiln compile options...]
 #
-# Leaves OUTDIR/NAME.o (compiled from OUTDIR/NAME.c with --emit c), OUTDIR/NAME.h
+# NAME is the model file's stem (so do not pass --name). Leaves OUTDIR/NAME.o (compiled from OUTDIR/NAME.c with --emit c), OUTDIR/NAME.h
 # and the program OUTDIR/NAME_host; run it as `OUTDIR/NAME_host INPUT.npy...`.
 # Environment: KILN (the kiln binary; default: built with cargo), KILN_RUNTIME_DIR
 # (a folder holding libkiln_runtime.a; default: built with cargo, feature std),
@@ -17,7 +17,11 @@ if [ $# -lt 2 ]; then
 fi
 model="$1"; out="$2"; shift 2
 emit_c=0
-for a in "$@"; do [ "$a" = c ] && emit_c=1; done
+prev=""
+for a in "$@"; do
+  if [ "$a" = "--emit=c" ] || { [ "$prev" = "--emit" ] && [ "$a" = c ]; }; then emit_c=1; fi
+  prev="$a"
+done
 name="$(basename "$model")"; name="${name%.*}"
 name="$(printf '%s' "$name" | tr 'A-Z' 'a-z' | sed 's/[^a-z0-9]/_/g; s/^[0-9]/m_&/')"
 upper="$(printf '%s' "$name" | tr 'a-z' 'A-Z')"

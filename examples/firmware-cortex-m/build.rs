@@ -36,8 +36,7 @@ fn main() {
     }
     println!("cargo:rustc-link-arg={}", obj.display());
 
-    let h = fs::read_to_string(&header)
-        .unwrap_or_else(|e| panic!("{}: {e}", header.display()));
+    let h = fs::read_to_string(&header).unwrap_or_else(|e| panic!("{}: {e}", header.display()));
     let define = |name: &str| -> usize {
         h.lines()
             .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
@@ -47,7 +46,10 @@ fn main() {
     };
     let arena = define("MODEL_ARENA_SIZE");
     let align = define("MODEL_ARENA_ALIGN");
-    assert!(align <= 64, "arena alignment {align} exceeds the firmware's 64");
+    assert!(
+        align <= 64,
+        "arena alignment {align} exceeds the firmware's 64"
+    );
     let n_in = define("MODEL_NUM_INPUTS");
     let n_out = define("MODEL_NUM_OUTPUTS");
 
@@ -76,7 +78,12 @@ fn main() {
     }
     assert_eq!(ins.len(), n_in, "model inputs vs reference inputs");
     assert_eq!(outs.len(), n_out, "model outputs vs reference outputs");
-    let _ = writeln!(src, "pub static INPUTS: [&[u8]; {}] = [{}];", ins.len(), ins.join(", "));
+    let _ = writeln!(
+        src,
+        "pub static INPUTS: [&[u8]; {}] = [{}];",
+        ins.len(),
+        ins.join(", ")
+    );
     let exp: Vec<String> = outs
         .iter()
         .map(|(p, k, _)| format!("({p}, b'{}')", *k as char))

@@ -4,7 +4,8 @@
 //! thousands of times per inference, so a call must cost little: the pool is
 //! started once (lazily) and kept; a job is a few words written into a
 //! preallocated slot (no allocation, no boxing); workers spin briefly before
-//! sleeping so back-to-back loops do not pay a wake-up each. Ranges are
+//! sleeping so back-to-back loops do not pay a wake-up each, and the caller
+//! touches the lock only when a worker is asleep. Ranges are
 //! split statically (part `k` of `p` always goes to thread `k`), which makes
 //! the split, and so any floating-point reduction inside a part, the same
 //! from run to run.
@@ -13,7 +14,7 @@ use crate::Task;
 use core::ffi::c_void;
 use std::boxed::Box;
 use std::format;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// Polls before a waiting worker sleeps on the condition variable (some
@@ -32,25 +33,26 @@ fn pause(i: u32) {
     }
 }
 
-/// The job slot. Written only by the thread holding `Shared::busy`.
-#[derive(Clone, Copy)]
-struct Job {
-    /// Incremented per job; a worker runs each epoch at most once.
-    epoch: usize,
-    task: Option<Task>,
-    /// `*mut c_void` as an integer so that the slot is `Send`.
-    ctx: usize,
-    n: usize,
-    parts: usize,
-}
-
+/// The pool's shared state. The job fields are written only by the thread
+/// holding `busy`, before it bumps `epoch`, and read by workers after they
+/// see the new epoch; every worker acknowledges every epoch (through
+/// `remaining`) before the next job may be written, so no worker can read a
+/// half-written job. The hot path takes no lock: the mutex and condition
+/// variable are only for workers that stopped spinning.
 struct Shared {
-    job: Mutex<Job>,
-    wake: Condvar,
-    /// Mirror of `job.epoch` that workers spin on without the lock.
+    /// Incremented per job.
     epoch: AtomicUsize,
-    /// Parts of the current job not finished yet (the caller's excluded).
+    /// The `Task` function pointer.
+    task: AtomicPtr<()>,
+    ctx: AtomicPtr<c_void>,
+    n: AtomicUsize,
+    parts: AtomicUsize,
+    /// Workers that have not finished (or, with no part, seen) the current job.
     remaining: AtomicUsize,
+    /// Workers blocked, or about to block, on `wake`.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
     /// Set while a caller owns the pool; other callers and nested calls run inline.
     busy: AtomicBool,
 }
@@ -63,9 +65,9 @@ struct Pool {
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// A poisoned lock only means another thread panicked while holding it; the
-/// job slot is plain data and stays consistent.
-fn lock(m: &Mutex<Job>) -> MutexGuard<'_, Job> {
+/// A poisoned lock only means another thread panicked while holding it; it
+/// guards no data.
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -81,16 +83,15 @@ fn wanted_threads() -> usize {
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
         let shared: &'static Shared = Box::leak(Box::new(Shared {
-            job: Mutex::new(Job {
-                epoch: 0,
-                task: None,
-                ctx: 0,
-                n: 0,
-                parts: 0,
-            }),
-            wake: Condvar::new(),
             epoch: AtomicUsize::new(0),
+            task: AtomicPtr::new(core::ptr::null_mut()),
+            ctx: AtomicPtr::new(core::ptr::null_mut()),
+            n: AtomicUsize::new(0),
+            parts: AtomicUsize::new(0),
             remaining: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
             busy: AtomicBool::new(false),
         }));
         let mut threads = 1;
@@ -128,24 +129,36 @@ fn worker(sh: &'static Shared, w: usize) {
             pause(spins);
             spins += 1;
         }
-        let job = {
-            let mut g = lock(&sh.job);
-            while g.epoch == seen {
+        if sh.epoch.load(Ordering::Acquire) == seen {
+            // Announce the sleep before the last check: a caller bumps the
+            // epoch, then looks at `sleepers` (both SeqCst), so either this
+            // check sees the new epoch or the caller sees this sleeper and
+            // notifies under the lock, which it can only take once we wait.
+            let mut g = lock(&sh.lock);
+            sh.sleepers.fetch_add(1, Ordering::SeqCst);
+            while sh.epoch.load(Ordering::SeqCst) == seen {
                 g = sh.wake.wait(g).unwrap_or_else(|e| e.into_inner());
             }
-            *g
-        };
-        seen = job.epoch;
-        if w < job.parts {
-            if let Some(task) = job.task {
-                let (b, e) = range(job.n, job.parts, w);
-                // SAFETY: the caller of `kiln_parallel_for` promised that
-                // `task` may run concurrently on disjoint ranges with `ctx`,
-                // and it waits for `remaining` to reach 0 before returning.
-                unsafe { task(job.ctx as *mut c_void, b, e) };
-            }
-            sh.remaining.fetch_sub(1, Ordering::AcqRel);
+            sh.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
+        // The caller waits for every worker's acknowledgement before the
+        // next job, so the epoch moved exactly one step.
+        seen = sh.epoch.load(Ordering::Acquire);
+        let parts = sh.parts.load(Ordering::Relaxed);
+        if w < parts {
+            let n = sh.n.load(Ordering::Relaxed);
+            let ctx = sh.ctx.load(Ordering::Relaxed);
+            let task = sh.task.load(Ordering::Relaxed);
+            // SAFETY: `task` holds the `Task` the caller stored for this
+            // epoch (never null: the caller stores it before the epoch).
+            let task: Task = unsafe { core::mem::transmute::<*mut (), Task>(task) };
+            let (b, e) = range(n, parts, w);
+            // SAFETY: the caller of `kiln_parallel_for` promised that `task`
+            // may run concurrently on disjoint ranges with `ctx`, and it
+            // waits for `remaining` to reach 0 before returning.
+            unsafe { task(ctx, b, e) };
+        }
+        sh.remaining.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -166,17 +179,14 @@ pub unsafe fn parallel_for(n: usize, task: Task, ctx: *mut c_void) {
         return;
     }
     let sh = p.shared;
-    sh.remaining.store(parts - 1, Ordering::Relaxed);
-    {
-        let mut g = lock(&sh.job);
-        *g = Job {
-            epoch: g.epoch.wrapping_add(1),
-            task: Some(task),
-            ctx: ctx as usize,
-            n,
-            parts,
-        };
-        sh.epoch.store(g.epoch, Ordering::Release);
+    sh.task.store(task as *mut (), Ordering::Relaxed);
+    sh.ctx.store(ctx, Ordering::Relaxed);
+    sh.n.store(n, Ordering::Relaxed);
+    sh.parts.store(parts, Ordering::Relaxed);
+    sh.remaining.store(p.threads - 1, Ordering::Relaxed);
+    sh.epoch.fetch_add(1, Ordering::SeqCst);
+    if sh.sleepers.load(Ordering::SeqCst) > 0 {
+        let _g = lock(&sh.lock);
         sh.wake.notify_all();
     }
     let (b, e) = range(n, parts, 0);

@@ -120,7 +120,8 @@ fn float_abi_attributes_are_checked() {
     let hard_target = FirmwareTarget::parse("thumbv7em-none-eabihf", None).expect("triple");
     let err = check_object(&soft, &hard_target).expect_err("soft object accepted as hard-float");
     assert!(err.to_string().contains("Tag_ABI_VFP_args"), "{err}");
-    let hard = std::fs::read(dir.join("thumbv7em-none-eabihf-cortex-m4/mnist_mlp.o")).expect("read");
+    let hard =
+        std::fs::read(dir.join("thumbv7em-none-eabihf-cortex-m4/mnist_mlp.o")).expect("read");
     let soft_target = FirmwareTarget::parse("thumbv7m-none-eabi", None).expect("triple");
     assert!(check_object(&hard, &soft_target).is_err());
     let _ = std::fs::remove_dir_all(&dir);

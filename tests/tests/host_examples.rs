@@ -29,9 +29,15 @@ fn profile_dir() -> (PathBuf, String) {
 
 /// `cargo ARGS` in the repository with the test's target dir and profile.
 fn cargo(args: &[&str], target_dir: &Path) -> Output {
+    cargo_env(args, target_dir, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+fn cargo_env(args: &[&str], target_dir: &Path, env: &[(&str, &str)]) -> Output {
     let (_, profile) = profile_dir();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).arg("--target-dir").arg(target_dir);
+    cmd.envs(env.iter().copied());
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -200,6 +206,50 @@ fn rust_host_example_builds_and_matches_onnxruntime() {
         "rust-host failed:\n{t}"
     );
     assert!(t.contains("short input rejected: input 0 'image'"), "{t}");
+}
+
+/// The same example cross-compiled for aarch64 Linux (Cranelift's aarch64
+/// object, archived by kiln-build, linked by the cross gcc) and run under
+/// `qemu-aarch64`.
+#[test]
+fn rust_host_example_cross_aarch64_under_qemu() {
+    let (profile_dir, profile) = profile_dir();
+    let target = profile_dir.parent().expect("target dir");
+    let triple = "aarch64-unknown-linux-gnu";
+    let o = cargo_env(
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "kiln-example-rust-host",
+            "--target",
+            triple,
+        ],
+        target,
+        &[(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        )],
+    );
+    assert!(
+        o.status.success(),
+        "cross build failed (needs `rustup target add {triple}` and aarch64-linux-gnu-gcc):\n{}",
+        text(&o)
+    );
+    let exe = target
+        .join(triple)
+        .join(&profile)
+        .join("kiln-example-rust-host");
+    let o = Command::new("qemu-aarch64")
+        .args(["-L", "/usr/aarch64-linux-gnu"])
+        .arg(&exe)
+        .output()
+        .expect("run qemu-aarch64 (is qemu-user installed?)");
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("PASS"),
+        "aarch64 rust-host failed:\n{t}"
+    );
 }
 
 /// A C program that drives `kiln_parallel_for` directly: fills an array with

@@ -123,7 +123,9 @@ impl Build {
         self
     }
 
-    /// The ISA level or core, as `kiln compile --cpu` (default: the target's).
+    /// The ISA level or core, as `kiln compile --cpu` (default: `$KILN_CPU`,
+    /// else the target's default, which is the build machine's own features
+    /// when the target is the host).
     pub fn cpu(mut self, cpu: &str) -> Self {
         self.cpu = Some(cpu.to_string());
         self
@@ -208,7 +210,10 @@ impl Build {
         }
         let mut opts = CompileOptions {
             target: target.clone(),
-            cpu: self.cpu.clone(),
+            cpu: self
+                .cpu
+                .clone()
+                .or_else(|| std::env::var("KILN_CPU").ok().filter(|c| !c.is_empty())),
             name: Some(name.clone()),
             cc: self.cc.clone(),
             emit: if self.portable_c {

@@ -126,9 +126,9 @@ fn grow(
             .collect();
         cands.sort_unstable();
         cands.dedup();
-        let pick = cands.into_iter().find(|&u| {
-            addable(model, &nodes[u], &shape, &gvals, r, &members, producer)
-        });
+        let pick = cands
+            .into_iter()
+            .find(|&u| addable(model, &nodes[u], &shape, &gvals, r, &members, producer));
         let Some(u) = pick else { break };
         members.push(u);
         gvals.insert(nodes[u].outputs[0]);

@@ -11,7 +11,10 @@
 //!
 //! `optimize` is `simplify` followed by the passes that pick how the model
 //! runs rather than what it computes: operator fusion ([`fuse`]). The
-//! ahead-of-time path and `kiln inspect --after-passes` use it.
+//! ahead-of-time path and `kiln inspect --after-passes` use it. `kiln run`
+//! does not: its executor runs one node at a time on the interpreter,
+//! specialising shapes on the values it is given, so a fused group would buy
+//! nothing there (it runs a `fused` node through its body if given one).
 
 mod fold;
 mod fuse;
@@ -20,8 +23,8 @@ mod rewrite;
 use kiln_ir::Model;
 use thiserror::Error;
 
-pub use fuse::{fuse, fused_patterns};
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
+pub use fuse::{fuse, fused_patterns};
 pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
 
 #[derive(Debug, Error)]

@@ -1,12 +1,16 @@
-//! x86_64 AVX2 + FMA tile: 6 rows × 16 columns, twelve 256-bit accumulators.
+//! x86_64 AVX2 + FMA tile: up to 6 rows × 16 columns, twelve 256-bit
+//! accumulators.
 //!
 //! Each depth step loads two vectors of `B` and broadcasts six values of
 //! `A`, for twelve FMAs: 8 loads per 12 FMAs keeps Zen's two FMA pipes
-//! busy, and 12 + 2 + 1 registers fit the sixteen `ymm`.
+//! busy, and 12 + 2 + 1 registers fit the sixteen `ymm`. The row count is a
+//! const parameter so that a short edge panel (or `m = 1`, a batch-1 dense
+//! layer) computes only its own rows; short columns use masked loads and
+//! stores, which never touch memory outside the mask.
 
 use core::arch::x86_64::*;
 
-use super::driver::{store_scalar, Kernel, TileEpi};
+use super::driver::{Kernel, TileEpi};
 use super::{Blocking, Variant};
 
 const MR: usize = 6;
@@ -29,42 +33,37 @@ impl Kernel for Avx2 {
         bias: *const f32,
         epi: &TileEpi,
     ) {
-        tile_6x16(kc, a, b, c, ldc, mr, nr, bias, epi);
+        match mr {
+            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
+            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
+            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
+            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
+            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
+            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+        }
     }
 }
 
-/// One epilogue vector: `v (+ C) (+ bias)`, clamped, stored to `C`.
-macro_rules! store_vec {
-    ($v:expr, $c:expr, $bias:expr, $epi:expr, $lo:expr, $hi:expr) => {{
-        let mut v = $v;
-        if $epi.load {
-            v = _mm256_add_ps(v, _mm256_loadu_ps($c));
-        }
-        if !$bias.is_null() {
-            v = _mm256_add_ps(v, _mm256_loadu_ps($bias));
-        }
-        if $epi.clamp {
-            // `max(lo, v)` returns `v` when either is NaN: NaN passes.
-            v = _mm256_min_ps($hi, _mm256_max_ps($lo, v));
-        }
-        _mm256_storeu_ps($c, v);
-    }};
-}
-
+/// `R × 16` product of an `MR`-row `A` panel (rows past `R` unread) and a
+/// `B` panel, stored through the epilogue into `nr ≤ 16` columns of `C`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_6x16(
+unsafe fn tile<const R: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    mr: usize,
     nr: usize,
     bias: *const f32,
     epi: &TileEpi,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    // Start fetching the C tile now so the epilogue does not wait for it.
+    for i in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).wrapping_add(nr - 1).cast());
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let mut ap = a;
     let mut bp = b;
     // One depth step `$p` positions ahead of `ap`/`bp`.
@@ -94,21 +93,52 @@ unsafe fn tile_6x16(
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    if mr == MR && nr == NR {
-        let lo = _mm256_set1_ps(epi.lo);
-        let hi = _mm256_set1_ps(epi.hi);
-        let bias8 = if bias.is_null() { bias } else { bias.add(8) };
+
+    let lo = _mm256_set1_ps(epi.lo);
+    let hi = _mm256_set1_ps(epi.hi);
+    let has_bias = !bias.is_null();
+    if nr == NR {
         for (i, row) in acc.iter().enumerate() {
             let cr = c.add(i * ldc);
-            store_vec!(row[0], cr, bias, epi, lo, hi);
-            store_vec!(row[1], cr.add(8), bias8, epi, lo, hi);
+            for (h, &acc_h) in row.iter().enumerate() {
+                let mut v = acc_h;
+                if epi.load {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(cr.add(8 * h)));
+                }
+                if has_bias {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(bias.add(8 * h)));
+                }
+                if epi.clamp {
+                    // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                }
+                _mm256_storeu_ps(cr.add(8 * h), v);
+            }
         }
     } else {
-        let mut tmp = [0.0f32; MR * NR];
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let mask = [
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32), lanes),
+            _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32 - 8), lanes),
+        ];
         for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(i * NR), row[0]);
-            _mm256_storeu_ps(tmp.as_mut_ptr().add(i * NR + 8), row[1]);
+            let cr = c.add(i * ldc);
+            for (h, &acc_h) in row.iter().enumerate() {
+                if 8 * h >= nr {
+                    break;
+                }
+                let mut v = acc_h;
+                if epi.load {
+                    v = _mm256_add_ps(v, _mm256_maskload_ps(cr.add(8 * h), mask[h]));
+                }
+                if has_bias {
+                    v = _mm256_add_ps(v, _mm256_maskload_ps(bias.add(8 * h), mask[h]));
+                }
+                if epi.clamp {
+                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                }
+                _mm256_maskstore_ps(cr.add(8 * h), mask[h], v);
+            }
         }
-        store_scalar(&tmp, NR, c, ldc, mr, nr, bias, epi);
     }
 }

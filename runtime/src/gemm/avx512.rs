@@ -1,11 +1,12 @@
-//! x86_64 AVX-512F tile: 12 rows × 32 columns, twenty-four 512-bit
+//! x86_64 AVX-512F tile: up to 12 rows × 32 columns, twenty-four 512-bit
 //! accumulators (of 32 `zmm`). Each depth step loads two vectors of `B`
-//! and broadcasts twelve values of `A` (folded into the FMAs as embedded
-//! broadcasts), for 24 FMAs.
+//! and broadcasts twelve values of `A`, for 24 FMAs. As in the AVX2 tile,
+//! the row count is a const parameter and short columns use masked loads
+//! and stores.
 
 use core::arch::x86_64::*;
 
-use super::driver::{store_scalar, Kernel, TileEpi};
+use super::driver::{Kernel, TileEpi};
 use super::{Blocking, Variant};
 
 const MR: usize = 12;
@@ -28,42 +29,43 @@ impl Kernel for Avx512 {
         bias: *const f32,
         epi: &TileEpi,
     ) {
-        tile_12x32(kc, a, b, c, ldc, mr, nr, bias, epi);
+        match mr {
+            12 => tile::<12>(kc, a, b, c, ldc, nr, bias, epi),
+            11 => tile::<11>(kc, a, b, c, ldc, nr, bias, epi),
+            10 => tile::<10>(kc, a, b, c, ldc, nr, bias, epi),
+            9 => tile::<9>(kc, a, b, c, ldc, nr, bias, epi),
+            8 => tile::<8>(kc, a, b, c, ldc, nr, bias, epi),
+            7 => tile::<7>(kc, a, b, c, ldc, nr, bias, epi),
+            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
+            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
+            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
+            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
+            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
+            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+        }
     }
 }
 
-/// One epilogue vector: `v (+ C) (+ bias)`, clamped, stored to `C`.
-macro_rules! store_vec {
-    ($v:expr, $c:expr, $bias:expr, $epi:expr, $lo:expr, $hi:expr) => {{
-        let mut v = $v;
-        if $epi.load {
-            v = _mm512_add_ps(v, _mm512_loadu_ps($c));
-        }
-        if !$bias.is_null() {
-            v = _mm512_add_ps(v, _mm512_loadu_ps($bias));
-        }
-        if $epi.clamp {
-            // `max(lo, v)` returns `v` when either is NaN: NaN passes.
-            v = _mm512_min_ps($hi, _mm512_max_ps($lo, v));
-        }
-        _mm512_storeu_ps($c, v);
-    }};
-}
-
+/// `R × 32` product of an `MR`-row `A` panel (rows past `R` unread) and a
+/// `B` panel, stored through the epilogue into `nr ≤ 32` columns of `C`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_12x32(
+unsafe fn tile<const R: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    mr: usize,
     nr: usize,
     bias: *const f32,
     epi: &TileEpi,
 ) {
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    // Start fetching the C tile now so the epilogue does not wait for it.
+    for i in 0..R {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).wrapping_add(nr - 1).cast());
+    }
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     let mut ap = a;
     let mut bp = b;
     // One depth step `$p` positions ahead of `ap`/`bp`.
@@ -88,21 +90,32 @@ unsafe fn tile_12x32(
     if kc % 2 == 1 {
         step!(0);
     }
-    if mr == MR && nr == NR {
-        let lo = _mm512_set1_ps(epi.lo);
-        let hi = _mm512_set1_ps(epi.hi);
-        let bias16 = if bias.is_null() { bias } else { bias.add(16) };
-        for (i, row) in acc.iter().enumerate() {
-            let cr = c.add(i * ldc);
-            store_vec!(row[0], cr, bias, epi, lo, hi);
-            store_vec!(row[1], cr.add(16), bias16, epi, lo, hi);
+
+    let lo = _mm512_set1_ps(epi.lo);
+    let hi = _mm512_set1_ps(epi.hi);
+    let has_bias = !bias.is_null();
+    // Lanes `j < nr` of each 16-column half.
+    let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
+    let mask = [bits as u16, (bits >> 16) as u16];
+    for (i, row) in acc.iter().enumerate() {
+        let cr = c.add(i * ldc);
+        for (h, &acc_h) in row.iter().enumerate() {
+            let k = mask[h];
+            if k == 0 {
+                continue;
+            }
+            let mut v = acc_h;
+            if epi.load {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, cr.add(16 * h)));
+            }
+            if has_bias {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias.add(16 * h)));
+            }
+            if epi.clamp {
+                // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+                v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+            }
+            _mm512_mask_storeu_ps(cr.add(16 * h), k, v);
         }
-    } else {
-        let mut tmp = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR), row[0]);
-            _mm512_storeu_ps(tmp.as_mut_ptr().add(i * NR + 16), row[1]);
-        }
-        store_scalar(&tmp, NR, c, ldc, mr, nr, bias, epi);
     }
 }

@@ -112,6 +112,9 @@ pub(crate) unsafe fn store_scalar(
     }
 }
 
+/// The largest `MR` of any variant (sizes [`pack_a`]'s staging tile).
+const MAX_MR: usize = 12;
+
 /// Copies rows `0..mc`, columns `0..kc` of `A` (row stride `lda`) into
 /// `dst` as `⌈mc/MR⌉` panels of `kc × MR` (rows past `mc` are zero), the
 /// order in which the tile reads them.
@@ -130,7 +133,22 @@ unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst
         let rows = (mc - r0).min(MR);
         let src = a.add(r0 * lda);
         if rows == MR {
-            for p in 0..kc {
+            // Eight depth steps at a time through a small tile: loads run
+            // along the rows, and the stores into scratch are one
+            // contiguous copy instead of MR-strided scalars.
+            let mut p = 0;
+            while p + 8 <= kc {
+                let mut t = [0.0f32; 8 * MAX_MR];
+                for i in 0..MR {
+                    let row = src.add(i * lda + p);
+                    for q in 0..8 {
+                        t[q * MR + i] = *row.add(q);
+                    }
+                }
+                core::ptr::copy_nonoverlapping(t.as_ptr(), out.add(p * MR), 8 * MR);
+                p += 8;
+            }
+            for p in p..kc {
                 for i in 0..MR {
                     *out.add(p * MR + i) = *src.add(i * lda + p);
                 }

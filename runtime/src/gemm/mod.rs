@@ -155,9 +155,10 @@ impl Variant {
     }
 
     /// Floats [`pack_b`] writes for a `k × n` `B`: `k · ⌈n/NR⌉·NR`.
+    /// Saturates at `usize::MAX` (which no buffer can match) on overflow.
     pub const fn packed_b_len(self, k: usize, n: usize) -> usize {
         let nr = self.blocking().nr;
-        k * n.div_ceil(nr) * nr
+        k.saturating_mul(n.div_ceil(nr).saturating_mul(nr))
     }
 
     /// Scratch floats for full speed: `⌈min(m, MC)/MR⌉·MR · min(k, KC)`.

@@ -1,7 +1,8 @@
 //! aarch64 NEON tile: 8 rows × 12 columns, twenty-four 128-bit
 //! accumulators. Each depth step loads three vectors of `B` and two of `A`
 //! and issues 24 `fmla` by lane, so `A` needs no broadcasts: 5 loads per
-//! 24 FMAs, 29 of the 32 `v` registers.
+//! 24 FMAs, 29 of the 32 `v` registers. The row count is a const
+//! parameter so that a short edge panel computes only its own rows.
 
 use core::arch::aarch64::*;
 
@@ -28,28 +29,41 @@ impl Kernel for Neon {
         bias: *const f32,
         epi: &TileEpi,
     ) {
-        tile_8x12(kc, a, b, c, ldc, mr, nr, bias, epi);
+        match mr {
+            8 => tile::<8>(kc, a, b, c, ldc, nr, bias, epi),
+            7 => tile::<7>(kc, a, b, c, ldc, nr, bias, epi),
+            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
+            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
+            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
+            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
+            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
+            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+        }
     }
 }
 
-/// Row `$i` of the tile += `b · a[$lane]`.
+/// Row `$i` of the tile += `b · a[$lane]`, if the tile has that row (`R`
+/// is a constant, so the test folds away).
 macro_rules! fma_row {
     ($acc:ident, $i:expr, $b:ident, $a:ident, $lane:expr) => {
-        $acc[$i][0] = vfmaq_laneq_f32::<$lane>($acc[$i][0], $b[0], $a);
-        $acc[$i][1] = vfmaq_laneq_f32::<$lane>($acc[$i][1], $b[1], $a);
-        $acc[$i][2] = vfmaq_laneq_f32::<$lane>($acc[$i][2], $b[2], $a);
+        if $i < R {
+            $acc[$i][0] = vfmaq_laneq_f32::<$lane>($acc[$i][0], $b[0], $a);
+            $acc[$i][1] = vfmaq_laneq_f32::<$lane>($acc[$i][1], $b[1], $a);
+            $acc[$i][2] = vfmaq_laneq_f32::<$lane>($acc[$i][2], $b[2], $a);
+        }
     };
 }
 
+/// `R × 12` product of an `MR`-row `A` panel and a `B` panel, stored
+/// through the epilogue into `nr ≤ 12` columns of `C`.
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_8x12(
+unsafe fn tile<const R: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
-    mr: usize,
     nr: usize,
     bias: *const f32,
     epi: &TileEpi,
@@ -60,7 +74,8 @@ unsafe fn tile_8x12(
     for _ in 0..kc {
         let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8))];
         let a0 = vld1q_f32(ap);
-        let a1 = vld1q_f32(ap.add(4));
+        // The second half of the panel, loaded only if the tile uses it.
+        let a1 = if R > 4 { vld1q_f32(ap.add(4)) } else { a0 };
         fma_row!(acc, 0, bv, a0, 0);
         fma_row!(acc, 1, bv, a0, 1);
         fma_row!(acc, 2, bv, a0, 2);
@@ -72,10 +87,10 @@ unsafe fn tile_8x12(
         ap = ap.add(MR);
         bp = bp.add(NR);
     }
-    if mr == MR && nr == NR {
+    if nr == NR {
         let lo = vdupq_n_f32(epi.lo);
         let hi = vdupq_n_f32(epi.hi);
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in acc.iter().take(R).enumerate() {
             let cr = c.add(i * ldc);
             for (q, &acc_q) in row.iter().enumerate() {
                 let cq = cr.add(4 * q);
@@ -95,11 +110,11 @@ unsafe fn tile_8x12(
         }
     } else {
         let mut tmp = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
+        for (i, row) in acc.iter().take(R).enumerate() {
             for (q, &acc_q) in row.iter().enumerate() {
                 vst1q_f32(tmp.as_mut_ptr().add(i * NR + 4 * q), acc_q);
             }
         }
-        store_scalar(&tmp, NR, c, ldc, mr, nr, bias, epi);
+        store_scalar(&tmp, NR, c, ldc, R, nr, bias, epi);
     }
 }

@@ -423,3 +423,26 @@ fn gemm_c_abi_matches_and_reports_errors() {
     assert_eq!(call(got.as_mut_ptr(), core::ptr::null_mut(), s.len()), -1);
     assert_eq!(call(got.as_mut_ptr(), s.as_mut_ptr(), 3), -3);
 }
+
+#[test]
+fn pack_b_layout_is_as_documented() {
+    // Packing is a pure function: every variant's layout is checked here,
+    // whichever kernels this CPU runs.
+    for variant in Variant::ALL {
+        let Blocking { nr, kc, .. } = variant.blocking();
+        let (k, n) = (2 * kc + 5, 2 * nr + 3);
+        let b: Vec<f32> = (0..k * n).map(|x| x as f32).collect();
+        let packed = pack_b_vec(variant, k, n, &b, n, 1).unwrap();
+        let n_pad = n.div_ceil(nr) * nr;
+        assert_eq!(packed.len(), k * n_pad);
+        for p in 0..k {
+            let pc = p / kc * kc;
+            let kcb = kc.min(k - pc);
+            for j in 0..n_pad {
+                let at = pc * n_pad + (j / nr) * kcb * nr + (p - pc) * nr + j % nr;
+                let want = if j < n { b[p * n + j] } else { 0.0 };
+                assert_eq!(packed[at], want, "{variant:?} B({p},{j})");
+            }
+        }
+    }
+}

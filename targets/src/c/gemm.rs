@@ -134,7 +134,9 @@ impl Gemm<'_> {
         let _ = writeln!(o, "{}const {ty} {};", pad(1), av.join(", "));
         let _ = writeln!(o, "{}const {ty} {};", pad(1), bv.join(", "));
         for r in 0..h {
-            let line: Vec<String> = (0..w).map(|c| format!("acc{r}{c} += x{r} * y{c};")).collect();
+            let line: Vec<String> = (0..w)
+                .map(|c| format!("acc{r}{c} += x{r} * y{c};"))
+                .collect();
             let _ = writeln!(o, "{}{}", pad(1), line.join(" "));
         }
         let _ = writeln!(o, "{}pa += ca{n};\n{}pb += rb{n};", pad(1), pad(1));
@@ -163,6 +165,10 @@ fn cidx(r: u64, c: u64, n: usize) -> String {
         (0, 0) => "0".into(),
         (_, 0) => mul(r, &format!("rc{n}")),
         (0, _) => mul(c, &format!("cc{n}")),
-        _ => format!("{} + {}", mul(r, &format!("rc{n}")), mul(c, &format!("cc{n}"))),
+        _ => format!(
+            "{} + {}",
+            mul(r, &format!("rc{n}")),
+            mul(c, &format!("cc{n}"))
+        ),
     }
 }

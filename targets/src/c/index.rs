@@ -101,7 +101,11 @@ mod tests {
         assert_eq!(range(&big, &vars, &ident), None);
         let div0 = Expr::Binary(BinOp::Div, v(1), c(0));
         assert_eq!(range(&div0, &vars, &ident), None);
-        let neg = Expr::Binary(BinOp::Rem, Box::new(Expr::Binary(BinOp::Sub, v(0), c(5))), c(3));
+        let neg = Expr::Binary(
+            BinOp::Rem,
+            Box::new(Expr::Binary(BinOp::Sub, v(0), c(5))),
+            c(3),
+        );
         assert_eq!(range(&neg, &vars, &ident), Some((-2, 2)));
         assert_eq!(range(&Expr::Var(7), &vars, &ident), None);
     }

@@ -238,6 +238,21 @@ impl<'a> KernelWriter<'a> {
                     .map(|x| unary(*op, k, x, self.opts.f32_math))
                     .collect::<R<_>>()?
             }
+            Expr::Binary(op @ (BinOp::Max | BinOp::Min), a, b)
+                if matches!(self.kind(a)?, Kind::F | Kind::D)
+                    && matches!(**b, Expr::F(c, _) if !c.is_nan()) =>
+            {
+                // Max/min against a constant that is not NaN (ReLU, clamps): one
+                // comparison instead of two NaN tests and a compare. A NaN `x`
+                // fails `x <= c`, so it propagates as the interpreter's does, and
+                // ties (±0) give `c`, as `kiln_fmax`'s `a > b ? a : b` does.
+                let xs = self.exprs(a, ind)?;
+                let c = self.exprs(b, ind)?.swap_remove(0);
+                let cmp = if *op == BinOp::Max { "<=" } else { ">=" };
+                xs.iter()
+                    .map(|x| format!("(!({x} {cmp} {c}) ? {x} : {c})"))
+                    .collect()
+            }
             Expr::Binary(op, a, b) => {
                 let k = self.kind(a)?;
                 let xs = self.exprs(a, ind)?;
@@ -273,8 +288,7 @@ impl<'a> KernelWriter<'a> {
     fn counter(&mut self, var: VarId, extent: u64) -> &'static str {
         self.vars.insert(var, Kind::I);
         if extent <= i32::MAX as u64 {
-            self.ranges
-                .insert(var, (0, (extent as i64 - 1).max(0)));
+            self.ranges.insert(var, (0, (extent as i64 - 1).max(0)));
             "ptrdiff_t"
         } else {
             self.ranges.remove(&var);
@@ -402,7 +416,11 @@ impl<'a> KernelWriter<'a> {
             Stmt::Let { var, value } => {
                 let k = self.kind(value)?;
                 let vals = self.exprs(value, ind)?;
-                let r = if k == Kind::I { self.range(value) } else { None };
+                let r = if k == Kind::I {
+                    self.range(value)
+                } else {
+                    None
+                };
                 self.vars.insert(*var, k);
                 match r {
                     Some(r) => self.ranges.insert(*var, r),
@@ -566,7 +584,7 @@ impl<'a> KernelWriter<'a> {
 }
 
 /// Calls `f` on `e` and every sub-expression.
-fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
     f(e);
     match e {
         Expr::Load { index, .. } => walk(index, f),

@@ -6,6 +6,7 @@
 //! memory: inputs, outputs and one arena of `NAME_ARENA_SIZE` bytes aligned to
 //! `NAME_ARENA_ALIGN`.
 
+mod elide;
 mod gemm;
 mod index;
 mod kernel;
@@ -13,14 +14,14 @@ mod math;
 mod toolchain;
 
 pub use toolchain::{
-    build_firmware, check_object, find_compiler, object_sizes, parse_arm_attributes,
-    symbol_sizes, ArmFloatAttrs, FirmwareArtifact, FirmwareTarget, FloatAbi, COMMON_CFLAGS,
+    build_firmware, check_object, find_compiler, object_sizes, parse_arm_attributes, symbol_sizes,
+    ArmFloatAttrs, FirmwareArtifact, FirmwareTarget, FloatAbi, COMMON_CFLAGS,
 };
 
 use crate::header::io_dim;
 use crate::plan::{AotProgram, BufferLoc};
 use kernel::{hex_double, hex_float, KernelWriter};
-use kiln_ir::kernel::BufferRole;
+use kiln_ir::kernel::{BufId, BufferRole};
 use kiln_ir::{DType, Storage};
 use std::fmt::Write;
 use thiserror::Error;
@@ -219,8 +220,28 @@ fn render_step_kernels(
         msg: e.to_string(),
     };
     let params = kernel_params(step).map_err(err)?;
+    // Jammed loops run some loads of later iterations before stores of earlier
+    // ones: only sound when no output shares memory with an input.
+    let mut opts = *opts;
+    let aliased = step
+        .program
+        .buffers
+        .iter()
+        .zip(&step.bindings)
+        .any(|(d, l)| {
+            !matches!(d.role, BufferRole::Input(_))
+                && step
+                    .program
+                    .buffers
+                    .iter()
+                    .zip(&step.bindings)
+                    .any(|(o, m)| matches!(o.role, BufferRole::Input(_)) && m == l)
+        });
+    if aliased {
+        opts.jam = 1;
+    }
     for (ki, k) in step.program.kernels.iter().enumerate() {
-        let mut w = KernelWriter::new(&step.program.buffers, *opts);
+        let mut w = KernelWriter::new(&step.program.buffers, opts);
         w.block(&k.body, 1).map_err(err)?;
         let _ = writeln!(
             src,
@@ -288,8 +309,9 @@ fn render_run(prog: &AotProgram, name: &str, src: &mut String) -> Result<(), CEr
                 .iter()
                 .zip(&step.bindings)
                 .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
-            if !is_in && !in_place {
-                // The interpreter zero-initialises outputs and scratch; so does the C code.
+            if !is_in && !in_place && !elide::fully_written_first(&step.program, b as BufId) {
+                // The interpreter zero-initialises outputs and scratch; so does the C code
+                // (unless the step provably writes every element before reading any).
                 let _ = writeln!(src, "    kiln_zero(p{b}, {}u);", d.len * d.dtype.size());
             }
             args.push(format!("p{b}"));

@@ -39,10 +39,22 @@ pub struct FirmwareTarget {
 
 /// The cores each triple accepts; the first is the default.
 const CORES: &[(&str, FloatAbi, &[&str])] = &[
-    ("thumbv6m-none-eabi", FloatAbi::Soft, &["cortex-m0plus", "cortex-m0"]),
+    (
+        "thumbv6m-none-eabi",
+        FloatAbi::Soft,
+        &["cortex-m0plus", "cortex-m0"],
+    ),
     ("thumbv7m-none-eabi", FloatAbi::Soft, &["cortex-m3"]),
-    ("thumbv7em-none-eabi", FloatAbi::Soft, &["cortex-m4", "cortex-m7"]),
-    ("thumbv7em-none-eabihf", FloatAbi::Hard, &["cortex-m4", "cortex-m7"]),
+    (
+        "thumbv7em-none-eabi",
+        FloatAbi::Soft,
+        &["cortex-m4", "cortex-m7"],
+    ),
+    (
+        "thumbv7em-none-eabihf",
+        FloatAbi::Hard,
+        &["cortex-m4", "cortex-m7"],
+    ),
     ("thumbv8m.main-none-eabi", FloatAbi::Soft, &["cortex-m33"]),
     ("thumbv8m.main-none-eabihf", FloatAbi::Hard, &["cortex-m33"]),
 ];
@@ -123,7 +135,11 @@ impl FirmwareTarget {
             } else {
                 2
             },
-            jam: if self.float_abi == FloatAbi::Hard { 4 } else { 2 },
+            jam: if self.float_abi == FloatAbi::Hard {
+                4
+            } else {
+                2
+            },
             // Small kernel windows (3x3, 10x4) unrolled give immediate-offset loads.
             unroll: 16,
         }
@@ -159,9 +175,9 @@ pub fn find_compiler(cc: Option<&Path>) -> Result<Option<PathBuf>, CError> {
             }
             return Ok(Some(cc.to_path_buf()));
         }
-        return which(cc.as_os_str())
-            .map(Some)
-            .ok_or_else(|| CError::Target(format!("compiler '{}' not found in PATH", cc.display())));
+        return which(cc.as_os_str()).map(Some).ok_or_else(|| {
+            CError::Target(format!("compiler '{}' not found in PATH", cc.display()))
+        });
     }
     Ok(which(std::ffi::OsStr::new("arm-none-eabi-gcc")))
 }
@@ -345,7 +361,9 @@ pub fn parse_arm_attributes(data: &[u8]) -> Result<ArmFloatAttrs, CError> {
     let mut pos = 1;
     while pos + 4 <= data.len() {
         let len = u32_at(data, pos).ok_or_else(|| bad("truncated"))? as usize;
-        let end = pos.checked_add(len).filter(|e| *e <= data.len() && len >= 4);
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= data.len() && len >= 4);
         let end = end.ok_or_else(|| bad("bad subsection length"))?;
         let body = &data[pos + 4..end];
         let nul = body

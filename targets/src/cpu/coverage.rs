@@ -6,20 +6,26 @@
 use kiln_ir::kernel::interp::affine_coeff;
 use kiln_ir::kernel::{BufId, Expr, KernelProgram, Stmt, VarId};
 
-/// True when the first kernel that mentions `buf` is a perfect loop nest (or
-/// a lone non-accumulating Matmul) that stores every element of `buf` exactly
-/// once at a row-major index, and never loads `buf`.
+/// True when the first top-level statement (in kernel order) that mentions
+/// `buf` is a perfect loop nest (or a non-accumulating Matmul) that stores
+/// every element of `buf` exactly once at a row-major index, and never loads it.
 pub(crate) fn fully_written(prog: &KernelProgram, buf: BufId) -> bool {
     let Some(decl) = prog.buffers.get(buf as usize) else {
         return false;
     };
-    let Some(k) = prog.kernels.iter().find(|k| mentions_block(&k.body, buf)) else {
+    let first = prog
+        .kernels
+        .iter()
+        .flat_map(|k| k.body.iter())
+        .find(|s| mentions_block(std::slice::from_ref(*s), buf));
+    let Some(first) = first else {
         return false;
     };
-    if loads_block(&k.body, buf) {
+    let first = std::slice::from_ref(first);
+    if loads_block(first, buf) {
         return false;
     }
-    if let [Stmt::Matmul(m)] = k.body.as_slice() {
+    if let [Stmt::Matmul(m)] = first {
         return m.c.buf == buf
             && !m.accumulate
             && matches!(m.c.offset, Expr::I(0, _))
@@ -29,8 +35,13 @@ pub(crate) fn fully_written(prog: &KernelProgram, buf: BufId) -> bool {
             && m.k > 0;
     }
     let mut loops: Vec<(VarId, u64)> = vec![];
-    let mut body = k.body.as_slice();
-    while let [Stmt::For { var, extent, body: b }] = body {
+    let mut body = first;
+    while let [Stmt::For {
+        var,
+        extent,
+        body: b,
+    }] = body
+    {
         loops.push((*var, *extent));
         body = b;
     }

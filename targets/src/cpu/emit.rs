@@ -76,7 +76,10 @@ pub(crate) fn emit_program<M: Module>(
         module.define_data(id, &d).map_err(cg)?;
         weight_ids.push(id);
     }
-    for (sym, ios) in [("input_sizes", &prog.inputs), ("output_sizes", &prog.outputs)] {
+    for (sym, ios) in [
+        ("input_sizes", &prog.inputs),
+        ("output_sizes", &prog.outputs),
+    ] {
         size_table(module, &format!("{name}_{sym}"), ios, ptr.bytes() as usize)?;
     }
 
@@ -104,10 +107,16 @@ pub(crate) fn emit_program<M: Module>(
             msg,
         };
         if step.bindings.len() != step.program.buffers.len() {
-            return Err(step_err("-", "bindings do not match the program's buffers".into()));
+            return Err(step_err(
+                "-",
+                "bindings do not match the program's buffers".into(),
+            ));
         }
         for b in &step.program.buffers {
-            check_dtype(b.dtype, &format!("step '{}' buffer '{}'", step.node, b.name))?;
+            check_dtype(
+                b.dtype,
+                &format!("step '{}' buffer '{}'", step.node, b.name),
+            )?;
         }
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {

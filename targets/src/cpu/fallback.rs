@@ -6,6 +6,10 @@
 //! link without libm. Argument reduction for sin/cos/tan is exact only for
 //! |x| below ~1e9.
 
+// The split constants (ln 2, π/2 in parts) are written as published, with
+// more digits than an f64 holds; the parsed values are the intended ones.
+#![allow(clippy::excessive_precision)]
+
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F64, I64};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value};
@@ -219,7 +223,14 @@ impl M<'_, '_> {
                 let big = self.mulc(d, 0.5);
                 let small = self.odd(
                     ax,
-                    &[1.0, 1.0 / 6.0, 1.0 / 120.0, 1.0 / 5040.0, 1.0 / 362880.0, 1.0 / 39916800.0],
+                    &[
+                        1.0,
+                        1.0 / 6.0,
+                        1.0 / 120.0,
+                        1.0 / 5040.0,
+                        1.0 / 362880.0,
+                        1.0 / 39916800.0,
+                    ],
                 );
                 let is_small = self.cmpc(FloatCC::LessThan, ax, 0.125);
                 let r = self.sel(is_small, small, big);
@@ -262,7 +273,14 @@ impl M<'_, '_> {
                 let big = self.addc(la, LN_2);
                 let small = self.odd(
                     ax,
-                    &[1.0, -1.0 / 6.0, 3.0 / 40.0, -15.0 / 336.0, 105.0 / 3456.0, -945.0 / 42240.0],
+                    &[
+                        1.0,
+                        -1.0 / 6.0,
+                        3.0 / 40.0,
+                        -15.0 / 336.0,
+                        105.0 / 3456.0,
+                        -945.0 / 42240.0,
+                    ],
                 );
                 let is_big = self.cmpc(FloatCC::GreaterThan, ax, 1e150);
                 let is_small = self.cmpc(FloatCC::LessThan, ax, 0.0625);
@@ -292,7 +310,15 @@ impl M<'_, '_> {
                 let mid = self.mulc(l, 0.5);
                 let small = self.odd(
                     ax,
-                    &[1.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0, 1.0 / 11.0, 1.0 / 13.0],
+                    &[
+                        1.0,
+                        1.0 / 3.0,
+                        1.0 / 5.0,
+                        1.0 / 7.0,
+                        1.0 / 9.0,
+                        1.0 / 11.0,
+                        1.0 / 13.0,
+                    ],
                 );
                 let is_small = self.cmpc(FloatCC::LessThan, ax, 0.0625);
                 let r = self.sel(is_small, small, mid);

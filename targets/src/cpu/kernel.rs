@@ -439,7 +439,11 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         let kind = self.kind_of(body)?;
         let lanes = self.lane_var.is_some_and(|lv| self.varies(body, lv));
         let init = self.red_identity(op, kind)?;
-        let init = if lanes { Val::v(self.splat(init)?, kind) } else { init };
+        let init = if lanes {
+            Val::v(self.splat(init)?, kind)
+        } else {
+            init
+        };
         let ty = self.b.func.dfg.value_type(init.v);
         let acc = self.b.declare_var(ty);
         self.b.def_var(acc, init.v);
@@ -449,7 +453,11 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             cx.counted_loop(lo, hi, 1, &mut |cx, iv| {
                 cx.vars.insert(var, Val::s(iv, Kind::Int));
                 let x = cx.eval(body)?;
-                let a = Val { v: cx.b.use_var(acc), k: kind, vec: lanes };
+                let a = Val {
+                    v: cx.b.use_var(acc),
+                    k: kind,
+                    vec: lanes,
+                };
                 let r = cx.red_step(op, a, x)?;
                 cx.b.def_var(acc, r.v);
                 Ok(())
@@ -479,7 +487,11 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             Some(s) => self.vars.insert(var, s),
             None => self.vars.remove(&var),
         };
-        Ok(Val { v: self.b.use_var(acc), k: kind, vec: lanes })
+        Ok(Val {
+            v: self.b.use_var(acc),
+            k: kind,
+            vec: lanes,
+        })
     }
 
     fn red_step(&mut self, op: RedOp, a: Val, x: Val) -> R<Val> {
@@ -506,9 +518,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             Expr::Load { index, .. } => self.varies(index, lv),
             Expr::Unary(_, a) | Expr::Cast(_, a) => self.varies(a, lv),
             Expr::Binary(_, a, b) => self.varies(a, lv) || self.varies(b, lv),
-            Expr::Select(c, a, b) => {
-                self.varies(c, lv) || self.varies(a, lv) || self.varies(b, lv)
-            }
+            Expr::Select(c, a, b) => self.varies(c, lv) || self.varies(a, lv) || self.varies(b, lv),
             Expr::Reduce { body, .. } => self.varies(body, lv),
             _ => false,
         }

@@ -23,36 +23,15 @@ use cranelift_frontend::FunctionBuilder;
 use kiln_ir::kernel::UnOp;
 use tables::{ERF0, ERF_C};
 
+mod native;
 mod tables;
+mod trig;
 
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// ln 2 split so that `k * LN2_HI` is exact for |k| < 2^21.
-const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+const LN2_HI: f64 = 0.693_147_180_369_123_8;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 const PIO2: f64 = std::f64::consts::FRAC_PI_2;
-/// π/2 as three pieces of 33, 33 and 53 bits: `k * PIO2_1` and `k * PIO2_2`
-/// are exact for |k| < 2^20 (Cody–Waite reduction).
-const PIO2_1: f64 = 1.570_796_326_734_125_6;
-const PIO2_2: f64 = 6.077_100_506_303_966e-11;
-const PIO2_3: f64 = 2.022_266_248_795_950_6e-21;
-/// 2/π as 24-bit integer chunks; chunk `i` weighs 2^(-24(i+1)). Ten chunks
-/// (240 bits) reduce every f32 argument exactly enough (Payne–Hanek).
-const TWO_OVER_PI_24: [u32; 10] = [
-    0xa2f983, 0x6e4e44, 0x1529fc, 0x2757d1, 0xf534dd, 0xc0db62, 0x95993c, 0x439041, 0xfe5163,
-    0xabdebb,
-];
-/// atan(k/8) for k = 0..=8, the centres of the atan reduction.
-const ATAN_K8: [f64; 9] = [
-    0.0,
-    0.124_354_994_546_761_44,
-    0.244_978_663_126_864_14,
-    0.358_770_670_270_572_25,
-    0.463_647_609_000_806_1,
-    0.558_599_315_343_562_4,
-    0.643_501_108_793_284_4,
-    0.718_829_999_621_624_5,
-    std::f64::consts::FRAC_PI_4,
-];
 
 /// Emits `op(x)` inline; None when `op` is not a float function this module
 /// handles or `ty` is not `F32`, `F64`, `F32X4` or `F64X2`.
@@ -67,6 +46,7 @@ pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) 
         // The common activations stay in f32 lanes: twice the lanes of the
         // widened path and shorter polynomials, still within 2 ulp.
         UnOp::Exp if single => Some(native_f32(b, ty, x, &|m, v| m.exp_f32(v))),
+        UnOp::Log if single => Some(native_f32(b, ty, x, &|m, v| m.log_f32(v))),
         UnOp::Tanh if single => Some(native_f32(b, ty, x, &|m, v| m.tanh_f32(v))),
         UnOp::Exp
         | UnOp::Log
@@ -89,6 +69,9 @@ pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) 
 
 /// Emits the logistic function 1/(1+e^-x); None for a type other than
 /// `F32`, `F64`, `F32X4`, `F64X2`.
+// Reserved for fused Sigmoid/SiLU activations, which the kernel IR does not
+// produce yet.
+#[allow(dead_code)]
 pub(crate) fn emit_sigmoid(b: &mut FunctionBuilder, ty: Type, x: Value) -> Option<Value> {
     if ty.lane_type() == F32 && (ty == F32 || ty == F32X4) {
         return Some(native_f32(b, ty, x, &|m, v| m.sigmoid_f32(v)));
@@ -299,12 +282,13 @@ impl<'a, 'b> M<'a, 'b> {
     fn nearest(&mut self, a: Value) -> Value {
         self.b.ins().nearest(a)
     }
-    /// Clamps to [lo, hi]; NaN stays NaN.
+    /// Clamps to [lo, hi]; NaN stays NaN. Compare-and-select is cheaper
+    /// than fmin/fmax, whose NaN rules cost extra instructions on x86.
     fn clamp(&mut self, a: Value, lo: f64, hi: f64) -> Value {
-        let hi = self.c(hi);
-        let a = self.b.ins().fmin(a, hi);
-        let lo = self.c(lo);
-        self.b.ins().fmax(a, lo)
+        let over = self.cmpc(FloatCC::GreaterThan, a, hi);
+        let a = self.selc(over, hi, a);
+        let under = self.cmpc(FloatCC::LessThan, a, lo);
+        self.selc(under, lo, a)
     }
 
     fn cmp(&mut self, cc: FloatCC, a: Value, b: Value) -> Mask {
@@ -348,7 +332,7 @@ impl<'a, 'b> M<'a, 'b> {
         let ity = self.ity();
         self.b.ins().bitcast(ity, MemFlagsData::new(), a)
     }
-    fn from_bits(&mut self, a: Value) -> Value {
+    fn float_of(&mut self, a: Value) -> Value {
         self.b.ins().bitcast(self.ty, MemFlagsData::new(), a)
     }
     /// |mag| with the sign of `sign`.
@@ -363,7 +347,7 @@ impl<'a, 'b> M<'a, 'b> {
         });
         let s = self.b.ins().band(s, m);
         let r = self.b.ins().bor(mag, s);
-        self.from_bits(r)
+        self.float_of(r)
     }
 
     /// 2^k for an integer-valued `k` in the normal exponent range, built in
@@ -380,7 +364,7 @@ impl<'a, 'b> M<'a, 'b> {
         let magic = self.ci(magic_bits);
         let e = self.b.ins().isub(t, magic);
         let e = self.b.ins().ishl_imm_u(e, shift);
-        self.from_bits(e)
+        self.float_of(e)
     }
 
     /// Horner evaluation of `c[0] + c[1]·x + …`, keeping the first `n_single`
@@ -427,54 +411,6 @@ impl<'a, 'b> M<'a, 'b> {
         self.mul(p, s2)
     }
 
-    /// exp in native single precision: |r| ≤ ln2/2 needs degree 7.
-    fn exp_f32(&mut self, x: Value) -> Value {
-        let x = self.clamp(x, -104.0, 89.0);
-        let t = self.mulc(x, LOG2E);
-        let k = self.nearest(t);
-        // ln 2 = 0.693359375 - 2.12194440e-4; k·0.693359375 is exact.
-        let hi = self.mulc(k, 0.693_359_375);
-        let r = self.sub(x, hi);
-        let lo = self.mulc(k, -2.121_944_4e-4);
-        let r = self.sub(r, lo);
-        let p = self.poly(r, &inv_factorials(0, 8), 8);
-        let (s1, s2) = self.pow2_split(k);
-        let p = self.mul(p, s1);
-        self.mul(p, s2)
-    }
-
-    /// 1/(1+e^-x) for x ≥ 0 and e^x/(1+e^x) below, so e^|x| never
-    /// overflows and tiny results keep their subnormal bits.
-    fn sigmoid_f32(&mut self, x: Value) -> Value {
-        let a = self.abs(x);
-        let na = self.neg(a);
-        let e = self.exp_f32(na);
-        let d = self.addc(e, 1.0);
-        let neg = self.cmpc(FloatCC::LessThan, x, 0.0);
-        let one = self.c(1.0);
-        let n = self.sel(neg, e, one);
-        self.div(n, d)
-    }
-
-    /// tanh in native single precision: odd Taylor series below 0.5,
-    /// (1 - e^-2a)/(1 + e^-2a) above (no cancellation there).
-    fn tanh_f32(&mut self, x: Value) -> Value {
-        let a = self.abs(x);
-        let m2a = self.mulc(a, -2.0);
-        let t = self.exp_f32(m2a);
-        let num = self.rsubc(1.0, t);
-        let den = self.addc(t, 1.0);
-        let big = self.div(num, den);
-        let z = self.mul(a, a);
-        let p = self.poly(z, &TANH_TAYLOR, TANH_TAYLOR.len());
-        let p = self.mul(z, p);
-        let p = self.mul(a, p);
-        let small = self.add(a, p);
-        let is_small = self.cmpc(FloatCC::LessThan, a, 0.5);
-        let r = self.sel(is_small, small, big);
-        self.copysign(r, x)
-    }
-
     fn expm1(&mut self, x0: Value) -> Value {
         let x = self.clamp(x0, -60.0, 710.0);
         let (k, r) = self.reduce_ln2(x);
@@ -515,10 +451,10 @@ impl<'a, 'b> M<'a, 'b> {
         let mb = self.b.ins().isub(ix, sh);
         let one = self.ci(0x3ff0_0000_0000_0000);
         let mb = self.b.ins().iadd(mb, one);
-        let m = self.from_bits(mb);
+        let m = self.float_of(mb);
         let magic = self.ci(0x4330_0000_0000_0000);
         let kb = self.b.ins().bor(eb, magic);
-        let kb = self.from_bits(kb);
+        let kb = self.float_of(kb);
         let k = self.addc(kb, -4_503_599_627_370_496.0 - 1023.0);
         let k = self.add(k, eadj);
         // log(m) = f - f²/2 + s·(f²/2 + R), s = f/(2+f), R = Σ 2z^j/(2j+1).
@@ -539,7 +475,11 @@ impl<'a, 'b> M<'a, 'b> {
         let t = self.sub(t, f);
         let khi = self.mulc(k, LN2_HI);
         let res = self.sub(khi, t);
-        // log(±0) = -inf, log(+inf) = +inf, log(x<0) = NaN, NaN stays.
+        self.log_specials(x, res)
+    }
+
+    /// log(±0) = -inf, log(+inf) = +inf, log(x<0) = NaN, NaN stays.
+    fn log_specials(&mut self, x: Value, res: Value) -> Value {
         let is0 = self.cmpc(FloatCC::Equal, x, 0.0);
         let res = self.selc(is0, f64::NEG_INFINITY, res);
         let isinf = self.cmpc(FloatCC::Equal, x, f64::INFINITY);
@@ -576,8 +516,7 @@ impl<'a, 'b> M<'a, 'b> {
 
     fn tanh(&mut self, x: Value) -> Value {
         let a = self.abs(x);
-        let lim = self.c(20.0);
-        let a = self.b.ins().fmin(a, lim);
+        let a = self.clamp(a, 0.0, 20.0);
         let a2 = self.mulc(a, 2.0);
         let em = self.expm1(a2);
         let d = self.addc(em, 2.0);
@@ -662,170 +601,6 @@ impl<'a, 'b> M<'a, 'b> {
         self.copysign(r, x)
     }
 
-    /// atan of a non-negative (or NaN) `a`: a > 1 maps to π/2 - atan(1/a);
-    /// then atan(y) = atan(k/8) + atan((y - k/8)/(1 + y·k/8)) with |t| ≤ 1/16.
-    fn atan_pos(&mut self, a: Value) -> Value {
-        let inv = self.cmpc(FloatCC::GreaterThan, a, 1.0);
-        let one = self.c(1.0);
-        let ra = self.div(one, a);
-        let y = self.sel(inv, ra, a);
-        let y8 = self.mulc(y, 8.0);
-        let k = self.nearest(y8);
-        let tc = self.mulc(k, 0.125);
-        let num = self.sub(y, tc);
-        let den = self.mul(y, tc);
-        let den = self.addc(den, 1.0);
-        let t = self.div(num, den);
-        let z = self.mul(t, t);
-        let coef: Vec<f64> = (1..=7)
-            .map(|j| if j % 2 == 1 { -1.0 } else { 1.0 } / (2 * j + 1) as f64)
-            .collect();
-        let p = self.poly(z, &coef, 4);
-        let p = self.mul(z, p);
-        let p = self.mul(t, p);
-        let p = self.add(t, p);
-        let mut theta = self.c(0.0);
-        for (j, &v) in ATAN_K8.iter().enumerate().skip(1) {
-            let m = self.cmpc(FloatCC::Equal, k, j as f64);
-            theta = self.selc(m, v, theta);
-        }
-        let r = self.add(theta, p);
-        let flipped = self.rsubc(PIO2, r);
-        self.sel(inv, flipped, r)
-    }
-
-    fn atan(&mut self, x: Value) -> Value {
-        let a = self.abs(x);
-        let r = self.atan_pos(a);
-        self.copysign(r, x)
-    }
-
-    fn asin(&mut self, x: Value) -> Value {
-        // asin(a) = atan(a/√((1-a)(1+a))); |x| > 1 gives √(<0) = NaN.
-        let a = self.abs(x);
-        let p = self.rsubc(1.0, a);
-        let q = self.addc(a, 1.0);
-        let d = self.mul(p, q);
-        let d = self.sqrt(d);
-        let y = self.div(a, d);
-        let r = self.atan_pos(y);
-        self.copysign(r, x)
-    }
-
-    fn acos(&mut self, x: Value) -> Value {
-        // acos(x) = 2·atan(√((1-x)/(1+x))).
-        let p = self.rsubc(1.0, x);
-        let q = self.addc(x, 1.0);
-        let y = self.div(p, q);
-        let y = self.sqrt(y);
-        let r = self.atan_pos(y);
-        self.mulc(r, 2.0)
-    }
-
-    /// x = q·π/2 + r with q in {0,1,2,3} and |r| ≤ π/4.
-    fn reduce_pio2(&mut self, x: Value) -> (Value, Value) {
-        if self.single {
-            return self.reduce_pio2_exact_f32(x);
-        }
-        let t = self.mulc(x, std::f64::consts::FRAC_2_PI);
-        let k = self.nearest(t);
-        let mut r = x;
-        for p in [PIO2_1, PIO2_2, PIO2_3] {
-            let kp = self.mulc(k, p);
-            r = self.sub(r, kp);
-        }
-        (self.mod4(k), r)
-    }
-
-    /// Payne–Hanek reduction for values that are exactly f32: each product
-    /// x·chunk is exact in double (24 × 24 bits); integer parts are kept
-    /// mod 4 and the fractions summed, renormalising after each step so the
-    /// sum stays exact while it matters.
-    fn reduce_pio2_exact_f32(&mut self, x: Value) -> (Value, Value) {
-        let mut acc = self.c(0.0);
-        let mut q = self.c(0.0);
-        for (i, &g) in TWO_OVER_PI_24.iter().enumerate() {
-            let w = g as f64 * (-24.0 * (i as f64 + 1.0)).exp2();
-            let p = self.mulc(x, w);
-            let n = self.nearest(p);
-            let f = self.sub(p, n);
-            let n4 = self.mod4(n);
-            q = self.add(q, n4);
-            acc = self.add(acc, f);
-            let t = self.nearest(acc);
-            acc = self.sub(acc, t);
-            q = self.add(q, t);
-        }
-        let r = self.mulc(acc, PIO2);
-        (self.mod4(q), r)
-    }
-
-    /// `k mod 4` in [0, 4) for an integer-valued `k` (0 for |k| ≥ 2^54).
-    fn mod4(&mut self, k: Value) -> Value {
-        let h = self.mulc(k, 0.25);
-        let h = self.floor(h);
-        let h = self.mulc(h, 4.0);
-        self.sub(k, h)
-    }
-
-    fn sin_cos_tan(&mut self, x: Value, which: Trig) -> Value {
-        let (q, r) = self.reduce_pio2(x);
-        let z = self.mul(r, r);
-        // sin r = r + r·z·S(z), cos r = 1 - z/2 + z²·C(z) (Taylor).
-        let sc: Vec<f64> = (1..=9)
-            .map(|j| if j % 2 == 1 { -1.0 } else { 1.0 } * inv_factorial(2 * j + 1))
-            .collect();
-        let sp = self.poly(z, &sc, 5);
-        let sp = self.mul(z, sp);
-        let sp = self.mul(r, sp);
-        let s = self.add(r, sp);
-        let cc: Vec<f64> = (2..=8)
-            .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 } * inv_factorial(2 * j))
-            .collect();
-        let cp = self.poly(z, &cc, 5);
-        let z2 = self.mul(z, z);
-        let cp = self.mul(z2, cp);
-        let hz = self.mulc(z, 0.5);
-        let w = self.rsubc(1.0, hz);
-        let lost = self.rsubc(1.0, w);
-        let lost = self.sub(lost, hz);
-        let lost = self.add(lost, cp);
-        let c = self.add(w, lost);
-        let qh = self.mulc(q, 0.5);
-        let qh = self.floor(qh);
-        let qh = self.mulc(qh, 2.0);
-        let qodd = self.sub(q, qh);
-        let odd = self.cmpc(FloatCC::Equal, qodd, 1.0);
-        let res = match which {
-            Trig::Sin => {
-                let v = self.sel(odd, c, s);
-                let neg = self.cmpc(FloatCC::GreaterThanOrEqual, q, 2.0);
-                let nv = self.neg(v);
-                self.sel(neg, nv, v)
-            }
-            Trig::Cos => {
-                let v = self.sel(odd, s, c);
-                let q1 = self.cmpc(FloatCC::Equal, q, 1.0);
-                let q2 = self.cmpc(FloatCC::Equal, q, 2.0);
-                let neg = self.or(q1, q2);
-                let nv = self.neg(v);
-                self.sel(neg, nv, v)
-            }
-            Trig::Tan => {
-                let nc = self.neg(c);
-                let num = self.sel(odd, nc, s);
-                let den = self.sel(odd, s, c);
-                self.div(num, den)
-            }
-        };
-        if which == Trig::Cos {
-            return res;
-        }
-        // Keep the sign of zero.
-        let zero = self.cmpc(FloatCC::Equal, x, 0.0);
-        self.sel(zero, x, res)
-    }
-
     fn erf(&mut self, x: Value) -> Value {
         let a = self.abs(x);
         // |x| < 0.5: odd Maclaurin series.
@@ -897,18 +672,6 @@ impl<'a, 'b> M<'a, 'b> {
         self.selc(ones, 1.0, r)
     }
 }
-
-/// Taylor coefficients of tanh for x³, x⁵, …, x¹⁷.
-const TANH_TAYLOR: [f64; 8] = [
-    -1.0 / 3.0,
-    2.0 / 15.0,
-    -17.0 / 315.0,
-    62.0 / 2835.0,
-    -1382.0 / 155_925.0,
-    21844.0 / 6_081_075.0,
-    -929_569.0 / 638_512_875.0,
-    6_404_582.0 / 10_854_718_875.0,
-];
 
 /// 1/n!.
 fn inv_factorial(n: u32) -> f64 {

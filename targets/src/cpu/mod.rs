@@ -68,15 +68,45 @@ impl std::fmt::Debug for CpuTarget {
 /// presets omit `has_avx`, which silently turns `fma` into `fmaf` calls, so
 /// every flag is set explicitly here.
 fn x86_flags(cpu: &str) -> Option<&'static [&'static str]> {
-    const V2: &[&str] = &["has_sse3", "has_ssse3", "has_cmpxchg16b", "has_sse41", "has_sse42", "has_popcnt"];
+    const V2: &[&str] = &[
+        "has_sse3",
+        "has_ssse3",
+        "has_cmpxchg16b",
+        "has_sse41",
+        "has_sse42",
+        "has_popcnt",
+    ];
     const V3: &[&str] = &[
-        "has_sse3", "has_ssse3", "has_cmpxchg16b", "has_sse41", "has_sse42", "has_popcnt",
-        "has_avx", "has_avx2", "has_fma", "has_bmi1", "has_bmi2", "has_lzcnt",
+        "has_sse3",
+        "has_ssse3",
+        "has_cmpxchg16b",
+        "has_sse41",
+        "has_sse42",
+        "has_popcnt",
+        "has_avx",
+        "has_avx2",
+        "has_fma",
+        "has_bmi1",
+        "has_bmi2",
+        "has_lzcnt",
     ];
     const V4: &[&str] = &[
-        "has_sse3", "has_ssse3", "has_cmpxchg16b", "has_sse41", "has_sse42", "has_popcnt",
-        "has_avx", "has_avx2", "has_fma", "has_bmi1", "has_bmi2", "has_lzcnt", "has_avx512f",
-        "has_avx512vl", "has_avx512dq", "has_avx512bitalg",
+        "has_sse3",
+        "has_ssse3",
+        "has_cmpxchg16b",
+        "has_sse41",
+        "has_sse42",
+        "has_popcnt",
+        "has_avx",
+        "has_avx2",
+        "has_fma",
+        "has_bmi1",
+        "has_bmi2",
+        "has_lzcnt",
+        "has_avx512f",
+        "has_avx512vl",
+        "has_avx512dq",
+        "has_avx512bitalg",
     ];
     Some(match cpu {
         "x86-64" | "generic" => &[],
@@ -162,8 +192,9 @@ impl CpuTarget {
             if !is_host {
                 return Err(terr("cpu 'native' is only valid for the host triple"));
             }
-            let b = cranelift_native::builder().map_err(|e| terr(e))?;
-            b.finish(flags).map_err(|e| CpuError::Codegen(e.to_string()))?
+            let b = cranelift_native::builder().map_err(terr)?;
+            b.finish(flags)
+                .map_err(|e| CpuError::Codegen(e.to_string()))?
         } else {
             let mut b = isa::lookup(triple.clone()).map_err(|e| terr(&e.to_string()))?;
             let feats = if arch == Architecture::X86_64 {
@@ -179,7 +210,8 @@ impl CpuTarget {
                 b.enable(f)
                     .map_err(|e| CpuError::Codegen(format!("ISA flag {f}: {e}")))?;
             }
-            b.finish(flags).map_err(|e| CpuError::Codegen(e.to_string()))?
+            b.finish(flags)
+                .map_err(|e| CpuError::Codegen(e.to_string()))?
         };
         Ok(CpuTarget {
             triple,
@@ -348,7 +380,9 @@ impl JitModel {
             }
             for (i, (g, w)) in got.iter().zip(want).enumerate() {
                 if g != w {
-                    return Err(CpuError::Run(format!("{what} {i} is {g} bytes, expected {w}")));
+                    return Err(CpuError::Run(format!(
+                        "{what} {i} is {g} bytes, expected {w}"
+                    )));
                 }
             }
             Ok(())

@@ -4,7 +4,7 @@
 //! saturate (NaN gives 0). Scalars use `F32`/`F64`/`I64`/`I8` (bool as 0/1);
 //! vector lanes use `F32X4` and `I32X4` masks.
 
-use super::kernel::{Kind, KernelCx, Val, R};
+use super::kernel::{KernelCx, Kind, Val, R};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, F64, I32, I32X4, I64, I8};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value};
@@ -272,14 +272,26 @@ impl KernelCx<'_, '_> {
             Floor | Ceil | Round => self.rounding(op, a),
             IsNan => {
                 let r = self.b.ins().fcmp(FloatCC::Unordered, x, x);
-                return Ok(Val { v: r, k: Kind::Bool, vec: a.vec });
+                return Ok(Val {
+                    v: r,
+                    k: Kind::Bool,
+                    vec: a.vec,
+                });
             }
             IsInf => {
                 let ab = self.b.ins().fabs(x);
                 let inf = self.fconst(a.k, f64::INFINITY);
-                let inf = if a.vec { self.b.ins().splat(F32X4, inf) } else { inf };
+                let inf = if a.vec {
+                    self.b.ins().splat(F32X4, inf)
+                } else {
+                    inf
+                };
                 let r = self.b.ins().fcmp(FloatCC::Equal, ab, inf);
-                return Ok(Val { v: r, k: Kind::Bool, vec: a.vec });
+                return Ok(Val {
+                    v: r,
+                    k: Kind::Bool,
+                    vec: a.vec,
+                });
             }
             Not => return Err("Not on floats".into()),
             _ => return self.transcendental(op, a),
@@ -299,7 +311,11 @@ impl KernelCx<'_, '_> {
                 _ => self.b.ins().nearest(x),
             };
         }
-        let big = if a.k == Kind::F64 { 4503599627370496.0 } else { 8388608.0 };
+        let big = if a.k == Kind::F64 {
+            4503599627370496.0
+        } else {
+            8388608.0
+        };
         let mk = |cx: &mut Self, c: f64| {
             let s = cx.fconst(a.k, c);
             if a.vec {
@@ -348,8 +364,12 @@ impl KernelCx<'_, '_> {
             (Kind::F32, false) => F32,
             _ => F64,
         };
-        if let Some(r) = super::math::emit_unary(self.b, op, ty, a.v) {
-            return Ok(Val { v: r, ..a });
+        // The inline math rounds with `nearest`/`floor`, which are libm calls
+        // on x86 without SSE4.1; there the helpers (no rounding instructions) run.
+        if self.native_round {
+            if let Some(r) = super::math::emit_unary(self.b, op, ty, a.v) {
+                return Ok(Val { v: r, ..a });
+            }
         }
         if a.vec {
             return self.per_lane(&[a], &mut |cx, s| cx.transcendental(op, s[0]));
@@ -431,15 +451,23 @@ impl KernelCx<'_, '_> {
         } else {
             (a.v, c.v)
         };
-        if op == BinOp::Pow {
+        if op == BinOp::Pow && self.native_round {
             let ty = if f32k { F32 } else { F64 };
             if let Some(r) = super::math::emit_pow(self.b, ty, a.v, c.v) {
                 return Ok(Val::s(r, a.k));
             }
         }
-        let h = if op == BinOp::Rem { Helper::Fmod } else { Helper::Pow };
+        let h = if op == BinOp::Rem {
+            Helper::Fmod
+        } else {
+            Helper::Pow
+        };
         let r = self.call_helper(h, &[x, y])?;
-        let r = if f32k { self.b.ins().fdemote(F32, r) } else { r };
+        let r = if f32k {
+            self.b.ins().fdemote(F32, r)
+        } else {
+            r
+        };
         Ok(Val::s(r, a.k))
     }
 
@@ -505,7 +533,7 @@ impl KernelCx<'_, '_> {
                         let x = self.splat(a)?;
                         return Ok(Val::v(self.b.ins().fmul(x, x), Kind::F32));
                     }
-                    if op == BinOp::Pow {
+                    if op == BinOp::Pow && self.native_round {
                         let (x, y) = (self.splat(a)?, self.splat(c)?);
                         if let Some(r) = super::math::emit_pow(self.b, F32X4, x, y) {
                             return Ok(Val::v(r, Kind::F32));
@@ -552,7 +580,10 @@ impl KernelCx<'_, '_> {
     /// `Select(c, a, b)`, scalar or lanes.
     pub(crate) fn select(&mut self, c: Val, a: Val, e: Val) -> R<Val> {
         if a.k != e.k || c.k != Kind::Bool {
-            return Err(format!("select on {:?} between {:?} and {:?}", c.k, a.k, e.k));
+            return Err(format!(
+                "select on {:?} between {:?} and {:?}",
+                c.k, a.k, e.k
+            ));
         }
         if !(c.vec || a.vec || e.vec) {
             return Ok(Val::s(self.b.ins().select(c.v, a.v, e.v), a.k));

@@ -7,9 +7,7 @@ use super::*;
 use crate::plan::{AotIo, AotStep, BufferLoc};
 use kiln_ir::kernel::build::ProgramBuilder;
 use kiln_ir::kernel::interp::run_program;
-use kiln_ir::kernel::{
-    BinOp, BufferRole, Expr, KernelProgram, MatView, Matmul, RedOp, Stmt, UnOp,
-};
+use kiln_ir::kernel::{BinOp, BufferRole, Expr, KernelProgram, MatView, Matmul, RedOp, Stmt, UnOp};
 use kiln_ir::{DType, Storage};
 
 /// One program as a whole model: inputs and outputs are the caller's buffers.
@@ -64,7 +62,11 @@ fn jit(p: &KernelProgram, inputs: &[Storage]) -> Vec<Storage> {
     let m = JitModel::compile(&prog).unwrap_or_else(|e| panic!("{e}\n{p}"));
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|s| s.to_le_bytes()).collect();
     let refs: Vec<&[u8]> = bytes.iter().map(|b| b.as_slice()).collect();
-    let mut out: Vec<Vec<u8>> = prog.outputs.iter().map(|o| vec![0xA5; o.byte_size()]).collect();
+    let mut out: Vec<Vec<u8>> = prog
+        .outputs
+        .iter()
+        .map(|o| vec![0xA5; o.byte_size()])
+        .collect();
     let mut orefs: Vec<&mut [u8]> = out.iter_mut().map(|b| b.as_mut_slice()).collect();
     m.run(&refs, &mut orefs).expect("run");
     prog.outputs
@@ -230,7 +232,9 @@ fn unary_ops_match_interpreter() {
                 // f64 argument reduction is exact only below 2^20 (documented).
                 x = Storage::from_f64s(
                     dt,
-                    float_samples().into_iter().filter(|v| v.abs() < 1e6 || !v.is_finite()),
+                    float_samples()
+                        .into_iter()
+                        .filter(|v| v.abs() < 1e6 || !v.is_finite()),
                 );
             }
             let out_dt = if matches!(op, UnOp::IsNan | UnOp::IsInf) {
@@ -248,7 +252,12 @@ fn unary_ops_match_interpreter() {
                 DType::F32 => Some((1e-6, 4e-7)),
                 _ => Some((1e-13, 1e-13)),
             };
-            check(&p, std::slice::from_ref(&x), tol, &format!("{op:?} on {dt}"));
+            check(
+                &p,
+                std::slice::from_ref(&x),
+                tol,
+                &format!("{op:?} on {dt}"),
+            );
         }
     }
 }
@@ -282,7 +291,9 @@ fn binary_ops_match_interpreter() {
         let s = samples(dt);
         let n = s.len();
         let take = |i: usize| (0..n).map(move |j| (i * 7 + j * 13) % n);
-        let xs: Vec<usize> = (0..n).flat_map(|i| std::iter::repeat_n(i, n.min(40))).collect();
+        let xs: Vec<usize> = (0..n)
+            .flat_map(|i| std::iter::repeat_n(i, n.min(40)))
+            .collect();
         let ys: Vec<usize> = (0..n).flat_map(|i| take(i).take(n.min(40))).collect();
         let pick = |ix: &[usize]| {
             if dt.is_float() {
@@ -327,7 +338,12 @@ fn casts_match_interpreter() {
         let x = samples(from);
         for to in DTYPES {
             let p = map1(from, to, x.len(), |e| e.cast(to));
-            check(&p, std::slice::from_ref(&x), None, &format!("cast {from} -> {to}"));
+            check(
+                &p,
+                std::slice::from_ref(&x),
+                None,
+                &format!("cast {from} -> {to}"),
+            );
         }
     }
 }
@@ -375,7 +391,9 @@ fn reductions_match_interpreter() {
 #[test]
 fn reduction_in_vector_loop_matches_interpreter() {
     let (rows, cols, k) = (3usize, 37usize, 29usize);
-    let x: Vec<f32> = (0..rows * k * cols).map(|i| ((i * 7919) % 211) as f32 * 0.01 - 1.0).collect();
+    let x: Vec<f32> = (0..rows * k * cols)
+        .map(|i| ((i * 7919) % 211) as f32 * 0.01 - 1.0)
+        .collect();
     let mut pb = ProgramBuilder::new();
     let bx = pb.buffer("x", DType::F32, x.len(), BufferRole::Input(0));
     let o = pb.buffer("o", DType::F32, rows * cols, BufferRole::Output(0));
@@ -410,9 +428,24 @@ fn view(buf: u32, offset: Expr, rs: i64, cs: i64) -> MatView {
 /// taken from an enclosing loop, accumulation, every tile remainder.
 #[test]
 fn matmuls_match_interpreter() {
-    for &(m, n, k) in &[(1usize, 1usize, 1usize), (4, 8, 3), (7, 13, 5), (9, 30, 17), (5, 4, 0)] {
+    for &(m, n, k) in &[
+        (1usize, 1usize, 1usize),
+        (4, 8, 3),
+        (7, 13, 5),
+        (9, 30, 17),
+        (5, 4, 0),
+        (3, 10, 256),
+        (6, 9, 600),
+        (5, 17, 512),
+        (9, 7, 300),
+    ] {
         for dt in [DType::F32, DType::F64, DType::I32] {
-            for (bt, ccs, acc) in [(false, 1, false), (true, 1, true), (false, 2, true), (true, 3, false)] {
+            for (bt, ccs, acc) in [
+                (false, 1, false),
+                (true, 1, true),
+                (false, 2, true),
+                (true, 3, false),
+            ] {
                 let batch = 2usize;
                 let a_len = batch * m * k + 3;
                 let b_len = k * n + 1;
@@ -458,7 +491,12 @@ fn matmuls_match_interpreter() {
                     }],
                 );
                 let p = pb.finish();
-                check(&p, &[a, b, c0], None, &format!("matmul {m}x{n}x{k} {dt} bt={bt} ccs={ccs} acc={acc}"));
+                check(
+                    &p,
+                    &[a, b, c0],
+                    None,
+                    &format!("matmul {m}x{n}x{k} {dt} bt={bt} ccs={ccs} acc={acc}"),
+                );
             }
         }
     }
@@ -510,7 +548,9 @@ fn control_flow_matches_interpreter() {
 #[test]
 fn f16_buffers_are_a_clear_error() {
     let p = map1(DType::F16, DType::F16, 4, |e| e);
-    let e = JitModel::compile(&single(&p)).err().expect("must fail");
+    let Err(e) = JitModel::compile(&single(&p)) else {
+        panic!("f16 must be refused");
+    };
     assert!(e.to_string().contains("f16"), "{e}");
 }
 
@@ -520,6 +560,222 @@ fn run_checks_buffer_sizes() {
     let m = JitModel::compile(&single(&p)).expect("compile");
     let x = [0u8; 31];
     let mut o = [0u8; 32];
-    let e = m.run(&[&x], &mut [&mut o]).err().expect("must fail");
+    let Err(e) = m.run(&[&x], &mut [&mut o]) else {
+        panic!("a 31-byte input must be refused");
+    };
     assert!(e.to_string().contains("input 0"), "{e}");
+}
+
+/// A one-step program that reads a weight, for the object-file checks.
+fn weighted_program() -> AotProgram {
+    let mut pb = ProgramBuilder::new();
+    let x = pb.buffer("x", DType::F32, 16, BufferRole::Input(0));
+    let w = pb.buffer("w", DType::F32, 16, BufferRole::Input(1));
+    let o = pb.buffer("o", DType::F32, 16, BufferRole::Output(0));
+    let body = pb.nest(&[16], |_, idx| {
+        vec![Stmt::Store {
+            buf: o,
+            index: idx[0].clone(),
+            value: (Expr::load(x, idx[0].clone()) * Expr::load(w, idx[0].clone())).un(UnOp::Exp),
+        }]
+    });
+    pb.kernel("k", body);
+    let program = pb.finish();
+    AotProgram {
+        name: "Tiny Model".into(),
+        steps: vec![AotStep {
+            node: "n".into(),
+            program,
+            bindings: vec![
+                BufferLoc::Input(0),
+                BufferLoc::Weight(0),
+                BufferLoc::Output(0),
+            ],
+        }],
+        weights: vec![crate::plan::AotWeight {
+            name: "w".into(),
+            data: Storage::F32((0..16).map(|i| i as f32).collect()),
+        }],
+        inputs: vec![AotIo {
+            name: "x".into(),
+            dtype: DType::F32,
+            shape: vec![16],
+        }],
+        outputs: vec![AotIo {
+            name: "o".into(),
+            dtype: DType::F32,
+            shape: vec![16],
+        }],
+        output_copies: vec![],
+        arena_size: 0,
+        arena_lower_bound: 0,
+    }
+}
+
+/// Objects for every supported triple: the right container, the exported
+/// contract symbols (with Mach-O's underscore), local weights in 64-byte
+/// aligned read-only data, local code, only memset/memcpy undefined, and
+/// position-independent relocations only.
+#[test]
+fn objects_have_the_contract_symbols() {
+    use object::{Object, ObjectSection, ObjectSymbol, RelocationKind, SectionKind};
+    let prog = weighted_program();
+    for (triple, cpu, format) in [
+        (
+            "x86_64-unknown-linux-gnu",
+            Some("x86-64-v3"),
+            object::BinaryFormat::Elf,
+        ),
+        (
+            "x86_64-unknown-linux-gnu",
+            Some("x86-64"),
+            object::BinaryFormat::Elf,
+        ),
+        ("aarch64-unknown-linux-gnu", None, object::BinaryFormat::Elf),
+        (
+            "aarch64-linux-android",
+            Some("cortex-a76"),
+            object::BinaryFormat::Elf,
+        ),
+        ("aarch64-apple-darwin", None, object::BinaryFormat::MachO),
+        (
+            "aarch64-apple-ios",
+            Some("apple-m1"),
+            object::BinaryFormat::MachO,
+        ),
+        ("x86_64-apple-darwin", None, object::BinaryFormat::MachO),
+        (
+            "x86_64-pc-windows-msvc",
+            Some("znver3"),
+            object::BinaryFormat::Coff,
+        ),
+    ] {
+        let t = CpuTarget::parse(triple, cpu).unwrap_or_else(|e| panic!("{triple}: {e}"));
+        let art = compile_object(&prog, &prog.name, &t).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(art.name, "tiny_model");
+        assert!(art.header.contains("int tiny_model_run("));
+        let f = object::File::parse(art.object.as_slice()).expect("parse object");
+        assert_eq!(f.format(), format, "{triple}");
+        let pre = if format == object::BinaryFormat::MachO {
+            "_"
+        } else {
+            ""
+        };
+        let sym = |n: &str| {
+            let want = format!("{pre}{n}");
+            f.symbols()
+                .find(|s| s.name() == Ok(want.as_str()))
+                .unwrap_or_else(|| panic!("{triple}: no symbol {want}"))
+        };
+        for (n, kind) in [
+            ("tiny_model_run", SectionKind::Text),
+            ("tiny_model_input_sizes", SectionKind::ReadOnlyData),
+            ("tiny_model_output_sizes", SectionKind::ReadOnlyData),
+        ] {
+            let s = sym(n);
+            assert!(
+                s.is_global() && s.is_definition(),
+                "{triple}: {n} must be exported"
+            );
+            let sec = f
+                .section_by_index(s.section_index().expect("section"))
+                .expect("section");
+            let k = sec.kind();
+            let ok = k == kind || (kind == SectionKind::ReadOnlyData && k == SectionKind::Data);
+            assert!(ok, "{triple}: {n} in a {k:?} section");
+        }
+        let w = sym("tiny_model_w0");
+        assert!(w.is_local(), "{triple}: weights must be local");
+        let wsec = f
+            .section_by_index(w.section_index().expect("section"))
+            .expect("section");
+        assert!(
+            matches!(
+                wsec.kind(),
+                SectionKind::ReadOnlyData | SectionKind::ReadOnlyDataWithRel
+            ),
+            "{triple}: weights in {:?}",
+            wsec.kind()
+        );
+        assert!(
+            wsec.align() >= 64,
+            "{triple}: weight section aligned to {}",
+            wsec.align()
+        );
+        assert_eq!(w.address() % 64, 0, "{triple}: weight symbol alignment");
+        assert!(
+            sym("tiny_model_s0_k0").is_local(),
+            "{triple}: kernels must be local"
+        );
+        for s in f
+            .symbols()
+            .filter(|s| s.is_undefined() && !s.name().unwrap_or("").is_empty())
+        {
+            let n = s.name().unwrap_or("");
+            assert!(
+                n == format!("{pre}memset") || n == format!("{pre}memcpy"),
+                "{triple}: unexpected external symbol {n}"
+            );
+        }
+        let mut relocs = 0;
+        for sec in f.sections().filter(|s| s.kind() == SectionKind::Text) {
+            for (_, r) in sec.relocations() {
+                relocs += 1;
+                assert_ne!(
+                    r.kind(),
+                    RelocationKind::Absolute,
+                    "{triple}: absolute relocation in code: {r:?}"
+                );
+            }
+        }
+        assert!(
+            relocs > 0,
+            "{triple}: calls and weight addresses need relocations"
+        );
+    }
+}
+
+#[test]
+fn unknown_targets_and_cpus_are_errors() {
+    assert!(matches!(
+        CpuTarget::parse("riscv64gc-unknown-linux-gnu", None),
+        Err(CpuError::Target { .. })
+    ));
+    assert!(matches!(
+        CpuTarget::parse("not a triple", None),
+        Err(CpuError::Triple(_))
+    ));
+    assert!(matches!(
+        CpuTarget::parse("x86_64-unknown-linux-gnu", Some("cortex-a76")),
+        Err(CpuError::Cpu { .. })
+    ));
+    assert!(CpuTarget::parse("aarch64-unknown-linux-gnu", Some("native")).is_err());
+    CpuTarget::host().expect("host target");
+}
+
+/// Writes a 64x196x256 f32 matmul object to `KILN_CPU_DUMP` for reading the code.
+#[test]
+#[ignore]
+fn dump_matmul_object() {
+    let path = std::env::var("KILN_CPU_DUMP").expect("set KILN_CPU_DUMP to an output path");
+    let (m, n, k) = (64usize, 196usize, 256usize);
+    let mut pb = ProgramBuilder::new();
+    let a = pb.buffer("a", DType::F32, m * k, BufferRole::Input(0));
+    let b = pb.buffer("b", DType::F32, k * n, BufferRole::Input(1));
+    let c = pb.buffer("c", DType::F32, m * n, BufferRole::Output(0));
+    pb.kernel(
+        "mm",
+        vec![Stmt::Matmul(Matmul {
+            m: m as u64,
+            n: n as u64,
+            k: k as u64,
+            a: view(a, Expr::i(0), k as i64, 1),
+            b: view(b, Expr::i(0), n as i64, 1),
+            c: view(c, Expr::i(0), n as i64, 1),
+            accumulate: false,
+        })],
+    );
+    let p = single(&pb.finish());
+    let art = compile_object(&p, "mm", &CpuTarget::host().expect("host")).expect("compile");
+    std::fs::write(path, art.object).expect("write");
 }

@@ -1,8 +1,8 @@
 //! Expression and statement rewriting helpers for composing programs.
 
 use kiln_ir::kernel::{BinOp, BufId, BufferDecl, Expr, KernelProgram, Stmt, VarId};
-use std::collections::HashMap;
 use kiln_ir::DType;
+use std::collections::HashMap;
 
 /// The largest variable id used in a program (`None` if none).
 pub(super) fn max_var(prog: &KernelProgram) -> Option<VarId> {
@@ -204,7 +204,6 @@ pub(super) fn loads_of(x: &Expr, out: &mut Vec<BufId>) {
     }
 }
 
-
 /// `e` as `c + sum(coef[v] * v)` over loop variables, if it is affine.
 pub(crate) fn affine(e: &Expr) -> Option<(i64, HashMap<VarId, i64>)> {
     match e {
@@ -239,7 +238,6 @@ pub(crate) fn affine(e: &Expr) -> Option<(i64, HashMap<VarId, i64>)> {
         _ => None,
     }
 }
-
 
 /// Buffers a statement reads (loads anywhere inside it, GEMM operands).
 pub(super) fn loads_in_stmt(s: &Stmt, out: &mut Vec<BufId>) {

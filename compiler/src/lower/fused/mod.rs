@@ -93,7 +93,8 @@ pub fn group_of_node<'a>(model: &'a Model, n: &'a Node) -> Result<Group<'a>> {
         ));
     }
     let members: Vec<&Node> = body.nodes.iter().collect();
-    if body.results.len() != 1 || members.last().map(|m| m.outputs.as_slice()) != Some(&body.results[..])
+    if body.results.len() != 1
+        || members.last().map(|m| m.outputs.as_slice()) != Some(&body.results[..])
     {
         return Err(gerr(&n.name, "the body must return its last node's output"));
     }
@@ -164,7 +165,13 @@ pub fn group_from_nodes<'a>(
             Some((op, keep)) => (op, keep),
             None => (m.op.clone(), (0..inputs.len()).collect()),
         };
-        let pick = |i: &usize| (inputs.get(*i).copied().flatten(), types.get(*i).cloned().flatten(), consts.get(*i).copied().flatten());
+        let pick = |i: &usize| {
+            (
+                inputs.get(*i).copied().flatten(),
+                types.get(*i).cloned().flatten(),
+                consts.get(*i).copied().flatten(),
+            )
+        };
         let kept: Vec<_> = keep.iter().map(pick).collect();
         out.push(Member {
             name: m.name.clone(),
@@ -211,7 +218,11 @@ fn elementwise_of(name: &str, prog: &KernelProgram) -> Result<Elementwise> {
     let mut body = k.body.as_slice();
     loop {
         match body {
-            [Stmt::For { var, extent, body: b }] => {
+            [Stmt::For {
+                var,
+                extent,
+                body: b,
+            }] => {
                 vars.push((*var, *extent));
                 body = b;
             }
@@ -225,7 +236,9 @@ fn elementwise_of(name: &str, prog: &KernelProgram) -> Result<Elementwise> {
                 let ext: Vec<usize> = vars.iter().map(|&(_, e)| e as usize).collect();
                 let idx: Vec<Expr> = vars.iter().map(|&(v, _)| Expr::Var(v)).collect();
                 if *index != linear_index(&idx, &strides(&ext)) {
-                    return Err(refuse("its store is not at the row-major index of its loops"));
+                    return Err(refuse(
+                        "its store is not at the row-major index of its loops",
+                    ));
                 }
                 return Ok(Elementwise {
                     vars,
@@ -491,7 +504,13 @@ fn epilogue(
     let (i, j) = (*next, *next + 1);
     *next += 2;
     let flat = m.c.offset.clone() + Expr::var(i) * m.c.row_stride + Expr::var(j) * m.c.col_stride;
-    let body = tail.apply(&flat, Expr::load(tail.out, flat.clone()), root_t, next, bufs)?;
+    let body = tail.apply(
+        &flat,
+        Expr::load(tail.out, flat.clone()),
+        root_t,
+        next,
+        bufs,
+    )?;
     Ok(Stmt::For {
         var: i,
         extent: m.m,
@@ -528,7 +547,11 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         })
     };
     let rp = lower_member(root)?;
-    let final_t = g.members.last().map(|m| &m.out_type).unwrap_or(&root.out_type);
+    let final_t = g
+        .members
+        .last()
+        .map(|m| &m.out_type)
+        .unwrap_or(&root.out_type);
     let numel = |t: &TensorType| -> Result<usize> {
         t.num_elements()
             .ok_or_else(|| gerr(name, format!("symbolic type {t}")))
@@ -604,7 +627,11 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
     let mut members = vec![];
     for m in rest {
         let p = lower_member(m).map_err(at)?;
-        members.push((elementwise_of(&m.name, &p).map_err(at)?, m.inputs.clone(), m.out_type.dtype));
+        members.push((
+            elementwise_of(&m.name, &p).map_err(at)?,
+            m.inputs.clone(),
+            m.out_type.dtype,
+        ));
     }
     let tail = Tail {
         root: ri,
@@ -636,7 +663,14 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
             if g.members.iter().any(|m| m.out_type.dtype != root_t) {
                 return Err(gerr(name, "a GEMM epilogue cannot change the dtype"));
             }
-            epilogue_kernels(&kernels, &tail, root_t, &mut next, &buffers, numel(final_t)?)?
+            epilogue_kernels(
+                &kernels,
+                &tail,
+                root_t,
+                &mut next,
+                &buffers,
+                numel(final_t)?,
+            )?
         }
         _ => return Err(gerr(name, "the root writes its output with several GEMMs")),
     };
@@ -663,7 +697,10 @@ fn epilogue_kernels(
             scan_writes(std::slice::from_ref(s), tail.out, &mut w);
             if w.matmuls > 0 {
                 if w.stores > 0 {
-                    return Err(gerr(&tail.name, "the output GEMM shares a loop with stores to the output"));
+                    return Err(gerr(
+                        &tail.name,
+                        "the output GEMM shares a loop with stores to the output",
+                    ));
                 }
                 let mut written = 0;
                 body.extend(add_epilogue(

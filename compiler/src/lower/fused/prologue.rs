@@ -27,14 +27,23 @@ pub(super) fn index_map_of(name: &str, prog: &KernelProgram) -> Result<IndexMap>
     };
     let mut vars: Vec<(VarId, u64)> = vec![];
     let mut body = k.body.as_slice();
-    while let [Stmt::For { var, extent, body: b }] = body {
+    while let [Stmt::For {
+        var,
+        extent,
+        body: b,
+    }] = body
+    {
         vars.push((*var, *extent));
         body = b;
     }
     let [Stmt::Store { buf, index, value }] = body else {
         return Err(refuse("not a loop nest around one store"));
     };
-    let Expr::Load { buf: src, index: from } = value else {
+    let Expr::Load {
+        buf: src,
+        index: from,
+    } = value
+    else {
         return Err(refuse("the stored value is not a load"));
     };
     let role = |b: BufId| prog.buffers.get(b as usize).map(|d| d.role);
@@ -47,11 +56,16 @@ pub(super) fn index_map_of(name: &str, prog: &KernelProgram) -> Result<IndexMap>
         return Err(refuse("its indices are not affine"));
     };
     let coef = |m: &HashMap<VarId, i64>, v: VarId| m.get(&v).copied().unwrap_or(0);
-    if vars.iter().enumerate().any(|(d, &(v, _))| coef(&out_c, v) != st[d])
+    if vars
+        .iter()
+        .enumerate()
+        .any(|(d, &(v, _))| coef(&out_c, v) != st[d])
         || out_c.len() > vars.len()
         || in_c.keys().any(|v| !vars.iter().any(|(w, _)| w == v))
     {
-        return Err(refuse("its store is not at the row-major index of its loops"));
+        return Err(refuse(
+            "its store is not at the row-major index of its loops",
+        ));
     }
     let a = vars.iter().map(|&(v, _)| coef(&in_c, v)).collect();
     Ok(IndexMap { ext, st, a, base })
@@ -70,11 +84,14 @@ pub(super) fn remap_view(
 ) -> Option<MatView> {
     let (c0, coefs) = affine(&view.offset)?;
     // Coordinates of the constant part.
-    let mut used = vec![0i64; map.ext.len()];
+    let mut used: Vec<i64> = Vec::with_capacity(map.st.len());
     let mut rest = c0;
-    for d in 0..map.ext.len() {
-        used[d] = rest / map.st[d];
-        rest %= map.st[d];
+    for &s in &map.st {
+        if s <= 0 {
+            return None; // an empty tensor: nothing to fold
+        }
+        used.push(rest / s);
+        rest %= s;
     }
     if rest != 0 || used.iter().zip(&map.ext).any(|(u, e)| u >= e || *u < 0) {
         return None;
@@ -88,9 +105,8 @@ pub(super) fn remap_view(
         if range <= 1 || coef == 0 {
             return Some(0);
         }
-        let d = (0..map.ext.len()).find(|&d| {
-            coef > 0 && coef % map.st[d] == 0 && coef / map.st[d] < map.ext[d]
-        })?;
+        let d = (0..map.ext.len())
+            .find(|&d| coef > 0 && coef % map.st[d] == 0 && coef / map.st[d] < map.ext[d])?;
         let q = coef / map.st[d];
         used[d] += q * (range as i64 - 1);
         (used[d] < map.ext[d]).then_some(q * map.a[d])

@@ -11,7 +11,9 @@ use kiln_ir::{DType, Model, Op, Tensor, TensorType, ValueId};
 
 /// Deterministic values in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -217,7 +219,16 @@ fn a_dying_input_is_overwritten_in_place() {
             &[y],
         );
         let z = bin(b, "scale", BinaryOp::Mul, p, y);
-        vec![un(b, "exp", UnaryOp::Exp, z)]
+        let e = un(b, "exp", UnaryOp::Exp, z);
+        vec![add(
+            b,
+            "softmax",
+            Op::Softmax {
+                axis: -1,
+                log: false,
+            },
+            &[e],
+        )]
     });
     let plan = plan_model(&m).expect("plan");
     // `scale` (fused with `exp`) reads `neg`'s output (its last use) at the
@@ -237,7 +248,8 @@ fn a_dying_input_is_overwritten_in_place() {
     };
     use kiln_ir::kernel::BufferRole::{Input, Output};
     assert_eq!(binding(Output(0)), binding(Input(1)), "{:?}", step.bindings);
-    // 192-byte tensors take 192 aligned bytes each: neg/scale share one, gap's is apart.
+    // Without the reuse, `scale` alone would need neg + gap + its output: 192 + 64 + 192.
+    assert!(plan.arena_lower_bound < 448, "{}", plan.arena_lower_bound);
     assert_eq!(plan.arena_size, plan.arena_lower_bound);
     check(m, ins, &[2]);
 }
@@ -246,8 +258,22 @@ fn a_dying_input_is_overwritten_in_place() {
 fn transposes_fold_into_the_gemm_views() {
     // Attention scores as exported: q and k split into heads by Transpose.
     let (m, ins) = model(&[vec![1, 5, 2, 8], vec![1, 5, 2, 8]], |b, x| {
-        let q = add(b, "q", Op::Transpose { perm: vec![0, 2, 1, 3] }, &[x[0]]);
-        let k = add(b, "kt", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[x[1]]);
+        let q = add(
+            b,
+            "q",
+            Op::Transpose {
+                perm: vec![0, 2, 1, 3],
+            },
+            &[x[0]],
+        );
+        let k = add(
+            b,
+            "kt",
+            Op::Transpose {
+                perm: vec![0, 2, 3, 1],
+            },
+            &[x[1]],
+        );
         let s = add(b, "scores", Op::MatMul, &[q, k]);
         let c = scalar(b.model, "scale", 0.25);
         vec![bin(b, "scaled", BinaryOp::Mul, s, c)]

@@ -3,8 +3,8 @@
 //! Conv takes one of three shapes, by what is fastest for the geometry:
 //! pointwise (1x1, stride 1, no padding) is a GEMM per (batch, group) straight
 //! on the input; depthwise (one input channel per group) is a direct loop with
-//! the kernel taps reduced in an expression; everything else is im2col into
-//! scratch followed by a GEMM. ConvTranspose is a GEMM into per-tap columns
+//! the kernel taps reduced in an expression; everything else is im2col, a
+//! block of output rows at a time, into scratch, each block followed by a GEMM. ConvTranspose is a GEMM into per-tap columns
 //! followed by a gather (col2im written as a reduction, so no scatter).
 
 use super::super::{LowerCtx, Result};
@@ -133,7 +133,10 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         return Ok(());
     }
 
-    // im2col: col[(ci, taps), o] = xpad[n, g*cg + ci, o*s + tap*d]; then y[n, g] = w[g] . col.
+    // im2col in blocks of output rows: col[(ci, taps), o] = xpad[n, g*cg + ci, o*s + tap*d]
+    // for the block's positions o, then y[n, g][:, block] = w[g] . col. A block of the
+    // column matrix that fits in L2 keeps the GEMM fed from cache and the scratch
+    // small; materialising the whole matrix would cost cg*kk times the input.
     let src = pad_source(
         pb,
         &mut body,
@@ -148,24 +151,38 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     );
     let ss = src.spatial_strides();
     let plane = src.plane();
-    let col = pb.scratch("col", dt, cg * kk * ospn);
+    let rows = osp.first().copied().unwrap_or(1).max(1);
+    let row_len = ospn / rows;
+    let row_bytes = cg * kk * row_len * dt.size();
+    let k_rows = (1..=rows)
+        .filter(|d| rows % d == 0 && d * row_bytes <= COL_BLOCK_BYTES)
+        .max()
+        .unwrap_or(1);
+    let blen = k_rows * row_len;
+    let mut blk_sp = osp.to_vec();
+    if let Some(r) = blk_sp.first_mut() {
+        *r = k_rows;
+    }
+    let col = pb.scratch("col", dt, cg * kk * blen);
     let base = pb.var();
-    body.extend(pb.nest(&[n, g], |pb, i| {
-        let (ni, gi) = (i[0].clone(), i[1].clone());
+    let row_step =
+        k_rows as i64 * st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
+    body.extend(pb.nest(&[n, g, rows / k_rows], |pb, i| {
+        let (ni, gi, bi) = (i[0].clone(), i[1].clone(), i[2].clone());
         let mut dims = vec![cg];
         dims.extend_from_slice(kernel);
         let fill = pb.nest(&dims, |pb, ct| {
             let (ci, taps) = (&ct[0], &ct[1..]);
             let chan = ni.clone() * c as i64 + gi.clone() * cg as i64 + ci.clone();
-            let toff = (0..sp).fold(chan * plane, |acc, d| {
+            let toff = (0..sp).fold(chan * plane + bi.clone() * row_step, |acc, d| {
                 acc + taps[d].clone() * (dilations[d] as i64 * ss[d])
             });
-            let row = (ci.clone() * kk as i64 + linear_index(taps, &strides(kernel))) * ospn as i64;
+            let row = (ci.clone() * kk as i64 + linear_index(taps, &strides(kernel))) * blen as i64;
             let mut s = vec![Stmt::Let {
                 var: base,
                 value: toff,
             }];
-            s.extend(spatial_nest(pb, &[], osp, |_, _, coords, flat| {
+            s.extend(spatial_nest(pb, &[], &blk_sp, |_, _, coords, flat| {
                 let at = (0..sp).fold(Expr::var(base), |acc, d| {
                     acc + coords[d].clone() * (st[d] as i64 * ss[d])
                 });
@@ -179,16 +196,25 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         });
         let mut s = fill;
         let a = (w, gi.clone() * (ocg * cg * kk) as i64);
-        let yo = (y, ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64);
-        s.push(with_acc(
-            gemm(ocg, ospn, cg * kk, a, (col, Expr::i(0)), yo),
-            acc,
-        ));
+        let yo = (
+            y,
+            ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64 + bi * blen as i64,
+        );
+        let mut mm = with_acc(gemm(ocg, blen, cg * kk, a, (col, Expr::i(0)), yo), acc);
+        if let Stmt::Matmul(m) = &mut mm {
+            // The block is a column range of y[n, g], whose rows are ospn apart.
+            m.c.row_stride = ospn as i64;
+        }
+        s.push(mm);
         s
     }));
     pb.kernel(cx.node, body);
     Ok(())
 }
+
+/// The largest block of the im2col matrix built at once: well inside a
+/// core's L2, so the GEMM reads it from cache.
+const COL_BLOCK_BYTES: usize = 256 << 10;
 
 fn with_acc(s: Stmt, acc: bool) -> Stmt {
     match s {
