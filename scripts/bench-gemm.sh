@@ -5,7 +5,8 @@
 #
 # usage: scripts/bench-gemm.sh [ROUNDS] [SIZES] [VARIANTS]
 #   ROUNDS    rounds of (kiln, numpy) alternation, default 10
-#   SIZES     comma-separated square sizes, default 256,512,1024
+#   SIZES     comma-separated shapes, N (square) or MxNxK, default
+#             256,512,1024
 #   VARIANTS  comma-separated kiln variants (scalar,avx2,avx512,neon) or
 #             "all" for every one this CPU runs but scalar; default all
 #
@@ -42,19 +43,21 @@ for ((r = 1; r <= ROUNDS; r++)); do
         "$PY" - "$n" "$SAMPLES" <<'PYEOF' | sed "s/^/$r /" >>"$LOG"
 import sys, time
 import numpy as np
-n, samples = int(sys.argv[1]), int(sys.argv[2])
+label, samples = sys.argv[1], int(sys.argv[2])
+dims = [int(d) for d in label.split("x")]
+m, n, k = dims * 3 if len(dims) == 1 else dims
 rng = np.random.default_rng(0)
-a = rng.random((n, n), dtype=np.float32) - 0.5
-b = rng.random((n, n), dtype=np.float32) - 0.5
-c = np.empty((n, n), dtype=np.float32)
-inner = max(1, (1 << 27) // n**3)  # as in gemm_bench
+a = rng.random((m, k), dtype=np.float32) - 0.5
+b = rng.random((k, n), dtype=np.float32) - 0.5
+c = np.empty((m, n), dtype=np.float32)
+inner = max(1, (1 << 27) // (m * n * k))  # as in gemm_bench
 np.dot(a, b, out=c)
 for _ in range(samples):
     t = time.perf_counter()
     for _ in range(inner):
         np.dot(a, b, out=c)
     dt = time.perf_counter() - t
-    print(f"sample numpy {n} {2 * n**3 * inner / dt / 1e9:.2f}")
+    print(f"sample numpy {label} {2 * m * n * k * inner / dt / 1e9:.2f}")
 PYEOF
     done
 done
@@ -68,23 +71,23 @@ by_round = defaultdict(list)
 for line in open(sys.argv[1]):
     rnd, kind, impl, n, value = line.split()
     if kind == "sample":
-        samples[(impl, int(n))].append(float(value))
-        by_round[(impl, int(n), int(rnd))].append(float(value))
+        samples[(impl, n)].append(float(value))
+        by_round[(impl, n, int(rnd))].append(float(value))
     else:
-        pack[(impl, int(n))].append(float(value))
+        pack[(impl, n)].append(float(value))
 impls = sorted({i for i, _ in samples if i != "numpy"})
-sizes = sorted({n for _, n in samples})
+sizes = list(dict.fromkeys(n for _, n in samples))
 rounds = sorted({r for _, _, r in by_round})
 print("single-thread f32 GEMM, GFLOP/s (median of all samples);")
 print("ratio = median over rounds of kiln/numpy within the round")
-print(f"{'n':>6} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls))
+print(f"{'shape':>14} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls))
 for n in sizes:
-    row = f"{n:>6} {median(samples[('numpy', n)]):8.1f}"
+    row = f"{n:>14} {median(samples[('numpy', n)]):8.1f}"
     for i in impls:
         ratio = median(median(by_round[(i, n, r)]) / median(by_round[("numpy", n, r)])
                        for r in rounds)
         row += f" {median(samples[(i, n)]):12.1f} {ratio:6.2f}"
     print(row)
 print("B packing (compile time), ms: " + ", ".join(
-    f"{i} n={n}: {median(v):.2f}" for (i, n), v in sorted(pack.items())))
+    f"{i} {n}: {median(v):.2f}" for (i, n), v in pack.items()))
 PYEOF

@@ -1,8 +1,8 @@
 //! Single-thread f32 GEMM throughput of the runtime's kernels.
 //!
-//! `gemm_bench [VARIANT,...] [N,...] [SAMPLES]` times `C = A·B` for square
-//! `N × N` operands and prints one line per sample,
-//! `sample kiln-<variant> <n> <GFLOP/s>`, for `scripts/bench-gemm.sh` to
+//! `gemm_bench [VARIANT,...] [SHAPE,...] [SAMPLES]` times `C = A·B`, a
+//! SHAPE being `N` (square) or `MxNxK`, and prints one line per sample,
+//! `sample kiln-<variant> <shape> <GFLOP/s>`, for `scripts/bench-gemm.sh` to
 //! set beside numpy. A call includes packing `A` (activations) but not
 //! packing `B`, which the compiler does once when it embeds the weights; the
 //! packing time is printed separately as `pack_b kiln-<variant> <n> <ms>`.
@@ -30,6 +30,24 @@ fn fill(buf: &mut [f32], seed: u32) {
     }
 }
 
+/// `"N"` → `N × N × N`; `"MxNxK"` → that shape. Zero sizes are refused.
+fn parse_shape(token: &str) -> Result<(String, [usize; 3]), String> {
+    let dims: Vec<usize> = token
+        .split('x')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad shape {token}: {e}"))?;
+    let shape = match dims[..] {
+        [n] => [n, n, n],
+        [m, n, k] => [m, n, k],
+        _ => return Err(format!("bad shape {token}: want N or MxNxK")),
+    };
+    if shape.contains(&0) {
+        return Err(format!("bad shape {token}: zero size"));
+    }
+    Ok((token.to_string(), shape))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let variants: Vec<Variant> = match args.first().map(String::as_str) {
@@ -47,46 +65,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .filter(|v| v.is_compiled() && v.is_supported() && *v != Variant::Scalar)
             .collect(),
     };
-    let sizes: Vec<usize> = match args.get(1) {
-        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
-        None => vec![256, 512, 1024],
-    };
+    let shapes: Vec<(String, [usize; 3])> = args
+        .get(1)
+        .map_or("256,512,1024", String::as_str)
+        .split(',')
+        .map(parse_shape)
+        .collect::<Result<_, _>>()?;
     let samples: usize = args.get(2).map_or(Ok(15), |s| s.parse())?;
 
-    for &n in &sizes {
+    for (label, [m, n, k]) in &shapes {
+        let (m, n, k) = (*m, *n, *k);
         let (mut sa, mut sb, mut sc) = (Vec::new(), Vec::new(), Vec::new());
-        let a = aligned(&mut sa, n * n);
+        let a = aligned(&mut sa, m * k);
         fill(a, 1);
-        let b = aligned(&mut sb, n * n);
+        let b = aligned(&mut sb, k * n);
         fill(b, 2);
-        let c = aligned(&mut sc, n * n);
+        let c = aligned(&mut sc, m * n);
         for &variant in &variants {
             if !variant.is_supported() {
                 return Err(format!("this CPU cannot run {}", variant.name()).into());
             }
             let (mut sp, mut ss) = (Vec::new(), Vec::new());
-            let packed = aligned(&mut sp, variant.packed_b_len(n, n));
+            let packed = aligned(&mut sp, variant.packed_b_len(k, n));
             let t = Instant::now();
-            pack_b(variant, n, n, b, n, 1, packed)?;
+            pack_b(variant, k, n, b, n, 1, packed)?;
             let pack_ms = t.elapsed().as_secs_f64() * 1e3;
-            println!("pack_b kiln-{} {n} {pack_ms:.3}", variant.name());
-            let scratch = aligned(&mut ss, variant.scratch_len(n, n));
+            println!("pack_b kiln-{} {label} {pack_ms:.3}", variant.name());
+            let scratch = aligned(&mut ss, variant.scratch_len(m, k));
             let epi = Epilogue::default();
             // Enough calls per sample that one sample lasts about 10 ms.
-            let inner = ((1usize << 27) / (n * n * n)).max(1);
-            let flops = 2.0 * (n * n * n) as f64 * inner as f64;
-            sgemm(variant, n, n, n, a, n, packed, c, n, &epi, scratch)?;
+            let inner = ((1usize << 27) / (m * n * k)).max(1);
+            let flops = 2.0 * (m * n * k) as f64 * inner as f64;
+            sgemm(variant, m, n, k, a, k, packed, c, n, &epi, scratch)?;
             for _ in 0..samples {
                 let t = Instant::now();
                 for _ in 0..inner {
-                    sgemm(variant, n, n, n, a, n, packed, c, n, &epi, scratch)?;
+                    sgemm(variant, m, n, k, a, k, packed, c, n, &epi, scratch)?;
                 }
                 let secs = t.elapsed().as_secs_f64();
-                println!(
-                    "sample kiln-{} {n} {:.2}",
-                    variant.name(),
-                    flops / secs / 1e9
-                );
+                let gflops = flops / secs / 1e9;
+                println!("sample kiln-{} {label} {gflops:.2}", variant.name());
             }
         }
     }

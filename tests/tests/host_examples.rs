@@ -60,51 +60,86 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A folder holding `libkiln_runtime.a` built with `std` (the thread pool).
-/// It gets a target dir of its own: the shared one's `libkiln_runtime.a` is
-/// overwritten by whichever feature set was built last.
-fn runtime_lib_dir() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+/// Where a C host program is built for and run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    Host,
+    /// aarch64 Linux: linked with `aarch64-linux-gnu-gcc`, run under `qemu-aarch64`.
+    Aarch64,
+}
+
+impl Platform {
+    const AARCH64: &'static str = "aarch64-unknown-linux-gnu";
+}
+
+/// A folder holding `libkiln_runtime.a` built with `std` (the thread pool)
+/// for `platform`. It gets a target dir of its own: the shared one's
+/// `libkiln_runtime.a` is overwritten by whichever feature set was built last.
+fn runtime_lib_dir_for(platform: Platform) -> PathBuf {
+    static HOST: OnceLock<PathBuf> = OnceLock::new();
+    static AARCH64: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match platform {
+        Platform::Host => &HOST,
+        Platform::Aarch64 => &AARCH64,
+    };
+    cell.get_or_init(|| {
         let (profile_dir, profile) = profile_dir();
         let target = profile_dir
             .parent()
             .expect("target dir")
             .join("kiln-runtime-c");
-        let o = cargo(
-            &[
-                "build",
-                "--quiet",
-                "-p",
-                "kiln-runtime",
-                "--features",
-                "std",
-            ],
-            &target,
-        );
+        let mut args = vec![
+            "build",
+            "--quiet",
+            "-p",
+            "kiln-runtime",
+            "--features",
+            "std",
+        ];
+        if platform == Platform::Aarch64 {
+            args.extend(["--target", Platform::AARCH64]);
+        }
+        let o = cargo(&args, &target);
         assert!(
             o.status.success(),
-            "building kiln-runtime failed:\n{}",
+            "building kiln-runtime failed (for aarch64 it needs `rustup target add {}`):\n{}",
+            Platform::AARCH64,
             text(&o)
         );
-        let lib = target.join(&profile).join("libkiln_runtime.a");
+        let lib = match platform {
+            Platform::Host => target.join(&profile),
+            Platform::Aarch64 => target.join(Platform::AARCH64).join(&profile),
+        }
+        .join("libkiln_runtime.a");
         assert!(lib.is_file(), "no runtime library at '{}'", lib.display());
         lib.parent().expect("lib dir").to_path_buf()
     })
     .clone()
 }
 
+fn runtime_lib_dir() -> PathBuf {
+    runtime_lib_dir_for(Platform::Host)
+}
+
 /// Runs `examples/c-host/build.sh` on `model` into `out`; returns the host program.
-fn build_c_host(model: &Path, out: &Path, extra: &[&str]) -> Result<PathBuf, String> {
-    let o = Command::new("bash")
-        .arg(repo_root().join("examples/c-host/build.sh"))
+fn build_c_host(
+    model: &Path,
+    out: &Path,
+    extra: &[&str],
+    platform: Platform,
+) -> Result<PathBuf, String> {
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("examples/c-host/build.sh"))
         .arg(model)
         .arg(out)
         .args(extra)
         .env("KILN", kiln_bin())
-        .env("KILN_RUNTIME_DIR", runtime_lib_dir())
-        .output()
-        .expect("run bash (is it installed?)");
+        .env("KILN_RUNTIME_DIR", runtime_lib_dir_for(platform));
+    if platform == Platform::Aarch64 {
+        cmd.args(["--target", Platform::AARCH64])
+            .env("CC", "aarch64-linux-gnu-gcc");
+    }
+    let o = cmd.output().expect("run bash (is it installed?)");
     if !o.status.success() {
         return Err(format!("build.sh failed ({}):\n{}", o.status, text(&o)));
     }
@@ -123,17 +158,35 @@ fn build_c_host(model: &Path, out: &Path, extra: &[&str]) -> Result<PathBuf, Str
 /// Builds the C host for a shared model, runs it on the model's reference
 /// inputs and compares every output with onnxruntime's.
 fn check_c_host(name: &str, extra: &[&str], threads: &str) -> Result<(), String> {
+    check_c_host_on(name, extra, threads, Platform::Host)
+}
+
+fn check_c_host_on(
+    name: &str,
+    extra: &[&str],
+    threads: &str,
+    platform: Platform,
+) -> Result<(), String> {
     let dir = temp_dir(&format!("chost-{name}"));
-    let exe = build_c_host(&model_path(name), &dir, extra)?;
+    let exe = build_c_host(&model_path(name), &dir, extra, platform)?;
     let (ins, wants) = load_io(name);
-    let mut cmd = Command::new(&exe);
+    let mut cmd = match platform {
+        Platform::Host => Command::new(&exe),
+        Platform::Aarch64 => {
+            let mut c = Command::new("qemu-aarch64");
+            c.args(["-L", "/usr/aarch64-linux-gnu"]).arg(&exe);
+            c
+        }
+    };
     cmd.arg("-o").arg(&dir).env("KILN_NUM_THREADS", threads);
     for (i, t) in ins.iter().enumerate() {
         let p = dir.join(format!("in_{i}.npy"));
         kiln_compiler::io::write_npy(&p, t).map_err(|e| e.to_string())?;
         cmd.arg(p);
     }
-    let o = cmd.output().map_err(|e| format!("run host: {e}"))?;
+    let o = cmd
+        .output()
+        .map_err(|e| format!("run host (for aarch64: is qemu-user installed?): {e}"))?;
     if !o.status.success() {
         return Err(format!("host failed ({}):\n{}", o.status, text(&o)));
     }
@@ -170,6 +223,44 @@ fn c_host_small_models_through_portable_c() {
 /// Every shared model through `kiln compile`'s native object for the host.
 #[test]
 fn c_host_every_model_native() {
+    let names = shared_model_names();
+    let fails: Vec<String> = names
+        .iter()
+        .filter_map(|m| check_c_host(m, &[], "2").err().map(|e| format!("{m}: {e}")))
+        .collect();
+    assert!(
+        fails.is_empty(),
+        "{} of {} models failed:\n{}",
+        fails.len(),
+        names.len(),
+        fails.join("\n\n")
+    );
+}
+
+/// Every shared model compiled by `kiln compile --target aarch64-unknown-linux-gnu`,
+/// linked with `aarch64-linux-gnu-gcc` and the aarch64 runtime, run under
+/// `qemu-aarch64` and compared with onnxruntime's outputs.
+#[test]
+fn c_host_every_model_aarch64_under_qemu() {
+    let names = shared_model_names();
+    let fails: Vec<String> = names
+        .iter()
+        .filter_map(|m| {
+            check_c_host_on(m, &[], "2", Platform::Aarch64)
+                .err()
+                .map(|e| format!("{m}: {e}"))
+        })
+        .collect();
+    assert!(
+        fails.is_empty(),
+        "{} of {} models failed on aarch64:\n{}",
+        fails.len(),
+        names.len(),
+        fails.join("\n\n")
+    );
+}
+
+fn shared_model_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(kiln_tests::models_dir())
         .expect("list models")
         .filter_map(|e| {
@@ -182,17 +273,7 @@ fn c_host_every_model_native() {
         names.len() >= 10,
         "expected the shared model set, found {names:?}"
     );
-    let fails: Vec<String> = names
-        .iter()
-        .filter_map(|m| check_c_host(m, &[], "2").err().map(|e| format!("{m}: {e}")))
-        .collect();
-    assert!(
-        fails.is_empty(),
-        "{} of {} models failed:\n{}",
-        fails.len(),
-        names.len(),
-        fails.join("\n\n")
-    );
+    names
 }
 
 #[test]

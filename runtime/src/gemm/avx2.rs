@@ -25,6 +25,7 @@ impl Kernel for Avx2 {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -33,13 +34,22 @@ impl Kernel for Avx2 {
         bias: *const f32,
         epi: &TileEpi,
     ) {
+        macro_rules! run {
+            ($r:literal) => {
+                if lda == 0 {
+                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                } else {
+                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                }
+            };
+        }
         match mr {
-            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
-            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
-            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
-            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
-            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
-            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+            6 => run!(6),
+            5 => run!(5),
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
         }
     }
 }
@@ -48,9 +58,10 @@ impl Kernel for Avx2 {
 /// `B` panel, stored through the epilogue into `nr ≤ 16` columns of `C`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const PACKED: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -72,7 +83,8 @@ unsafe fn tile<const R: usize>(
             let b0 = _mm256_loadu_ps(bp.add($p * NR));
             let b1 = _mm256_loadu_ps(bp.add($p * NR + 8));
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ap.add($p * MR + i));
+                let ai =
+                    _mm256_broadcast_ss(&*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
                 row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
             }
@@ -85,12 +97,12 @@ unsafe fn tile<const R: usize>(
         step!(1);
         step!(2);
         step!(3);
-        ap = ap.add(4 * MR);
+        ap = ap.add(if PACKED { 4 * MR } else { 4 });
         bp = bp.add(4 * NR);
     }
     for _ in 0..kc % 4 {
         step!(0);
-        ap = ap.add(MR);
+        ap = ap.add(if PACKED { MR } else { 1 });
         bp = bp.add(NR);
     }
 

@@ -21,6 +21,7 @@ impl Kernel for Avx512 {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -29,19 +30,28 @@ impl Kernel for Avx512 {
         bias: *const f32,
         epi: &TileEpi,
     ) {
+        macro_rules! run {
+            ($r:literal) => {
+                if lda == 0 {
+                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                } else {
+                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                }
+            };
+        }
         match mr {
-            12 => tile::<12>(kc, a, b, c, ldc, nr, bias, epi),
-            11 => tile::<11>(kc, a, b, c, ldc, nr, bias, epi),
-            10 => tile::<10>(kc, a, b, c, ldc, nr, bias, epi),
-            9 => tile::<9>(kc, a, b, c, ldc, nr, bias, epi),
-            8 => tile::<8>(kc, a, b, c, ldc, nr, bias, epi),
-            7 => tile::<7>(kc, a, b, c, ldc, nr, bias, epi),
-            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
-            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
-            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
-            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
-            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
-            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+            12 => run!(12),
+            11 => run!(11),
+            10 => run!(10),
+            9 => run!(9),
+            8 => run!(8),
+            7 => run!(7),
+            6 => run!(6),
+            5 => run!(5),
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
         }
     }
 }
@@ -50,9 +60,10 @@ impl Kernel for Avx512 {
 /// `B` panel, stored through the epilogue into `nr ≤ 32` columns of `C`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const PACKED: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -74,7 +85,7 @@ unsafe fn tile<const R: usize>(
             let b0 = _mm512_loadu_ps(bp.add($p * NR));
             let b1 = _mm512_loadu_ps(bp.add($p * NR + 16));
             for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ap.add($p * MR + i));
+                let ai = _mm512_set1_ps(*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
                 row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
             }
@@ -84,7 +95,7 @@ unsafe fn tile<const R: usize>(
     for _ in 0..kc / 2 {
         step!(0);
         step!(1);
-        ap = ap.add(2 * MR);
+        ap = ap.add(if PACKED { 2 * MR } else { 2 });
         bp = bp.add(2 * NR);
     }
     if kc % 2 == 1 {

@@ -21,10 +21,13 @@ pub(crate) struct TileEpi {
 pub(crate) trait Kernel {
     const B: Blocking;
 
-    /// `C[0..mr, 0..nr] = epi(Σ_p a[p·MR + i] · b[p·NR + j])` for `p < kc`.
+    /// `C[0..mr, 0..nr] = epi(Σ_p A(i, p) · b[p·NR + j])` for `p < kc`, where
+    /// `A(i, p)` is `a[p·MR + i]` (a packed panel) when `lda == 0`, else
+    /// `a[i·lda + p]` (rows of `A` in place).
     ///
     /// # Safety
-    /// `a` holds `kc · MR` floats, `b` holds `kc · NR`; `c` addresses `mr`
+    /// `a` holds `kc · MR` floats (packed) or `mr` rows of `kc` floats
+    /// `lda` apart, `b` holds `kc · NR`; `c` addresses `mr`
     /// rows of `nr` floats `ldc` apart; `bias` is null or holds `nr` floats;
     /// `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`, `kc ≥ 1`; the CPU has the kernel's
     /// instruction set.
@@ -32,6 +35,7 @@ pub(crate) trait Kernel {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -111,6 +115,9 @@ pub(crate) unsafe fn store_scalar(
         }
     }
 }
+
+/// Column panels up to which `A` is read in place instead of packed.
+const DIRECT_MAX_PANELS: usize = 4;
 
 /// The largest `MR` of any variant (sizes [`pack_a`]'s staging tile).
 const MAX_MR: usize = 12;
@@ -227,6 +234,10 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
     let kc0 = k.min(kc_max);
     let mc_block = mc_max.min(args.scratch_len / kc0 / mr * mr).max(mr);
     let n_pad = n.div_ceil(nr) * nr;
+    // With few column panels, packing A costs more than it saves: each
+    // packed float would be read only `n/NR` times. The tiles then read A's
+    // rows in place.
+    let direct = n_pad / nr <= DIRECT_MAX_PANELS;
 
     let mut jc = 0;
     while jc < n {
@@ -247,14 +258,16 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
             let mut ic = 0;
             while ic < m {
                 let mc = mc_block.min(m - ic);
-                pack_a(
-                    mr,
-                    mc,
-                    kc,
-                    args.a.add(ic * args.lda + pc),
-                    args.lda,
-                    args.scratch,
-                );
+                if !direct {
+                    pack_a(
+                        mr,
+                        mc,
+                        kc,
+                        args.a.add(ic * args.lda + pc),
+                        args.lda,
+                        args.scratch,
+                    );
+                }
                 let mut jr = 0;
                 while jr < nc {
                     let nrr = nr.min(nc - jr);
@@ -266,9 +279,15 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                     };
                     let mut ir = 0;
                     while ir < mc {
+                        let (a, lda) = if direct {
+                            (args.a.add((ic + ir) * args.lda + pc), args.lda)
+                        } else {
+                            (args.scratch.add(ir * kc).cast_const(), 0)
+                        };
                         K::tile(
                             kc,
-                            args.scratch.add(ir * kc),
+                            a,
+                            lda,
                             bp,
                             args.c.add((ic + ir) * args.ldc + jc + jr),
                             args.ldc,

@@ -21,6 +21,7 @@ impl Kernel for Neon {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -29,15 +30,24 @@ impl Kernel for Neon {
         bias: *const f32,
         epi: &TileEpi,
     ) {
+        macro_rules! run {
+            ($r:literal) => {
+                if lda == 0 {
+                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                } else {
+                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                }
+            };
+        }
         match mr {
-            8 => tile::<8>(kc, a, b, c, ldc, nr, bias, epi),
-            7 => tile::<7>(kc, a, b, c, ldc, nr, bias, epi),
-            6 => tile::<6>(kc, a, b, c, ldc, nr, bias, epi),
-            5 => tile::<5>(kc, a, b, c, ldc, nr, bias, epi),
-            4 => tile::<4>(kc, a, b, c, ldc, nr, bias, epi),
-            3 => tile::<3>(kc, a, b, c, ldc, nr, bias, epi),
-            2 => tile::<2>(kc, a, b, c, ldc, nr, bias, epi),
-            _ => tile::<1>(kc, a, b, c, ldc, nr, bias, epi),
+            8 => run!(8),
+            7 => run!(7),
+            6 => run!(6),
+            5 => run!(5),
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            _ => run!(1),
         }
     }
 }
@@ -58,9 +68,10 @@ macro_rules! fma_row {
 /// through the epilogue into `nr ≤ 12` columns of `C`.
 #[target_feature(enable = "neon")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const PACKED: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -73,9 +84,17 @@ unsafe fn tile<const R: usize>(
     let mut bp = b;
     for _ in 0..kc {
         let bv = [vld1q_f32(bp), vld1q_f32(bp.add(4)), vld1q_f32(bp.add(8))];
-        let a0 = vld1q_f32(ap);
-        // The second half of the panel, loaded only if the tile uses it.
-        let a1 = if R > 4 { vld1q_f32(ap.add(4)) } else { a0 };
+        let (a0, a1) = if PACKED {
+            // The second half of the panel, loaded only if the tile uses it.
+            let a0 = vld1q_f32(ap);
+            (a0, if R > 4 { vld1q_f32(ap.add(4)) } else { a0 })
+        } else {
+            // Column p of R rows in place; rows past R are not read.
+            let at = |i: usize| if i < R { *ap.add(i * lda) } else { 0.0 };
+            let lo = [at(0), at(1), at(2), at(3)];
+            let hi = [at(4), at(5), at(6), at(7)];
+            (vld1q_f32(lo.as_ptr()), vld1q_f32(hi.as_ptr()))
+        };
         fma_row!(acc, 0, bv, a0, 0);
         fma_row!(acc, 1, bv, a0, 1);
         fma_row!(acc, 2, bv, a0, 2);
@@ -84,7 +103,7 @@ unsafe fn tile<const R: usize>(
         fma_row!(acc, 5, bv, a1, 1);
         fma_row!(acc, 6, bv, a1, 2);
         fma_row!(acc, 7, bv, a1, 3);
-        ap = ap.add(MR);
+        ap = ap.add(if PACKED { MR } else { 1 });
         bp = bp.add(NR);
     }
     if nr == NR {

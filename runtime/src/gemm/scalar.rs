@@ -17,6 +17,7 @@ impl Kernel for Scalar {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -25,12 +26,15 @@ impl Kernel for Scalar {
         bias: *const f32,
         epi: &TileEpi,
     ) {
+        // Strides of A's rows and depth steps: packed panel or in place.
+        let (rs, cs) = if lda == 0 { (1, MR) } else { (lda, 1) };
         let mut acc = [0.0f32; MR * NR];
         for p in 0..kc {
-            let ap = a.add(p * MR);
             let bp = b.add(p * NR);
-            for i in 0..MR {
-                let ai = *ap.add(i);
+            // A packed panel is zero-padded: all MR rows (a constant bound
+            // that unrolls); in place, only the tile's own rows exist.
+            for i in 0..if lda == 0 { MR } else { mr } {
+                let ai = *a.add(i * rs + p * cs);
                 for j in 0..NR {
                     acc[i * NR + j] += ai * *bp.add(j);
                 }

@@ -363,6 +363,8 @@ const F32_TWINS: &[&str] = &[
     "kiln_ceil",
     "kiln_round_even",
     "kiln_exp",
+    "kiln_tanh",
+    "kiln_sqrt",
 ];
 
 /// Whether the double helper `f` has a single-precision twin.
@@ -422,6 +424,31 @@ static KILN_UNUSED float kiln_expf(float x) {
   if (k < -126) { s.u = (uint32_t)(127 - 126) << 23; p *= s.f; k += 126; }
   s.u = (uint32_t)(127 + k) << 23;
   return p * s.f;
+}
+/* tanh: an odd Taylor polynomial near 0 (where 1 - 2/(e^2x + 1) cancels),
+   the exp form elsewhere; within 2 ulp. */
+static KILN_UNUSED float kiln_tanhf(float x) {
+  float a = kiln_fabsf(x), r;
+  if (x != x) return x;
+  if (a > 9.1f) return x < 0 ? -1.0f : 1.0f;
+  if (a < 0.3f) {
+    float s = x * x;
+    return x + x * s * (-1.0f / 3 + s * (2.0f / 15 + s * (-17.0f / 315 + s * (62.0f / 2835
+        + s * (-1382.0f / 155925 + s * (21844.0f / 6081075))))));
+  }
+  r = 1.0f - 2.0f / (kiln_expf(2.0f * a) + 1.0f);
+  return x < 0 ? -r : r;
+}
+/* The FPU's correctly rounded square root where there is one (the same result
+   as the double routine rounded to float), else the double routine. */
+static KILN_UNUSED float kiln_sqrtf(float x) {
+#if defined(__GNUC__) && defined(__ARM_FP) && (__ARM_FP & 4) && defined(__thumb2__)
+  float r;
+  __asm__("vsqrt.f32 %0, %1" : "=t"(r) : "t"(x));
+  return r;
+#else
+  return (float)kiln_sqrt((double)x);
+#endif
 }
 /* ---- end kiln_math_f32 ---- */
 "#;

@@ -15,7 +15,7 @@ use cranelift_codegen::ir::{
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, FuncId, Linkage, Module};
-use kiln_ir::kernel::BufferRole;
+use kiln_ir::kernel::{BufferRole, Stmt};
 use kiln_ir::DType;
 use std::collections::HashMap;
 
@@ -46,6 +46,7 @@ pub(crate) fn emit_program<M: Module>(
     prog: &AotProgram,
     name: &str,
     native_round: bool,
+    threads: bool,
 ) -> Result<Emitted, CpuError> {
     for io in prog.inputs.iter().chain(&prog.outputs) {
         check_dtype(io.dtype, &format!("graph value '{}'", io.name))?;
@@ -99,6 +100,25 @@ pub(crate) fn emit_program<M: Module>(
 
     let mut ksig = Signature::new(cc);
     ksig.params.push(AbiParam::new(ptr));
+    // Parallel loops: a task `(ctx, begin, end)` per loop, run by the runtime's
+    // `kiln_parallel_for(n, task, ctx)`; ctx is the kernel's buffer table.
+    let mut tsig = Signature::new(cc);
+    for _ in 0..3 {
+        tsig.params.push(AbiParam::new(ptr));
+    }
+    let par_for = if threads {
+        let mut psig = Signature::new(cc);
+        for _ in 0..3 {
+            psig.params.push(AbiParam::new(ptr));
+        }
+        Some(
+            module
+                .declare_function("kiln_parallel_for", Linkage::Import, &psig)
+                .map_err(cg)?,
+        )
+    } else {
+        None
+    };
     let mut kernel_ids: Vec<Vec<FuncId>> = vec![];
     for (si, step) in prog.steps.iter().enumerate() {
         let step_err = |kernel: &str, msg: String| CpuError::Kernel {
@@ -120,15 +140,54 @@ pub(crate) fn emit_program<M: Module>(
         }
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {
+            // Outline the parallel top-level loops into task functions first.
+            let mut tasks: Vec<Option<FuncId>> = vec![None; k.body.len()];
+            if par_for.is_some() {
+                for (ti, s) in k.body.iter().enumerate() {
+                    let Stmt::For { var, body, .. } = s else {
+                        continue;
+                    };
+                    if !super::parallel::parallel_loop(s) {
+                        continue;
+                    }
+                    let tid = module
+                        .declare_function(&format!("{name}_s{si}_k{ki}_t{ti}"), Linkage::Local, &tsig)
+                        .map_err(cg)?;
+                    ctx.func.signature = tsig.clone();
+                    ctx.func.name = UserFuncName::user(0, tid.as_u32());
+                    let hrefs = import_helpers(module, &helper_ids, &mut ctx.func);
+                    {
+                        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+                        let entry = b.create_block();
+                        b.append_block_params_for_function_params(entry);
+                        b.switch_to_block(entry);
+                        b.seal_block(entry);
+                        let ps = b.block_params(entry).to_vec();
+                        let base = load_bases(&mut b, ps[0], step.program.buffers.len(), ptr);
+                        let mut kc =
+                            KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
+                        kc.range_loop(*var, ps[1], ps[2], body)
+                            .map_err(|m| step_err(&k.name, m))?;
+                        b.ins().return_(&[]);
+                        b.finalize(fcfg);
+                    }
+                    code_bytes += define(module, tid, &mut ctx)
+                        .map_err(|e| step_err(&k.name, format!("code generation: {e}")))?;
+                    functions += 1;
+                    tasks[ti] = Some(tid);
+                }
+            }
             let id = module
                 .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
                 .map_err(cg)?;
             ctx.func.signature = ksig.clone();
             ctx.func.name = UserFuncName::user(0, id.as_u32());
-            let mut hrefs = HashMap::new();
-            for (h, hid) in &helper_ids {
-                hrefs.insert(*h, module.declare_func_in_func(*hid, &mut ctx.func));
-            }
+            let hrefs = import_helpers(module, &helper_ids, &mut ctx.func);
+            let task_refs: Vec<_> = tasks
+                .iter()
+                .map(|t| t.map(|t| module.declare_func_in_func(t, &mut ctx.func)))
+                .collect();
+            let par_ref = par_for.map(|p| module.declare_func_in_func(p, &mut ctx.func));
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
                 let entry = b.create_block();
@@ -136,19 +195,21 @@ pub(crate) fn emit_program<M: Module>(
                 b.switch_to_block(entry);
                 b.seal_block(entry);
                 let table = b.block_params(entry)[0];
-                let base = (0..step.program.buffers.len())
-                    .map(|i| {
-                        b.ins().load(
-                            ptr,
-                            MemFlagsData::trusted().with_readonly(),
-                            table,
-                            (i * ptr.bytes() as usize) as i32,
-                        )
-                    })
-                    .collect();
+                let base = load_bases(&mut b, table, step.program.buffers.len(), ptr);
                 let mut kc =
                     KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
-                kc.block(&k.body).map_err(|m| step_err(&k.name, m))?;
+                for (ti, s) in k.body.iter().enumerate() {
+                    match (task_refs[ti], par_ref, s) {
+                        (Some(task), Some(pf), Stmt::For { extent, .. }) => {
+                            let n = kc.b.ins().iconst(ptr, *extent as i64);
+                            let f = kc.b.ins().func_addr(ptr, task);
+                            kc.b.ins().call(pf, &[n, f, table]);
+                        }
+                        _ => kc
+                            .block(std::slice::from_ref(s))
+                            .map_err(|m| step_err(&k.name, m))?,
+                    }
+                }
                 b.ins().return_(&[]);
                 b.finalize(fcfg);
             }
@@ -190,6 +251,37 @@ pub(crate) fn emit_program<M: Module>(
         weight_bytes,
         functions,
     })
+}
+
+/// References to every helper from `func`.
+fn import_helpers<M: Module>(
+    module: &mut M,
+    helper_ids: &[(Helper, FuncId)],
+    func: &mut cranelift_codegen::ir::Function,
+) -> HashMap<Helper, cranelift_codegen::ir::FuncRef> {
+    helper_ids
+        .iter()
+        .map(|(h, id)| (*h, module.declare_func_in_func(*id, func)))
+        .collect()
+}
+
+/// The buffer base pointers, loaded from a step's pointer table.
+fn load_bases(
+    b: &mut FunctionBuilder,
+    table: cranelift_codegen::ir::Value,
+    n: usize,
+    ptr: cranelift_codegen::ir::Type,
+) -> Vec<cranelift_codegen::ir::Value> {
+    (0..n)
+        .map(|i| {
+            b.ins().load(
+                ptr,
+                MemFlagsData::trusted().with_readonly(),
+                table,
+                (i * ptr.bytes() as usize) as i32,
+            )
+        })
+        .collect()
 }
 
 /// Compiles and defines the function in `ctx`; returns its code size.

@@ -144,6 +144,40 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         Ok(())
     }
 
+    /// `for var in begin..end { body }` with bounds known only at run time
+    /// (the range a parallel task is given).
+    pub(crate) fn range_loop(
+        &mut self,
+        var: VarId,
+        begin: Value,
+        end: Value,
+        body: &[Stmt],
+    ) -> R<()> {
+        let v = self.b.declare_var(I64);
+        self.b.def_var(v, begin);
+        let (head, body_b, exit) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(head);
+        let iv = self.b.use_var(v);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, iv, end);
+        self.b.ins().brif(more, body_b, &[], exit, &[]);
+        self.b.seal_block(body_b);
+        self.b.switch_to_block(body_b);
+        self.vars.insert(var, Val::s(iv, Kind::Int));
+        self.block(body)?;
+        let next = self.b.ins().iadd_imm_s(iv, 1);
+        self.b.def_var(v, next);
+        self.b.ins().jump(head, &[]);
+        self.b.seal_block(head);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+        Ok(())
+    }
+
     pub(crate) fn block(&mut self, stmts: &[Stmt]) -> R<()> {
         for s in stmts {
             self.stmt(s)?;

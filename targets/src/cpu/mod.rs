@@ -13,6 +13,7 @@ mod kernel;
 mod math;
 mod matmul;
 mod ops;
+mod parallel;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +57,8 @@ pub struct CpuTarget {
     /// The CPU name the flags came from (for messages).
     cpu: String,
     isa: Arc<OwnedTargetIsa>,
+    /// Call `kiln_parallel_for` (from kiln-runtime) for parallel loops.
+    threads: bool,
 }
 
 impl std::fmt::Debug for CpuTarget {
@@ -217,7 +220,16 @@ impl CpuTarget {
             triple,
             cpu: cpu_name,
             isa: Arc::new(isa),
+            threads: false,
         })
+    }
+
+    /// Multi-threaded code: loops proven parallel-safe call the runtime's
+    /// `kiln_parallel_for`, so the object must be linked with kiln-runtime
+    /// (`-lkiln_runtime -lpthread -ldl -lm`). Off by default.
+    pub fn with_threads(mut self, threads: bool) -> CpuTarget {
+        self.threads = threads;
+        self
     }
 
     /// The target triple.
@@ -281,7 +293,13 @@ pub fn compile_object(
     )
     .map_err(|e| CpuError::Codegen(e.to_string()))?;
     let mut module = cranelift_object::ObjectModule::new(builder);
-    let em = emit::emit_program(&mut module, prog, &name, target.native_round())?;
+    let em = emit::emit_program(
+        &mut module,
+        prog,
+        &name,
+        target.native_round(),
+        target.threads,
+    )?;
     let object = module
         .finish()
         .emit()
@@ -318,10 +336,14 @@ impl JitModel {
         let t0 = Instant::now();
         let target = CpuTarget::build(&Triple::host().to_string(), Some("native"), false)?;
         let isa = target.isa.as_ref().clone();
-        let builder =
+        let mut builder =
             cranelift_jit::JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
+        builder.symbol(
+            "kiln_parallel_for",
+            kiln_runtime::kiln_parallel_for as *const u8,
+        );
         let mut module = cranelift_jit::JITModule::new(builder);
-        let em = emit::emit_program(&mut module, prog, "kiln_jit", target.native_round())?;
+        let em = emit::emit_program(&mut module, prog, "kiln_jit", target.native_round(), true)?;
         module
             .finalize_definitions()
             .map_err(|e| CpuError::Codegen(e.to_string()))?;

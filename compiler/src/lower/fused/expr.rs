@@ -272,3 +272,81 @@ pub(super) fn loads_in_stmt(s: &Stmt, out: &mut Vec<BufId>) {
         }
     }
 }
+
+/// Trip counts of the loop variables of `kernels`; a variable bound by two
+/// loops of different extents is left out.
+pub(super) fn loop_ranges(kernels: &[kiln_ir::kernel::Kernel]) -> HashMap<VarId, u64> {
+    fn go(b: &[Stmt], m: &mut HashMap<VarId, u64>, bad: &mut Vec<VarId>) {
+        for s in b {
+            match s {
+                Stmt::For { var, extent, body } => {
+                    if m.insert(*var, *extent).is_some_and(|e| e != *extent) {
+                        bad.push(*var);
+                    }
+                    go(body, m, bad)
+                }
+                Stmt::If {
+                    then_body,
+                    else_body,
+                    ..
+                } => {
+                    go(then_body, m, bad);
+                    go(else_body, m, bad)
+                }
+                Stmt::While { body, .. } => go(body, m, bad),
+                _ => {}
+            }
+        }
+    }
+    let (mut m, mut bad) = (HashMap::new(), vec![]);
+    for k in kernels {
+        go(&k.body, &mut m, &mut bad);
+    }
+    for v in bad {
+        m.remove(&v);
+    }
+    m
+}
+
+/// The coordinates of index `flat` in a row-major nest of extents `ext`,
+/// without division: possible when `flat` is affine in loop variables of
+/// known trip count (`range`) and each term moves one coordinate without
+/// carrying into the next (a GEMM tile's rows and columns, a store's loops).
+pub(super) fn split_affine(
+    flat: &Expr,
+    ext: &[u64],
+    range: &dyn Fn(VarId) -> Option<u64>,
+) -> Option<Vec<Expr>> {
+    let (c0, coefs) = affine(flat)?;
+    let ext: Vec<i64> = ext.iter().map(|&e| e as i64).collect();
+    let mut st = vec![1i64; ext.len()];
+    for d in (0..ext.len().saturating_sub(1)).rev() {
+        st[d] = st[d + 1].checked_mul(ext[d + 1])?;
+    }
+    let (mut lo, mut rest) = (Vec::with_capacity(ext.len()), c0);
+    for &s in &st {
+        if s <= 0 {
+            return None;
+        }
+        lo.push(rest / s);
+        rest %= s;
+    }
+    if rest != 0 || lo.iter().any(|&u| u < 0) {
+        return None;
+    }
+    let mut hi = lo.clone();
+    let mut coords: Vec<Expr> = lo.iter().map(|&u| Expr::i(u)).collect();
+    let mut terms: Vec<(VarId, i64)> = coefs.into_iter().collect();
+    terms.sort_unstable();
+    for (v, c) in terms {
+        let r = range(v)?;
+        if r <= 1 || c == 0 {
+            continue;
+        }
+        let d = (0..ext.len()).find(|&d| c > 0 && c % st[d] == 0 && c / st[d] < ext[d])?;
+        let q = c / st[d];
+        hi[d] += q * (r as i64 - 1);
+        coords[d] = coords[d].clone() + Expr::var(v) * q;
+    }
+    hi.iter().zip(&ext).all(|(h, e)| h < e).then_some(coords)
+}

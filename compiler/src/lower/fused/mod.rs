@@ -25,7 +25,7 @@ mod prologue;
 mod tests;
 
 use super::{lower, LowerCtx, LowerError, Result};
-use expr::{as_dtype, loads_of, max_var, remap_bufs};
+use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
 use kiln_ir::kernel::{
@@ -261,6 +261,8 @@ struct Tail {
     name: String,
     /// The root's index among the group's members (tail member `i` is `root + 1 + i`).
     root: usize,
+    /// Trip counts of the root program's loop variables.
+    ranges: HashMap<VarId, u64>,
 }
 
 impl Tail {
@@ -318,6 +320,7 @@ impl Tail {
     fn apply(
         &self,
         flat: &Expr,
+        extra: &[(VarId, u64)],
         root: Expr,
         root_t: DType,
         next: &mut VarId,
@@ -336,13 +339,25 @@ impl Tail {
         // The variable holding each member's value (index 0: the root).
         let mut vals: Vec<VarId> = vec![r];
         for (e, inputs, out_t) in &self.members {
-            // Loop variable d of the member's nest, from the flat index.
-            let st = strides(&e.vars.iter().map(|&(_, x)| x as usize).collect::<Vec<_>>());
+            // Loop variable d of the member's nest, from the flat index: read off
+            // its affine terms where they do not carry, else by division.
+            let exts: Vec<u64> = e.vars.iter().map(|&(_, x)| x).collect();
+            let st = strides(&exts.iter().map(|&x| x as usize).collect::<Vec<_>>());
+            let split = split_affine(flat, &exts, &|v| {
+                extra
+                    .iter()
+                    .find(|(w, _)| *w == v)
+                    .map(|&(_, r)| r)
+                    .or_else(|| self.ranges.get(&v).copied())
+            });
             let coord: HashMap<VarId, Expr> = e
                 .vars
                 .iter()
                 .enumerate()
                 .map(|(d, &(v, ext))| {
+                    if let Some(c) = split.as_ref().and_then(|c| c.get(d)) {
+                        return (v, c.clone());
+                    }
                     let mut c = flat.clone();
                     if st[d] != 1 {
                         c = c / st[d];
@@ -429,7 +444,7 @@ fn rewrite_stores(
     for s in b {
         match s {
             Stmt::Store { buf, index, value } if *buf == tail.out => {
-                out.extend(tail.apply(index, value.clone(), root_t, next, bufs)?)
+                out.extend(tail.apply(index, &[], value.clone(), root_t, next, bufs)?)
             }
             Stmt::For { var, extent, body } => out.push(Stmt::For {
                 var: *var,
@@ -506,6 +521,7 @@ fn epilogue(
     let flat = m.c.offset.clone() + Expr::var(i) * m.c.row_stride + Expr::var(j) * m.c.col_stride;
     let body = tail.apply(
         &flat,
+        &[(i, m.m), (j, m.n)],
         Expr::load(tail.out, flat.clone()),
         root_t,
         next,
@@ -634,6 +650,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         ));
     }
     let tail = Tail {
+        ranges: loop_ranges(&kernels),
         root: ri,
         members,
         param_buf: (0..g.params.len() as BufId).collect(),

@@ -286,3 +286,20 @@ fn transposes_fold_into_the_gemm_views() {
     });
     check(m, ins, &[2]);
 }
+
+#[test]
+fn gemm_epilogue_indexes_bias_without_division() {
+    let (m, _) = model(&[vec![6, 16]], |b, x| {
+        let w = konst(b.model, "w", vec![16, 8], 4);
+        let bias = konst(b.model, "b", vec![8], 5);
+        let y = add(b, "mm", Op::MatMul, &[x[0], w]);
+        vec![bin(b, "bias", BinaryOp::Add, y, bias)]
+    });
+    let plan = plan_model(&m).expect("plan");
+    let [step] = plan.steps.as_slice() else {
+        panic!("one fused step expected, got {}", plan.steps.len())
+    };
+    let text = format!("{:?}", step.program);
+    assert!(text.contains("Matmul"), "{text}");
+    assert!(!text.contains("Rem") && !text.contains("Div"), "{}", step.program);
+}

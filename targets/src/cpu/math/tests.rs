@@ -729,19 +729,3 @@ fn other_ops_and_types_are_declined() {
     assert!(emit_unary(&mut b, UnOp::Exp, I64, i).is_none());
     assert!(emit_sigmoid(&mut b, I64, i).is_none());
 }
-
-#[test]
-#[ignore]
-fn dump_exp_x4() {
-    let isa = host_isa();
-    let mut ctx = Context::for_function(loop_function(
-        Op::Un(UnOp::Exp),
-        F32X4,
-        isa.frontend_config(),
-    ));
-    ctx.set_disasm(true);
-    let code = ctx
-        .compile(&*isa, &mut Default::default())
-        .expect("compile");
-    println!("{}", code.vcode.clone().unwrap_or_default());
-}

@@ -1,0 +1,226 @@
+//! Which top-level loops of a kernel may run their iterations on several
+//! threads (through the runtime's `kiln_parallel_for`).
+//!
+//! A loop `for v in 0..n { body }` qualifies when, for every buffer the body
+//! stores, all accesses to that buffer (stores, loads, Matmul views) are
+//! `c·v + r` with the same non-zero `c` and a remainder `r` whose range over
+//! the inner loop variables spans less than `|c|`: iteration `v` then touches
+//! only its own window of that buffer, so iterations neither overlap in what
+//! they write nor read what another writes. The body must also use no
+//! variable bound outside it (the task function receives only the buffers),
+//! contain no `While`, and do enough work to pay for waking threads.
+
+use kiln_ir::kernel::interp::affine_coeff;
+use kiln_ir::kernel::{BinOp, BufId, Expr, Stmt, VarId};
+use std::collections::HashMap;
+
+/// Below this many innermost iterations (or matmul multiply-adds) a loop stays serial.
+const MIN_WORK: u64 = 1 << 15;
+
+/// Whether `s` is a loop worth running in parallel and safe to.
+pub(crate) fn parallel_loop(s: &Stmt) -> bool {
+    let Stmt::For { var, extent, body } = s else {
+        return false;
+    };
+    if *extent < 2 || work(body).saturating_mul(*extent) < MIN_WORK {
+        return false;
+    }
+    // A body that is itself innermost is better vectorised in place.
+    if !body
+        .iter()
+        .any(|s| matches!(s, Stmt::For { .. } | Stmt::Matmul(_)))
+    {
+        return false;
+    }
+    let mut a = Analysis {
+        var: *var,
+        ranges: HashMap::new(),
+        bound: vec![*var],
+        accesses: vec![],
+        stored: vec![],
+        ok: true,
+    };
+    a.ranges.insert(*var, (0, 0));
+    a.block(body);
+    if !a.ok {
+        return false;
+    }
+    a.stored.iter().all(|b| {
+        let mut coeff = None;
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for acc in a.accesses.iter().filter(|x| x.buf == *b) {
+            match (coeff, acc.coeff) {
+                (_, 0) => return false,
+                (None, c) => coeff = Some(c),
+                (Some(c0), c) if c0 != c => return false,
+                _ => {}
+            }
+            lo = lo.min(acc.lo);
+            hi = hi.max(acc.hi);
+        }
+        coeff.is_some_and(|c| hi.saturating_sub(lo) < c.saturating_abs())
+    })
+}
+
+/// Innermost iterations (and matmul multiply-adds) of one execution of `b`.
+fn work(b: &[Stmt]) -> u64 {
+    b.iter()
+        .map(|s| match s {
+            Stmt::For { extent, body, .. } => extent.saturating_mul(work(body).max(1)),
+            Stmt::Matmul(m) => m.m.saturating_mul(m.n).saturating_mul(m.k.max(1)),
+            Stmt::If {
+                then_body,
+                else_body,
+                ..
+            } => work(then_body).max(work(else_body)),
+            _ => 1,
+        })
+        .sum()
+}
+
+struct Access {
+    buf: BufId,
+    coeff: i64,
+    lo: i64,
+    hi: i64,
+}
+
+struct Analysis {
+    var: VarId,
+    /// Ranges of the loop variables in scope (the parallel variable at 0).
+    ranges: HashMap<VarId, (i64, i64)>,
+    /// Variables bound inside the body (and the loop variable).
+    bound: Vec<VarId>,
+    accesses: Vec<Access>,
+    stored: Vec<BufId>,
+    ok: bool,
+}
+
+impl Analysis {
+    fn block(&mut self, b: &[Stmt]) {
+        for s in b {
+            match s {
+                Stmt::For { var, extent, body } => {
+                    self.bound.push(*var);
+                    self.ranges
+                        .insert(*var, (0, (*extent as i64).saturating_sub(1).max(0)));
+                    self.block(body);
+                }
+                Stmt::Let { var, value } => {
+                    self.expr(value);
+                    self.bound.push(*var);
+                }
+                Stmt::Store { buf, index, value } => {
+                    self.stored.push(*buf);
+                    self.access(*buf, index, 0);
+                    self.expr(index);
+                    self.expr(value);
+                }
+                Stmt::If {
+                    cond,
+                    then_body,
+                    else_body,
+                } => {
+                    self.expr(cond);
+                    self.block(then_body);
+                    self.block(else_body);
+                }
+                Stmt::Matmul(m) => {
+                    let span = |rows: u64, cols: u64, rs: i64, cs: i64| {
+                        let r = (rows.max(1) as i64 - 1).saturating_mul(rs);
+                        let c = (cols.max(1) as i64 - 1).saturating_mul(cs);
+                        r.min(0).saturating_add(c.min(0))..=r.max(0).saturating_add(c.max(0))
+                    };
+                    self.stored.push(m.c.buf);
+                    for (v, rows, cols) in [(&m.a, m.m, m.k), (&m.b, m.k, m.n), (&m.c, m.m, m.n)] {
+                        self.expr(&v.offset);
+                        let sp = span(rows, cols, v.row_stride, v.col_stride);
+                        self.access(v.buf, &v.offset, 0);
+                        if let Some(a) = self.accesses.last_mut() {
+                            a.lo = a.lo.saturating_add(*sp.start());
+                            a.hi = a.hi.saturating_add(*sp.end());
+                        }
+                    }
+                }
+                Stmt::While { .. } => self.ok = false,
+            }
+        }
+    }
+
+    fn access(&mut self, buf: BufId, index: &Expr, _depth: u32) {
+        let coeff = affine_coeff(index, self.var);
+        match (coeff, self.range(index)) {
+            (Some(coeff), Some((lo, hi))) => self.accesses.push(Access { buf, coeff, lo, hi }),
+            _ => self.accesses.push(Access {
+                buf,
+                coeff: 0,
+                lo: i64::MIN,
+                hi: i64::MAX,
+            }),
+        }
+    }
+
+    /// Checks variables are bound inside the body, and records loads.
+    fn expr(&mut self, e: &Expr) {
+        match e {
+            Expr::Var(v) => {
+                if !self.bound.contains(v) {
+                    self.ok = false;
+                }
+            }
+            Expr::Load { buf, index } => {
+                self.access(*buf, index, 0);
+                self.expr(index);
+            }
+            Expr::Unary(_, a) | Expr::Cast(_, a) => self.expr(a),
+            Expr::Binary(_, a, b) => {
+                self.expr(a);
+                self.expr(b);
+            }
+            Expr::Select(c, a, b) => {
+                self.expr(c);
+                self.expr(a);
+                self.expr(b);
+            }
+            Expr::Reduce {
+                var, extent, body, ..
+            } => {
+                self.bound.push(*var);
+                self.ranges
+                    .insert(*var, (0, (*extent as i64).saturating_sub(1).max(0)));
+                self.expr(body);
+            }
+            _ => {}
+        }
+    }
+
+    /// Interval of an integer index expression with the parallel variable at 0.
+    fn range(&self, e: &Expr) -> Option<(i64, i64)> {
+        Some(match e {
+            Expr::I(c, _) => (*c, *c),
+            Expr::Var(v) => *self.ranges.get(v)?,
+            Expr::Binary(op, a, b) => {
+                let (x, y) = (self.range(a)?, self.range(b)?);
+                match op {
+                    BinOp::Add => (x.0.checked_add(y.0)?, x.1.checked_add(y.1)?),
+                    BinOp::Sub => (x.0.checked_sub(y.1)?, x.1.checked_sub(y.0)?),
+                    BinOp::Mul => {
+                        let p = [
+                            x.0.checked_mul(y.0)?,
+                            x.0.checked_mul(y.1)?,
+                            x.1.checked_mul(y.0)?,
+                            x.1.checked_mul(y.1)?,
+                        ];
+                        (*p.iter().min()?, *p.iter().max()?)
+                    }
+                    BinOp::Div if y.0 == y.1 && y.0 > 0 && x.0 >= 0 => (x.0 / y.0, x.1 / y.0),
+                    BinOp::Rem if y.0 == y.1 && y.0 > 0 && x.0 >= 0 => (0, (y.0 - 1).min(x.1)),
+                    BinOp::Max => (x.0.max(y.0), x.1.max(y.1)),
+                    BinOp::Min => (x.0.min(y.0), x.1.min(y.1)),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
