@@ -391,8 +391,8 @@ fn lower_loop(c: &mut Composer, n: &Node, outs: &[BufId]) -> Result<Vec<Stmt>, A
     }
     c.holds.insert(body_r.params[0], it);
     c.holds.insert(body_r.params[1], cv);
-    for j in 0..carried {
-        c.holds.insert(body_r.params[2 + j], state[j]);
+    for (&p, &s) in body_r.params[2..].iter().zip(&state) {
+        c.holds.insert(p, s);
     }
     let mut body = c.region(body_r)?;
     // Results go to temporaries first: a result may be another carried value's param.

@@ -20,6 +20,7 @@ pub(crate) struct Avx2;
 
 impl Kernel for Avx2 {
     const B: Blocking = Variant::Avx2.blocking();
+    const DIRECT_MAX_PANELS: usize = 4;
 
     #[inline]
     unsafe fn tile(

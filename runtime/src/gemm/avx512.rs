@@ -16,6 +16,7 @@ pub(crate) struct Avx512;
 
 impl Kernel for Avx512 {
     const B: Blocking = Variant::Avx512.blocking();
+    const DIRECT_MAX_PANELS: usize = 0;
 
     #[inline]
     unsafe fn tile(

@@ -20,6 +20,11 @@ pub(crate) struct TileEpi {
 /// A register-tile kernel of `B.mr × B.nr`.
 pub(crate) trait Kernel {
     const B: Blocking;
+    /// Column panels up to which the tile reads `A` in place instead of
+    /// packed (0: always pack). Measured per kernel: in place pays where
+    /// `n` is small and the rows stay in cache (AVX2), and loses where
+    /// twelve row streams compete with a 32 KiB `B` panel (AVX-512).
+    const DIRECT_MAX_PANELS: usize;
 
     /// `C[0..mr, 0..nr] = epi(Σ_p A(i, p) · b[p·NR + j])` for `p < kc`, where
     /// `A(i, p)` is `a[p·MR + i]` (a packed panel) when `lda == 0`, else
@@ -116,8 +121,12 @@ pub(crate) unsafe fn store_scalar(
     }
 }
 
-/// Column panels up to which `A` is read in place instead of packed.
-const DIRECT_MAX_PANELS: usize = 4;
+#[cfg(test)]
+std::thread_local! {
+    /// Lets a test force either way of reading `A` on its own thread.
+    pub(crate) static DIRECT_OVERRIDE: core::cell::Cell<Option<bool>> =
+        const { core::cell::Cell::new(None) };
+}
 
 /// The largest `MR` of any variant (sizes [`pack_a`]'s staging tile).
 const MAX_MR: usize = 12;
@@ -237,7 +246,9 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
     // With few column panels, packing A costs more than it saves: each
     // packed float would be read only `n/NR` times. The tiles then read A's
     // rows in place.
-    let direct = n_pad / nr <= DIRECT_MAX_PANELS;
+    let direct = n_pad / nr <= K::DIRECT_MAX_PANELS;
+    #[cfg(test)]
+    let direct = DIRECT_OVERRIDE.with(|o| o.get()).unwrap_or(direct);
 
     let mut jc = 0;
     while jc < n {

@@ -16,6 +16,7 @@ pub(crate) struct Neon;
 
 impl Kernel for Neon {
     const B: Blocking = Variant::Neon.blocking();
+    const DIRECT_MAX_PANELS: usize = 0;
 
     #[inline]
     unsafe fn tile(

@@ -12,6 +12,7 @@ pub(crate) struct Scalar;
 
 impl Kernel for Scalar {
     const B: Blocking = Variant::Scalar.blocking();
+    const DIRECT_MAX_PANELS: usize = 4;
 
     #[inline]
     unsafe fn tile(

@@ -448,20 +448,24 @@ fn pack_b_layout_is_as_documented() {
 }
 
 #[test]
-fn gemm_matches_reference_with_packed_a() {
-    // Wider than the in-place threshold (4 column panels), so A is packed;
-    // the shape cube above mostly exercises the in-place path.
+fn gemm_matches_reference_with_a_packed_and_in_place() {
+    // The driver picks per kernel whether to pack A; force each way so that
+    // both paths of every tile are checked whatever the choice.
     let mut rng = Rng(13);
     for variant in runnable() {
         let Blocking { nr, kc, .. } = variant.blocking();
-        let mut i = 0;
-        for n in [4 * nr + 1, 5 * nr + 3, 6 * nr] {
-            for &m in &SIZES {
-                for k in [1, 7, 33, kc + 5] {
-                    check(variant, Case::from_index(m, n, k, i), None, &mut rng);
-                    i += 1;
+        for direct in [false, true] {
+            driver::DIRECT_OVERRIDE.with(|o| o.set(Some(direct)));
+            let mut i = 0;
+            for n in [1, 13, 33, 70, 4 * nr + 1] {
+                for &m in &SIZES {
+                    for k in [1, 7, 33, kc + 5] {
+                        check(variant, Case::from_index(m, n, k, i), None, &mut rng);
+                        i += 1;
+                    }
                 }
             }
+            driver::DIRECT_OVERRIDE.with(|o| o.set(None));
         }
     }
 }

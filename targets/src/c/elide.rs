@@ -49,10 +49,7 @@ fn stores_to(s: &Stmt, buf: BufId) -> bool {
             then_body,
             else_body,
             ..
-        } => then_body
-            .iter()
-            .chain(else_body)
-            .any(|s| stores_to(s, buf)),
+        } => then_body.iter().chain(else_body).any(|s| stores_to(s, buf)),
         Stmt::Let { .. } => false,
     }
 }
@@ -107,10 +104,8 @@ fn covers(s: &Stmt, buf: BufId, len: u64) -> bool {
             };
             // Loops of one iteration contribute nothing whatever their coefficient.
             coef.retain(|v, k| *k != 0 && nest.iter().any(|(n, e)| n == v && *e > 1));
-            let only_nest = linear(index).is_some_and(|(all, _)| {
-                all.keys()
-                    .all(|v| nest.iter().any(|(n, _)| n == v))
-            });
+            let only_nest = linear(index)
+                .is_some_and(|(all, _)| all.keys().all(|v| nest.iter().any(|(n, _)| n == v)));
             c == 0 && only_nest && coef == want
         }
         _ => false,

@@ -32,7 +32,13 @@ impl Gemm<'_> {
     pub(crate) fn render(&self, ind: usize) -> String {
         let mut o = String::new();
         let m = self.m;
-        let (bm, bn) = (self.bm.min(m.m.max(1)), self.bn.min(m.n.max(1)));
+        // A product with fewer rows than the tile (a matrix-vector product, batch
+        // 1) spends the tile's spare accumulators on more columns instead.
+        let (bm, bn) = if m.m < self.bm {
+            (1, (self.bm * self.bn / 2).max(1).min(m.n.max(1)))
+        } else {
+            (self.bm, self.bn.min(m.n.max(1)))
+        };
         let (mt, nt) = (m.m - m.m % bm, m.n - m.n % bn);
         let n = self.id;
         let ty = self.ty;

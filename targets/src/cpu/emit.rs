@@ -8,7 +8,7 @@ use super::fallback::{self, Helper};
 use super::kernel::KernelCx;
 use super::CpuError;
 use crate::plan::{AotIo, AotProgram, BufferLoc};
-use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::types::I32;
 use cranelift_codegen::ir::{
     AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, UserFuncName,
 };
@@ -151,7 +151,11 @@ pub(crate) fn emit_program<M: Module>(
                         continue;
                     }
                     let tid = module
-                        .declare_function(&format!("{name}_s{si}_k{ki}_t{ti}"), Linkage::Local, &tsig)
+                        .declare_function(
+                            &format!("{name}_s{si}_k{ki}_t{ti}"),
+                            Linkage::Local,
+                            &tsig,
+                        )
                         .map_err(cg)?;
                     ctx.func.signature = tsig.clone();
                     ctx.func.name = UserFuncName::user(0, tid.as_u32());
@@ -164,8 +168,13 @@ pub(crate) fn emit_program<M: Module>(
                         b.seal_block(entry);
                         let ps = b.block_params(entry).to_vec();
                         let base = load_bases(&mut b, ps[0], step.program.buffers.len(), ptr);
-                        let mut kc =
-                            KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
+                        let mut kc = KernelCx::new(
+                            &mut b,
+                            &step.program.buffers,
+                            base,
+                            &hrefs,
+                            native_round,
+                        );
                         kc.range_loop(*var, ps[1], ps[2], body)
                             .map_err(|m| step_err(&k.name, m))?;
                         b.ins().return_(&[]);
@@ -239,7 +248,6 @@ pub(crate) fn emit_program<M: Module>(
         name,
         &weight_ids,
         &kernel_ids,
-        &ksig,
         &mut ctx,
         &mut fctx,
     )?;
@@ -327,7 +335,6 @@ fn emit_run<M: Module>(
     name: &str,
     weight_ids: &[cranelift_module::DataId],
     kernel_ids: &[Vec<FuncId>],
-    ksig: &Signature,
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<FuncId, CpuError> {
@@ -375,8 +382,6 @@ fn emit_run<M: Module>(
                 .collect()
         })
         .collect();
-    let kref_sig = ctx.func.import_signature(ksig.clone());
-    let _ = kref_sig;
 
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
     let entry = b.create_block();
@@ -457,6 +462,5 @@ fn emit_run<M: Module>(
     let z = b.ins().iconst(I32, 0);
     b.ins().return_(&[z]);
     b.finalize(module.target_config());
-    let _ = I64;
     Ok(run)
 }

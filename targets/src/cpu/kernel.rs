@@ -9,7 +9,7 @@
 
 use super::fallback::Helper;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::types::{F32X4, I64};
 use cranelift_codegen::ir::{FuncRef, InstBuilder, InstructionData, Opcode, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::kernel::interp::{affine_coeff, vector_safe};
@@ -756,16 +756,4 @@ impl VecCheck<'_> {
             }
         })
     }
-}
-
-/// Splat helper for vector constants used by other modules.
-#[allow(dead_code)]
-pub(crate) fn splat_f32(b: &mut FunctionBuilder, x: f32) -> Value {
-    let s = b.ins().f32const(x);
-    b.ins().splat(F32X4, s)
-}
-
-#[allow(dead_code)]
-pub(crate) fn f32_ty() -> cranelift_codegen::ir::Type {
-    F32
 }

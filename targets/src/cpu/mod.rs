@@ -12,6 +12,8 @@ mod fallback;
 mod kernel;
 mod math;
 mod matmul;
+#[cfg(test)]
+mod object_tests;
 mod ops;
 mod parallel;
 #[cfg(test)]

@@ -112,7 +112,7 @@ impl Analysis {
                 }
                 Stmt::Store { buf, index, value } => {
                     self.stored.push(*buf);
-                    self.access(*buf, index, 0);
+                    self.access(*buf, index);
                     self.expr(index);
                     self.expr(value);
                 }
@@ -135,7 +135,7 @@ impl Analysis {
                     for (v, rows, cols) in [(&m.a, m.m, m.k), (&m.b, m.k, m.n), (&m.c, m.m, m.n)] {
                         self.expr(&v.offset);
                         let sp = span(rows, cols, v.row_stride, v.col_stride);
-                        self.access(v.buf, &v.offset, 0);
+                        self.access(v.buf, &v.offset);
                         if let Some(a) = self.accesses.last_mut() {
                             a.lo = a.lo.saturating_add(*sp.start());
                             a.hi = a.hi.saturating_add(*sp.end());
@@ -147,7 +147,7 @@ impl Analysis {
         }
     }
 
-    fn access(&mut self, buf: BufId, index: &Expr, _depth: u32) {
+    fn access(&mut self, buf: BufId, index: &Expr) {
         let coeff = affine_coeff(index, self.var);
         match (coeff, self.range(index)) {
             (Some(coeff), Some((lo, hi))) => self.accesses.push(Access { buf, coeff, lo, hi }),
@@ -163,13 +163,9 @@ impl Analysis {
     /// Checks variables are bound inside the body, and records loads.
     fn expr(&mut self, e: &Expr) {
         match e {
-            Expr::Var(v) => {
-                if !self.bound.contains(v) {
-                    self.ok = false;
-                }
-            }
+            Expr::Var(v) if !self.bound.contains(v) => self.ok = false,
             Expr::Load { buf, index } => {
-                self.access(*buf, index, 0);
+                self.access(*buf, index);
                 self.expr(index);
             }
             Expr::Unary(_, a) | Expr::Cast(_, a) => self.expr(a),

@@ -301,5 +301,9 @@ fn gemm_epilogue_indexes_bias_without_division() {
     };
     let text = format!("{:?}", step.program);
     assert!(text.contains("Matmul"), "{text}");
-    assert!(!text.contains("Rem") && !text.contains("Div"), "{}", step.program);
+    assert!(
+        !text.contains("Rem") && !text.contains("Div"),
+        "{}",
+        step.program
+    );
 }
