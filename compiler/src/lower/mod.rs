@@ -160,9 +160,9 @@ pub fn lower(cx: &LowerCtx) -> Result<KernelProgram> {
             ))
         }
         Op::Fused => {
-            return Err(cx.err(
-                "a fused group is lowered with its body, by lower::fused::lower_fused_node",
-            ))
+            return Err(
+                cx.err("a fused group is lowered with its body, by lower::fused::lower_fused_node")
+            )
         }
         _ => data::lower(cx, &mut pb)?,
     }
