@@ -41,6 +41,9 @@ pub enum EmitKind {
     Native,
     /// Portable C99 source and header only, for any target.
     C,
+    /// The planned kernel IR as text (`NAME.kir`): every step's buffers,
+    /// their arena placement and loops, for reading what the backends get.
+    Kir,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -133,7 +136,7 @@ pub fn compile_model(
     opts: &CompileOptions,
     out_dir: &Path,
 ) -> Result<CompileOutput, CompileError> {
-    let fam = if opts.emit == EmitKind::C {
+    let fam = if opts.emit != EmitKind::Native {
         None
     } else {
         Some(family(&opts.target)?)
@@ -157,6 +160,14 @@ pub fn compile_model(
     let mut files = vec![];
     let t1 = Instant::now();
     let (backend, code_bytes) = match fam {
+        None if opts.emit == EmitKind::Kir => {
+            write(
+                out_dir.join(format!("{name}.kir")),
+                kernel_ir_text(&prog).as_bytes(),
+                &mut files,
+            )?;
+            ("kernel-ir", None)
+        }
         None => {
             let src = kiln_targets::c::render(&prog, &name)
                 .map_err(|e| CompileError::Backend(e.to_string()))?;
@@ -276,4 +287,26 @@ fn manifest(
         "outputs": io(&prog.outputs),
     });
     serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}
+
+/// The plan as readable text: per step, where each buffer lives and the kernels.
+pub fn kernel_ir_text(prog: &AotProgram) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "// model '{}': {} steps, arena {} bytes (lower bound {})",
+        prog.name,
+        prog.steps.len(),
+        prog.arena_size,
+        prog.arena_lower_bound
+    );
+    for (i, st) in prog.steps.iter().enumerate() {
+        let _ = writeln!(s, "\n// step {i}: node '{}'", st.node);
+        for (b, loc) in st.bindings.iter().enumerate() {
+            let _ = writeln!(s, "//   b{b} at {loc:?}");
+        }
+        let _ = write!(s, "{}", st.program);
+    }
+    s
 }

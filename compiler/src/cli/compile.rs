@@ -14,6 +14,8 @@ pub enum Emit {
     Obj,
     /// Portable C99 source + header, for any target
     C,
+    /// The planned kernel IR as readable text (NAME.kir)
+    Kir,
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,6 +72,7 @@ pub fn main(a: Args) -> CmdResult {
         emit: match a.emit {
             Emit::Obj => EmitKind::Native,
             Emit::C => EmitKind::C,
+            Emit::Kir => EmitKind::Kir,
         },
     };
     let out = compile_model(&m, &name, &opts, &a.out_dir).map_err(|e| match e {
