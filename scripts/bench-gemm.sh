@@ -15,6 +15,9 @@
 # the ratio as the median over rounds of (kiln median / numpy median) in
 # that round, which cancels most of the drift a shared machine adds. A kiln call packs A but not B (weights are packed at compile
 # time); the packing time of B is shown separately.
+# OpenBLAS picks its kernel from the CPU (SkylakeX, AVX-512, on Zen 4); set
+# OPENBLAS_CORETYPE=Haswell to compare against its AVX2 kernel, as on a
+# CPU without AVX-512. The table names the kernel it used.
 # Needs the venv from scripts/setup-python.sh (numpy); fails without it.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,8 +65,27 @@ PYEOF
     done
 done
 
-"$PY" - "$LOG" <<'PYEOF'
-import sys
+CORE="$("$PY" - <<'PYEOF'
+import ctypes, glob, os
+import numpy
+libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*"))
+name = "kernel unknown"
+for path in libs:
+    lib = ctypes.CDLL(path)
+    for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                "openblas_get_corename64_", "openblas_get_corename"):
+        fn = getattr(lib, sym, None)
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            name = fn().decode()
+            break
+print(name)
+PYEOF
+)"
+
+CORE="$CORE" "$PY" - "$LOG" <<'PYEOF'
+import os, sys
+CORE = os.environ["CORE"]
 from collections import defaultdict
 from statistics import median
 samples, pack = defaultdict(list), defaultdict(list)
@@ -78,7 +100,7 @@ for line in open(sys.argv[1]):
 impls = sorted({i for i, _ in samples if i != "numpy"})
 sizes = list(dict.fromkeys(n for _, n in samples))
 rounds = sorted({r for _, _, r in by_round})
-print("single-thread f32 GEMM, GFLOP/s (median of all samples);")
+print(f"single-thread f32 GEMM, GFLOP/s (median of all samples); numpy: OpenBLAS {CORE}")
 print("ratio = median over rounds of kiln/numpy within the round")
 print(f"{'shape':>14} {'numpy':>8}" + "".join(f" {i:>12} {'ratio':>6}" for i in impls))
 for n in sizes:

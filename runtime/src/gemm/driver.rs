@@ -131,6 +131,17 @@ std::thread_local! {
 /// The largest `MR` of any variant (sizes [`pack_a`]'s staging tile).
 const MAX_MR: usize = 12;
 
+const _: () = {
+    let mut i = 0;
+    while i < super::Variant::ALL.len() {
+        assert!(super::Variant::ALL[i].blocking().mr <= MAX_MR);
+        // The column-block offset `jc·kc` in `gemm` needs NC % NR == 0.
+        let b = super::Variant::ALL[i].blocking();
+        assert!(b.nc.is_multiple_of(b.nr) && b.mc.is_multiple_of(b.mr));
+        i += 1;
+    }
+};
+
 /// Copies rows `0..mc`, columns `0..kc` of `A` (row stride `lda`) into
 /// `dst` as `⌈mc/MR⌉` panels of `kc × MR` (rows past `mc` are zero), the
 /// order in which the tile reads them.

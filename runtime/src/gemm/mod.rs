@@ -10,7 +10,9 @@
 //!
 //! # Layouts
 //! - `A` (`m × k`, activations): row-major with row stride `lda`. Copied,
-//!   per cache block, into caller-provided scratch as `MR`-row panels.
+//!   per cache block, into caller-provided scratch as `MR`-row panels, or,
+//!   where `B` has only a few column panels (AVX2 and scalar: `n ≤ 4·NR`),
+//!   read in place because packing would not pay for itself.
 //! - `B` (`k × n`, weights): pre-packed by [`pack_b`]. `k` is cut into blocks
 //!   of `KC` rows (the last one shorter); within a block, columns are cut into
 //!   panels of `NR` (the last one zero-padded to `NR`), and a panel stores its
@@ -22,7 +24,8 @@
 //! - `C` (`m × n`): row-major with row stride `ldc`.
 //!
 //! # Scratch
-//! The packed copy of `A` needs `MR · min(k, KC)` floats at least and
+//! The packed copy of `A` needs `MR · min(k, KC)` floats at least (asked of
+//! every call, so that the requirement does not depend on `n`) and
 //! [`Variant::scratch_len`] `= ⌈min(m, MC)/MR⌉·MR · min(k, KC)` floats for full
 //! speed; with less, the row block shrinks to what fits. 64-byte alignment of
 //! scratch and packed `B` is recommended (not required).

@@ -26,6 +26,9 @@ pub(crate) struct Gemm<'a> {
     pub id: usize,
     pub bm: u64,
     pub bn: u64,
+    /// Unroll the `p` loop of full tiles by two (halves the pointer updates
+    /// and the loop test per multiply-accumulate).
+    pub unroll_k: bool,
 }
 
 impl Gemm<'_> {
@@ -129,6 +132,9 @@ impl Gemm<'_> {
                 })
                 .collect();
             let _ = writeln!(o, "{}{ty} {};", pad(0), init.join(", "));
+        }
+        if self.unroll_k && h * w > 1 && k > 1 {
+            let _ = writeln!(o, "{}KILN_UNROLL(2)", pad(0));
         }
         let _ = writeln!(o, "{}for (p = 0; p < {k}; p++) {{", pad(0));
         let av: Vec<String> = (0..h)

@@ -576,6 +576,7 @@ impl<'a> KernelWriter<'a> {
             id: n,
             bm: self.opts.block_m.max(1) as u64,
             bn: self.opts.block_n.max(1) as u64,
+            unroll_k: self.opts.unroll > 0,
         };
         let text = g.render(ind);
         self.out.push_str(&text);

@@ -607,3 +607,38 @@ fn parallel_loops_need_disjoint_iterations() {
     };
     assert!(!parallel_loop(&small));
 }
+
+/// GFLOP/s of the generated f32 matmul at n = 512 (single thread; a tool for
+/// performance work).
+#[test]
+#[ignore]
+fn bench_matmul() {
+    let n = 512usize;
+    let mut pb = ProgramBuilder::new();
+    let a = pb.buffer("a", DType::F32, n * n, BufferRole::Input(0));
+    let b = pb.buffer("b", DType::F32, n * n, BufferRole::Input(1));
+    let c = pb.buffer("c", DType::F32, n * n, BufferRole::Output(0));
+    pb.kernel(
+        "mm",
+        vec![Stmt::Matmul(Matmul {
+            m: n as u64,
+            n: n as u64,
+            k: n as u64,
+            a: view(a, Expr::i(0), n as i64, 1),
+            b: view(b, Expr::i(0), n as i64, 1),
+            c: view(c, Expr::i(0), n as i64, 1),
+            accumulate: false,
+        })],
+    );
+    let prog = single(&pb.finish());
+    let m = JitModel::compile(&prog).expect("compile");
+    let x = vec![0u8; n * n * 4];
+    let mut o = vec![0u8; n * n * 4];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        m.run(&[&x, &x], &mut [&mut o]).expect("run");
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("matmul {n}: {:.1} GFLOP/s", 2.0 * (n * n * n) as f64 / best / 1e9);
+}

@@ -2,14 +2,16 @@
 //!
 //! Conv takes one of three shapes, by what is fastest for the geometry:
 //! pointwise (1x1, stride 1, no padding) is a GEMM per (batch, group) straight
-//! on the input; depthwise (one input channel per group) is a direct loop with
-//! the kernel taps reduced in an expression; everything else is im2col, a
-//! block of output rows at a time, into scratch, each block followed by a GEMM. ConvTranspose is a GEMM into per-tap columns
+//! on the input; depthwise (one input channel per group, few output channels
+//! each) is a direct loop, one output row at a time with the row's last axis
+//! innermost and a small window unrolled into explicit multiply-adds;
+//! everything else is im2col, a block of output rows at a time, into scratch,
+//! each block followed by a GEMM. ConvTranspose is a GEMM into per-tap columns
 //! followed by a gather (col2im written as a reduction, so no scatter).
 
 use super::super::{LowerCtx, Result};
 use super::matmul::gemm;
-use super::window::{over_taps, pad_source, spatial_nest, Source, Window};
+use super::window::{over_taps, pad_source, row_nest, tap_list, Source, Window, MAX_UNROLLED_TAPS};
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
 use kiln_ir::kernel::{BufId, Expr, RedOp, Stmt};
 use kiln_ir::Op;
@@ -52,64 +54,27 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let kk: usize = kernel.iter().product();
     let mut body = vec![];
 
-    if cg == 1 {
-        // Depthwise (with channel multiplier oc / c): few taps per output, no GEMM to feed.
-        let src = pad_source(
-            pb,
-            &mut body,
-            Source {
-                buf: x,
-                dims: xd.clone(),
-            },
-            dt,
-            &pads[..sp],
-            &win.end_pads(&xd[2..], osp),
-            Expr::constant(dt, 0.0),
-        );
-        let ss = src.spatial_strides();
-        let plane = src.plane();
-        let mult = (oc / c) as i64;
-        let base = pb.var();
-        body.extend(spatial_nest(pb, &[n, oc], osp, |pb, o, coords, flat| {
-            let chan = o[0].clone() * (c as i64) + o[1].clone() / mult;
-            let start = (0..sp).fold(chan * plane, |acc, d| {
-                acc + coords[d].clone() * (st[d] as i64 * ss[d])
-            });
-            let ks = strides(kernel);
-            let sum = over_taps(pb, kernel, RedOp::Sum, |t| {
-                let toff = (0..sp).fold(Expr::i(0), |acc, d| {
-                    acc + t[d].clone() * (dilations[d] as i64 * ss[d])
-                });
-                let widx = o[1].clone() * kk as i64 + linear_index(t, &ks);
-                Expr::load(src.buf, Expr::var(base) + toff) * Expr::load(w, widx)
-            });
-            let value = match bias {
-                Some(b) => sum + Expr::load(b, o[1].clone()),
-                None => sum,
-            };
-            let out = (o[0].clone() * oc as i64 + o[1].clone()) * ospn as i64 + flat;
-            vec![
-                Stmt::Let {
-                    var: base,
-                    value: start,
-                },
-                Stmt::Store {
-                    buf: y,
-                    index: out,
-                    value,
-                },
-            ]
-        }));
+    if cg == 1 && oc / c < DIRECT_MAX_MULT {
+        let geo = Direct {
+            n,
+            c,
+            oc,
+            xd: &xd,
+            osp,
+            win: &win,
+        };
+        direct_depthwise(pb, &mut body, &geo, dt, (x, w, bias, y));
         pb.kernel(cx.node, body);
         return Ok(());
     }
 
     if let Some(b) = bias {
-        body.extend(pb.nest(&[n * oc, ospn], |_, i| {
+        // The GEMMs accumulate onto the bias.
+        body.extend(pb.nest(&[n, oc, ospn], |_, i| {
             vec![Stmt::Store {
                 buf: y,
-                index: i[0].clone() * ospn as i64 + i[1].clone(),
-                value: Expr::load(b, i[0].clone() % oc as i64),
+                index: (i[0].clone() * oc as i64 + i[1].clone()) * ospn as i64 + i[2].clone(),
+                value: Expr::load(b, i[1].clone()),
             }]
         }));
     }
@@ -182,15 +147,16 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
                 var: base,
                 value: toff,
             }];
-            s.extend(spatial_nest(pb, &[], &blk_sp, |_, _, coords, flat| {
+            s.extend(row_nest(pb, &[], &blk_sp, |_, _, coords, flat| {
                 let at = (0..sp).fold(Expr::var(base), |acc, d| {
                     acc + coords[d].clone() * (st[d] as i64 * ss[d])
                 });
-                vec![Stmt::Store {
+                let store = Stmt::Store {
                     buf: col,
                     index: row.clone() + flat,
                     value: Expr::load(src.buf, at),
-                }]
+                };
+                (vec![], vec![store])
             }));
             s
         });
@@ -210,6 +176,119 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     }));
     pb.kernel(cx.node, body);
     Ok(())
+}
+
+/// Channel multipliers (output channels per input channel of a one-channel
+/// group) from which a conv goes through im2col and a GEMM instead: that many
+/// output rows per input plane give the GEMM enough reuse to win.
+const DIRECT_MAX_MULT: usize = 8;
+
+/// Geometry of a conv with one input channel per group.
+struct Direct<'a> {
+    n: usize,
+    c: usize,
+    oc: usize,
+    xd: &'a [usize],
+    osp: &'a [usize],
+    win: &'a Window<'a>,
+}
+
+/// Depthwise (and channel-multiplier) conv, one output row at a time: the
+/// output's last axis is the innermost loop, each tap's address is a row base
+/// (bound before the loop) plus a constant, and the weights and bias of the
+/// channel are bound before the loop too, so a small window becomes
+/// straight-line multiply-adds over contiguous (stride 1) input.
+fn direct_depthwise(
+    pb: &mut ProgramBuilder,
+    body: &mut Vec<Stmt>,
+    geo: &Direct,
+    dt: kiln_ir::DType,
+    (x, w, bias, y): (BufId, BufId, Option<BufId>, BufId),
+) {
+    let (win, osp) = (geo.win, geo.osp);
+    let sp = osp.len();
+    let (st, dil, kernel) = (win.strides, win.dilations, win.kernel);
+    let src = pad_source(
+        pb,
+        body,
+        Source {
+            buf: x,
+            dims: geo.xd.to_vec(),
+        },
+        dt,
+        &win.pads[..sp],
+        &win.end_pads(&geo.xd[2..], osp),
+        Expr::constant(dt, 0.0),
+    );
+    let ss = src.spatial_strides();
+    let plane = src.plane();
+    let (c, oc) = (geo.c, geo.oc);
+    let mult = (oc / c) as i64;
+    let kk: usize = kernel.iter().product();
+    let ospn: usize = osp.iter().product();
+    let toff = |t: &[Expr]| {
+        (0..sp).fold(Expr::i(0), |acc, d| {
+            acc + t[d].clone() * (dil[d] as i64 * ss[d])
+        })
+    };
+    body.extend(row_nest(pb, &[geo.n, oc], osp, |pb, o, coords, flat| {
+        let chan = o[0].clone() * c as i64 + o[1].clone() / mult;
+        let rows = (0..sp.saturating_sub(1)).fold(chan * plane, |acc, d| {
+            acc + coords[d].clone() * (st[d] as i64 * ss[d])
+        });
+        let rb = pb.var();
+        let mut pre = vec![Stmt::Let {
+            var: rb,
+            value: rows,
+        }];
+        let col = match sp {
+            0 => Expr::i(0),
+            _ => coords[sp - 1].clone() * (st[sp - 1] as i64 * ss[sp - 1]),
+        };
+        let at = |off: Expr| Expr::var(rb) + col.clone() + off;
+        let sum = if kk <= MAX_UNROLLED_TAPS {
+            // Taps in window order, each weight bound once per row.
+            let mut sum = None;
+            for (ti, t) in tap_list(kernel).iter().enumerate() {
+                let v = pb.var();
+                pre.push(Stmt::Let {
+                    var: v,
+                    value: Expr::load(w, o[1].clone() * kk as i64 + ti as i64),
+                });
+                let t: Vec<Expr> = t.iter().map(|&i| Expr::i(i as i64)).collect();
+                let term = Expr::load(src.buf, at(toff(&t))) * Expr::var(v);
+                sum = Some(match sum {
+                    Some(acc) => acc + term,
+                    None => term,
+                });
+            }
+            sum.unwrap_or(Expr::constant(dt, 0.0))
+        } else {
+            let ks = strides(kernel);
+            over_taps(pb, kernel, RedOp::Sum, |t| {
+                let widx = o[1].clone() * kk as i64 + linear_index(t, &ks);
+                Expr::load(src.buf, at(toff(t))) * Expr::load(w, widx)
+            })
+        };
+        let value = match bias {
+            Some(b) => {
+                let bv = pb.var();
+                pre.push(Stmt::Let {
+                    var: bv,
+                    value: Expr::load(b, o[1].clone()),
+                });
+                sum + Expr::var(bv)
+            }
+            None => sum,
+        };
+        let out = (o[0].clone() * oc as i64 + o[1].clone()) * ospn as i64 + flat;
+        let store = Stmt::Store {
+            buf: y,
+            index: out,
+            value,
+        };
+        (pre, vec![store])
+    }));
 }
 
 /// The largest block of the im2col matrix built at once: well inside a

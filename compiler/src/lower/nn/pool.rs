@@ -4,10 +4,15 @@
 //! for max, 0 for sums), extended past the declared end pad where ceil_mode
 //! lets the last window overrun, so the window reductions never test bounds.
 //! Only the AveragePool divisor depends on which taps are real: it is counted
-//! per output position from the geometry, not from the data.
+//! from the geometry, not from the data, once per output row and once per
+//! output column (a small table the inner loop reads).
+//!
+//! Windows are visited one output row at a time with the last axis innermost
+//! and small windows unrolled (see `window`), so a stride-1 pool is straight
+//! vector code over contiguous input.
 
 use super::super::{LowerCtx, Result};
-use super::window::{over_taps, pad_source, spatial_nest, Source, Window};
+use super::window::{fold_taps, over_taps, pad_source, row_nest, spatial_nest, Source, Window};
 use kiln_ir::graph::PoolKind;
 use kiln_ir::kernel::build::{strides, ProgramBuilder};
 use kiln_ir::kernel::{BinOp, Expr, RedOp, Stmt, UnOp};
@@ -71,82 +76,99 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     );
     let ss = src.spatial_strides();
     let plane = src.plane();
-    let base = pb.var();
     let kk: usize = kernel.iter().product();
     let padded = pads.iter().chain(&end).any(|&p| p != 0);
-    body.extend(spatial_nest(pb, &[n * c], osp, |pb, o, coords, flat| {
-        let start = (0..sp).fold(o[0].clone() * plane, |acc, d| {
-            acc + coords[d].clone() * (st[d] as i64 * ss[d])
-        });
-        let tap = |t: &[Expr]| {
-            let off = (0..sp).fold(Expr::var(base), |acc, d| {
-                acc + t[d].clone() * (dilations[d] as i64 * ss[d])
-            });
-            Expr::load(src.buf, off)
-        };
-        let c = |v: f64| Expr::constant(dt, v);
-        let value = match *kind {
-            PoolKind::Max => over_taps(pb, kernel, RedOp::Max, tap),
-            PoolKind::Avg { count_include_pad } => {
-                let sum = over_taps(pb, kernel, RedOp::Sum, tap);
-                let count = if !padded {
-                    c(kk as f64)
-                } else {
-                    // Taps counted per axis: inside the input, or (count_include_pad) inside the
-                    // declared padding; never the ceil_mode overrun beyond it.
+    let avg_counts = match *kind {
+        PoolKind::Avg { count_include_pad } if padded => Some(count_include_pad),
+        _ => None,
+    };
+    // AveragePool's divisor along the last axis, one per output column, so the
+    // inner loop reads it (contiguously) instead of counting taps per lane.
+    let col_count = match avg_counts {
+        Some(include) if ospn > 1 => {
+            let l = sp - 1;
+            let buf = pb.scratch("count", dt, osp[l]);
+            body.extend(pb.nest(&[osp[l]], |pb, i| {
+                let n_l = taps_inside(pb, &win, isp, l, i[0].clone(), include);
+                vec![Stmt::Store {
+                    buf,
+                    index: i[0].clone(),
+                    value: n_l.cast(dt),
+                }]
+            }));
+            Some(buf)
+        }
+        _ => None,
+    };
+    if ospn == 1 {
+        // Global pooling: one window per channel, the channel loop innermost.
+        body.extend(spatial_nest(pb, &[n * c], osp, |pb, o, _, _| {
+            let tap = |t: &[Expr]| {
+                let off = (0..sp).fold(o[0].clone() * plane, |acc, d| {
+                    acc + t[d].clone() * (dilations[d] as i64 * ss[d])
+                });
+                Expr::load(src.buf, off)
+            };
+            let count = match avg_counts {
+                Some(include) => {
                     let mut count = Expr::i(1);
                     for d in 0..sp {
-                        let k = pb.var();
-                        let pos =
-                            coords[d].clone() * st[d] as i64 + Expr::var(k) * dilations[d] as i64;
-                        let (lo, hi) = if count_include_pad {
-                            (0, (pads[d] + isp[d] + pads[sp + d]) as i64)
-                        } else {
-                            (pads[d] as i64, (pads[d] + isp[d]) as i64)
-                        };
-                        let ok = pos.clone().ge(Expr::i(lo)).and(pos.lt(Expr::i(hi)));
-                        let n_d = Expr::reduce(
-                            RedOp::Sum,
-                            k,
-                            kernel[d] as u64,
-                            Expr::select(ok, Expr::i(1), Expr::i(0)),
-                        );
-                        count = count * n_d;
+                        count = count * taps_inside(pb, &win, isp, d, Expr::i(0), include);
                     }
                     count.cast(dt)
-                };
-                sum.bin(BinOp::Div, count)
-            }
-            PoolKind::Lp { p } => {
-                let p = p as f64;
-                if p == 1.0 {
-                    over_taps(pb, kernel, RedOp::Sum, |t| tap(t).un(UnOp::Abs))
-                } else if p == 2.0 {
-                    over_taps(pb, kernel, RedOp::Sum, |t| {
-                        let v = tap(t);
-                        v.clone() * v
-                    })
-                    .un(UnOp::Sqrt)
-                } else {
-                    over_taps(pb, kernel, RedOp::Sum, |t| {
-                        tap(t).un(UnOp::Abs).bin(BinOp::Pow, c(p))
-                    })
-                    .bin(BinOp::Pow, c(1.0 / p))
                 }
-            }
-        };
-        vec![
-            Stmt::Let {
-                var: base,
-                value: start,
-            },
-            Stmt::Store {
+                None => Expr::constant(dt, kk as f64),
+            };
+            let value = window_value(pb, *kind, kernel, dt, count, tap);
+            vec![Stmt::Store {
+                buf: y,
+                index: o[0].clone(),
+                value,
+            }]
+        }));
+    } else {
+        body.extend(row_nest(pb, &[n * c], osp, |pb, o, coords, flat| {
+            let l = sp - 1;
+            let rows = (0..l).fold(o[0].clone() * plane, |acc, d| {
+                acc + coords[d].clone() * (st[d] as i64 * ss[d])
+            });
+            let rb = pb.var();
+            let mut pre = vec![Stmt::Let {
+                var: rb,
+                value: rows,
+            }];
+            let col = coords[l].clone() * (st[l] as i64 * ss[l]);
+            let tap = |t: &[Expr]| {
+                let off = (0..sp).fold(Expr::i(0), |acc, d| {
+                    acc + t[d].clone() * (dilations[d] as i64 * ss[d])
+                });
+                Expr::load(src.buf, Expr::var(rb) + col.clone() + off)
+            };
+            let count = match (avg_counts, col_count) {
+                (Some(include), Some(cb)) => {
+                    // Taps inside along the row axes, bound once per row, times the column's.
+                    let mut rc = Expr::i(1);
+                    for d in 0..l {
+                        rc = rc * taps_inside(pb, &win, isp, d, coords[d].clone(), include);
+                    }
+                    let rv = pb.var();
+                    pre.push(Stmt::Let {
+                        var: rv,
+                        value: rc.cast(dt),
+                    });
+                    Expr::var(rv) * Expr::load(cb, coords[l].clone())
+                }
+                _ => Expr::constant(dt, kk as f64),
+            };
+            let value = window_value(pb, *kind, kernel, dt, count, tap);
+            let store = Stmt::Store {
                 buf: y,
                 index: o[0].clone() * ospn as i64 + flat,
                 value,
-            },
-        ]
-    }));
+            };
+            (pre, vec![store])
+        }));
+    }
     if cx.outputs.len() == 2 {
         if cx.outputs[1].dtype != DType::I64 {
             return Err(cx.err("MaxPool indices output must be int64"));
@@ -155,6 +177,67 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     }
     pb.kernel(cx.node, body);
     Ok(())
+}
+
+/// The pooled value of one window; `count` is AveragePool's divisor.
+fn window_value(
+    pb: &mut ProgramBuilder,
+    kind: PoolKind,
+    kernel: &[usize],
+    dt: DType,
+    count: Expr,
+    tap: impl Fn(&[Expr]) -> Expr,
+) -> Expr {
+    let c = |v: f64| Expr::constant(dt, v);
+    match kind {
+        PoolKind::Max => fold_taps(pb, kernel, RedOp::Max, tap),
+        PoolKind::Avg { .. } => fold_taps(pb, kernel, RedOp::Sum, tap).bin(BinOp::Div, count),
+        PoolKind::Lp { p } => {
+            let p = p as f64;
+            if p == 1.0 {
+                fold_taps(pb, kernel, RedOp::Sum, |t| tap(t).un(UnOp::Abs))
+            } else if p == 2.0 {
+                fold_taps(pb, kernel, RedOp::Sum, |t| {
+                    let v = tap(t);
+                    v.clone() * v
+                })
+                .un(UnOp::Sqrt)
+            } else {
+                fold_taps(pb, kernel, RedOp::Sum, |t| {
+                    tap(t).un(UnOp::Abs).bin(BinOp::Pow, c(p))
+                })
+                .bin(BinOp::Pow, c(1.0 / p))
+            }
+        }
+    }
+}
+
+/// How many taps of the window at output coordinate `pos` of axis `d` fall
+/// inside the input, or (`include_pad`) inside the declared padding; never the
+/// ceil_mode overrun beyond it. An i64 expression.
+fn taps_inside(
+    pb: &mut ProgramBuilder,
+    win: &Window,
+    isp: &[usize],
+    d: usize,
+    pos: Expr,
+    include_pad: bool,
+) -> Expr {
+    let sp = win.rank();
+    let k = pb.var();
+    let at = pos * win.strides[d] as i64 + Expr::var(k) * win.dilations[d] as i64;
+    let (lo, hi) = if include_pad {
+        (0, (win.pads[d] + isp[d] + win.pads[sp + d]) as i64)
+    } else {
+        (win.pads[d] as i64, (win.pads[d] + isp[d]) as i64)
+    };
+    let ok = at.clone().ge(Expr::i(lo)).and(at.lt(Expr::i(hi)));
+    Expr::reduce(
+        RedOp::Sum,
+        k,
+        win.kernel[d] as u64,
+        Expr::select(ok, Expr::i(1), Expr::i(0)),
+    )
 }
 
 /// MaxPool's indices: the first tap (in window order) holding the maximum, as a

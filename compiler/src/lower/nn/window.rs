@@ -3,11 +3,17 @@
 //! Padding is materialised once: the input is copied into a scratch buffer
 //! with its borders filled (zero for sums, -inf for max), so the hot loops
 //! read in-bounds addresses with no per-tap bounds test. This costs one copy
-//! of the input and keeps the inner loops short enough for every backend to
-//! vectorise.
+//! of the input (itself a vectorised row copy) and keeps the inner loops short
+//! enough for every backend to vectorise.
+//!
+//! Output positions are visited one row at a time ([`row_nest`]): the last
+//! spatial axis is the innermost loop, its index enters every address with a
+//! constant coefficient, and everything that depends only on the row is bound
+//! by a `Let` before the loop. No index needs a division, and a stride-1 window
+//! reads contiguous elements, which the backends turn into vector loads.
 
-use kiln_ir::kernel::build::{strides, ProgramBuilder};
-use kiln_ir::kernel::{BufId, Expr, RedOp, Stmt};
+use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
+use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt};
 
 /// Geometry of a sliding window over the spatial axes of an `[N, C, *S]` tensor.
 pub(super) struct Window<'a> {
@@ -77,41 +83,79 @@ pub(super) fn pad_source(
     }
     let len: usize = pd.iter().product();
     let buf = pb.scratch("padded", dtype, len);
-    body.extend(pb.nest(&[len], |_, i| {
-        vec![Stmt::Store {
-            buf,
-            index: i[0].clone(),
-            value: fill,
-        }]
-    }));
-    // One innermost loop per (n, c) plane, so short rows do not cost a loop each.
-    let ps = strides(&pd[2..]);
-    let (xplane, pplane) = (
-        xd[2..].iter().product::<usize>() as i64,
-        pd[2..].iter().product::<usize>() as i64,
-    );
-    body.extend(spatial_nest(
-        pb,
-        &[xd[0] * xd[1]],
-        &xd[2..],
-        |_, o, coords, flat| {
-            let at = (0..begin.len()).fold(o[0].clone() * pplane, |acc, d| {
-                acc + (coords[d].clone() + begin[d] as i64) * ps[d]
-            });
+    // One pass over the padded rows: a row inside the input gets its begin and
+    // end padding and a contiguous copy, any other row is all padding. Each
+    // element is written once.
+    let sp = begin.len();
+    let (last, prow) = (sp - 1, pd[1 + sp]);
+    let (xrows, xlast) = (&xd[2..1 + sp], xd[1 + sp]);
+    let xs = strides(&xd[2..]);
+    let mut dims = vec![xd[0] * xd[1]];
+    dims.extend_from_slice(&pd[2..1 + sp]);
+    let xplane = xd[2..].iter().product::<usize>() as i64;
+    body.extend(pb.nest(&dims, |pb, idx| {
+        let (nc, rows) = (&idx[0], &idx[1..]);
+        let prow_start = (nc.clone() * pd[2..1 + sp].iter().product::<usize>() as i64
+            + linear_index(rows, &strides(&pd[2..1 + sp])))
+            * prow as i64;
+        let start = pb.var();
+        let mut inside = Expr::B(true);
+        let mut xrow = nc.clone() * xplane;
+        for d in 0..last {
+            let r = rows[d].clone() - begin[d] as i64;
+            inside = inside
+                .and(r.clone().ge(Expr::i(0)))
+                .and(r.clone().lt(Expr::i(xrows[d] as i64)));
+            xrow = xrow + r * xs[d];
+        }
+        let xstart = pb.var();
+        let fill_run = |pb: &mut ProgramBuilder, from: usize, n: usize| {
+            if n == 0 {
+                return vec![];
+            }
+            pb.nest(&[n], |_, i| {
+                vec![Stmt::Store {
+                    buf,
+                    index: Expr::var(start) + from as i64 + i[0].clone(),
+                    value: fill.clone(),
+                }]
+            })
+        };
+        let mut then_body = vec![Stmt::Let {
+            var: xstart,
+            value: xrow,
+        }];
+        then_body.extend(fill_run(pb, 0, begin[last]));
+        then_body.extend(pb.nest(&[xlast], |_, i| {
             vec![Stmt::Store {
                 buf,
-                index: at,
-                value: Expr::load(x, o[0].clone() * xplane + flat),
+                index: Expr::var(start) + begin[last] as i64 + i[0].clone(),
+                value: Expr::load(x, Expr::var(xstart) + i[0].clone()),
             }]
-        },
-    ));
+        }));
+        then_body.extend(fill_run(pb, begin[last] + xlast, end[last]));
+        let else_body = fill_run(pb, 0, prow);
+        let mut s = vec![Stmt::Let {
+            var: start,
+            value: prow_start,
+        }];
+        match inside {
+            Expr::B(true) => s.extend(then_body),
+            cond => s.push(Stmt::If {
+                cond,
+                then_body,
+                else_body,
+            }),
+        }
+        s
+    }));
     Source { buf, dims: pd }
 }
 
-/// Loops over `outer` dims and then the flattened output spatial positions
-/// (one long innermost loop, even when rows are short; the last outer loop
-/// when there is only one position). `f` gets the outer
-/// indices and each spatial output coordinate.
+/// Loops over `outer` dims and then every output spatial axis (a single
+/// output position, as in global pooling, makes the last outer loop the
+/// innermost one). `f` gets the outer indices, each spatial output coordinate
+/// and the flat spatial position.
 pub(super) fn spatial_nest(
     pb: &mut ProgramBuilder,
     outer: &[usize],
@@ -124,27 +168,99 @@ pub(super) fn spatial_nest(
         let zeros = vec![Expr::i(0); out_sp.len()];
         return pb.nest(outer, |pb, idx| f(pb, idx, &zeros, Expr::i(0)));
     }
+    row_nest(pb, outer, out_sp, |pb, o, coords, flat| {
+        (vec![], f(pb, o, coords, flat))
+    })
+}
+
+/// Loops over `outer` dims, then the output rows (all spatial axes but the
+/// last), then the last spatial axis innermost. `f` gets the outer indices,
+/// each spatial coordinate (the last one is the innermost loop variable) and
+/// the flat spatial position, and returns the statements to run once per row
+/// (row-invariant `Let`s, hoisted out of the inner loop) and the inner body.
+/// With no spatial axes the inner loop runs once.
+pub(super) fn row_nest(
+    pb: &mut ProgramBuilder,
+    outer: &[usize],
+    out_sp: &[usize],
+    f: impl FnOnce(&mut ProgramBuilder, &[Expr], &[Expr], Expr) -> (Vec<Stmt>, Vec<Stmt>),
+) -> Vec<Stmt> {
+    let sp = out_sp.len();
+    let (rows, last) = match out_sp.split_last() {
+        Some((&l, r)) => (r, l),
+        None => (&[][..], 1),
+    };
     let mut dims = outer.to_vec();
-    dims.push(flat);
+    dims.extend_from_slice(rows);
     let os = strides(out_sp);
     pb.nest(&dims, |pb, idx| {
-        let (o_idx, flat_idx) = (&idx[..outer.len()], idx[outer.len()].clone());
-        let coords: Vec<Expr> = (0..out_sp.len())
-            .map(|d| {
-                let q = if os[d] == 1 {
-                    flat_idx.clone()
-                } else {
-                    flat_idx.clone() / os[d]
-                };
-                if d == 0 {
-                    q
-                } else {
-                    q % out_sp[d] as i64
-                }
+        let inner = pb.var();
+        let mut coords = idx[outer.len()..].to_vec();
+        if sp > 0 {
+            coords.push(Expr::var(inner));
+        }
+        let flat = linear_index(&coords, &os);
+        let (mut pre, body) = f(pb, &idx[..outer.len()], &coords, flat);
+        pre.push(Stmt::For {
+            var: inner,
+            extent: last as u64,
+            body,
+        });
+        pre
+    })
+}
+
+/// Every tap of a window, first spatial axis slowest.
+pub(super) fn tap_list(kernel: &[usize]) -> Vec<Vec<usize>> {
+    let mut all = vec![vec![]];
+    for &k in kernel {
+        all = all
+            .into_iter()
+            .flat_map(|t: Vec<usize>| {
+                (0..k).map(move |i| {
+                    let mut t = t.clone();
+                    t.push(i);
+                    t
+                })
             })
             .collect();
-        f(pb, o_idx, &coords, flat_idx)
-    })
+    }
+    all
+}
+
+/// Windows up to 5x5 are unrolled into explicit terms: the inner loop then
+/// holds straight-line vector code instead of a nested reduction loop per lane.
+pub(super) const MAX_UNROLLED_TAPS: usize = 25;
+
+/// Folds `body` over the kernel taps with `op`: as explicit terms in window
+/// order when the window is small, as nested reductions otherwise (the same
+/// order either way).
+pub(super) fn fold_taps(
+    pb: &mut ProgramBuilder,
+    kernel: &[usize],
+    op: RedOp,
+    mut body: impl FnMut(&[Expr]) -> Expr,
+) -> Expr {
+    let kk: usize = kernel.iter().product();
+    if kk == 0 || kk > MAX_UNROLLED_TAPS {
+        return over_taps(pb, kernel, op, body);
+    }
+    let bop = match op {
+        RedOp::Sum => BinOp::Add,
+        RedOp::Prod => BinOp::Mul,
+        RedOp::Max => BinOp::Max,
+        RedOp::Min => BinOp::Min,
+    };
+    let mut terms = tap_list(kernel).into_iter().map(|t| {
+        let idx: Vec<Expr> = t.iter().map(|&i| Expr::i(i as i64)).collect();
+        body(&idx)
+    });
+    let first = terms.next();
+    let mut acc = first.unwrap_or(Expr::i(0));
+    for t in terms {
+        acc = acc.bin(bop, t);
+    }
+    acc
 }
 
 /// Nested reductions over the kernel taps (first spatial axis outermost); `body` gets the tap indices.
