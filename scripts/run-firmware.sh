@@ -5,7 +5,8 @@
 #                           [--example rust|c] [--work DIR] [--no-insn]
 #
 # Compiles the model with `kiln compile --target thumbv7em-none-eabihf` (Cortex-M4F on
-# mps2-an386, Cortex-M7 on mps2-an500), embeds the .io.npz inputs and outputs, builds the
+# mps2-an386, Cortex-M7 on mps2-an500; or thumbv7m-none-eabi, soft-float Cortex-M3, on
+# mps2-an385), embeds the .io.npz inputs and outputs, builds the
 # no_std Rust firmware (examples/firmware-cortex-m; or the plain C one with --example c),
 # runs it under qemu-system-arm (always under `timeout`) and prints flash (model code +
 # weights, from model.o's symbols), arena, stack high-water and instructions per inference
@@ -36,7 +37,8 @@ model="$(realpath "${args[0]}")" npz="$(realpath "${args[1]}")"
 case "$machine" in
     mps2-an386) triple=thumbv7em-none-eabihf cpu=cortex-m4 ;;
     mps2-an500) triple=thumbv7em-none-eabihf cpu=cortex-m7 ;;
-    *) die "unknown machine '$machine' (mps2-an386 or mps2-an500)" ;;
+    mps2-an385) triple=thumbv7m-none-eabi cpu=cortex-m3 ;;
+    *) die "unknown machine '$machine' (mps2-an386, mps2-an500 or mps2-an385)" ;;
 esac
 case "$example" in rust|c) ;; *) die "--example must be rust or c" ;; esac
 for tool in qemu-system-arm arm-none-eabi-gcc arm-none-eabi-nm python3 timeout; do
@@ -65,9 +67,10 @@ if [[ "$example" == rust ]]; then
     # One target dir per core: the rustflags differ, and runs for different machines
     # must not overwrite each other's image.
     tdir="$REPO/target/firmware/rust-$cpu"
+    # Pin the core: instruction counts depend on it (cargo's per-target variable).
+    flags_var="CARGO_TARGET_$(tr 'a-z.-' 'A-Z__' <<<"$triple")_RUSTFLAGS"
     (cd "$REPO/examples/firmware-cortex-m" && \
-        KILN_FW_MODEL_DIR="$work/model" KILN_FW_IO_DIR="$work/io" \
-        CARGO_TARGET_THUMBV7EM_NONE_EABIHF_RUSTFLAGS="-C target-cpu=$cpu" \
+        env KILN_FW_MODEL_DIR="$work/model" KILN_FW_IO_DIR="$work/io" "$flags_var=-C target-cpu=$cpu" \
         cargo build --release -q --target "$triple" --target-dir "$tdir") || die "firmware build failed"
     cp "$tdir/$triple/release/kiln-firmware-cortex-m" "$work/app.elf"
 else

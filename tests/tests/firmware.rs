@@ -1,7 +1,8 @@
 //! Models in real Cortex-M firmware under QEMU: `scripts/run-firmware.sh`
 //! compiles each reference model for the core, builds the no_std Rust firmware
 //! (or the plain C one) around it with the onnxruntime reference data, runs it
-//! on QEMU's mps2-an386 (Cortex-M4F) and mps2-an500 (Cortex-M7), and the
+//! on QEMU's mps2-an386 (Cortex-M4F) and mps2-an500 (Cortex-M7) (and one on the
+//! soft-float Cortex-M3 of mps2-an385), and the
 //! firmware itself compares the outputs. Needs `qemu-system-arm`,
 //! `arm-none-eabi-gcc` with newlib and the Rust thumbv7em target
 //! (`scripts/test.sh` installs them); a missing tool fails the test.
@@ -73,6 +74,12 @@ fn mnist_mlp_on_cortex_m4f() {
 #[test]
 fn mnist_mlp_on_cortex_m7() {
     run_firmware("mnist_mlp", "mps2-an500", "rust");
+}
+
+/// The soft-float path (thumbv7m-none-eabi): float arithmetic through library calls.
+#[test]
+fn mnist_mlp_on_soft_float_cortex_m3() {
+    run_firmware("mnist_mlp", "mps2-an385", "rust");
 }
 
 #[test]

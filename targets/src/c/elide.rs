@@ -176,3 +176,105 @@ fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_ir::kernel::{BufferDecl, BufferRole, Kernel};
+    use kiln_ir::DType;
+
+    fn prog(body: Vec<Stmt>) -> KernelProgram {
+        let decl = |role| BufferDecl {
+            name: "b".into(),
+            dtype: DType::F32,
+            len: 6,
+            role,
+        };
+        KernelProgram {
+            buffers: vec![decl(BufferRole::Input(0)), decl(BufferRole::Output(0))],
+            kernels: vec![Kernel {
+                name: "k".into(),
+                body,
+            }],
+        }
+    }
+
+    fn v(i: VarId) -> Box<Expr> {
+        Box::new(Expr::Var(i))
+    }
+
+    fn c(x: i64) -> Box<Expr> {
+        Box::new(Expr::I(x, DType::I64))
+    }
+
+    /// `for i < 2 { for j < 3 { b1[index] = b0[i*3+j] } }`
+    fn nest(index: Expr, value: Expr) -> Stmt {
+        Stmt::For {
+            var: 0,
+            extent: 2,
+            body: vec![Stmt::For {
+                var: 1,
+                extent: 3,
+                body: vec![Stmt::Store {
+                    buf: 1,
+                    index,
+                    value,
+                }],
+            }],
+        }
+    }
+
+    fn row_major() -> Expr {
+        Expr::Binary(
+            BinOp::Add,
+            Box::new(Expr::Binary(BinOp::Mul, v(0), c(3))),
+            v(1),
+        )
+    }
+
+    fn load(buf: BufId) -> Expr {
+        Expr::Load {
+            buf,
+            index: Box::new(row_major()),
+        }
+    }
+
+    #[test]
+    fn a_row_major_nest_writes_everything() {
+        assert!(fully_written_first(
+            &prog(vec![nest(row_major(), load(0))]),
+            1
+        ));
+    }
+
+    #[test]
+    fn partial_or_self_reading_writes_keep_the_zeroing() {
+        // Column-major order is a permutation, but only row-major is recognised.
+        let transposed = Expr::Binary(
+            BinOp::Add,
+            Box::new(Expr::Binary(BinOp::Mul, v(1), c(2))),
+            v(0),
+        );
+        assert!(!fully_written_first(
+            &prog(vec![nest(transposed, load(0))]),
+            1
+        ));
+        // Offset by one: leaves element 0 unwritten.
+        let shifted = Expr::Binary(BinOp::Add, Box::new(row_major()), c(1));
+        assert!(!fully_written_first(&prog(vec![nest(shifted, load(0))]), 1));
+        // Reads its own (zero-initialised) contents.
+        assert!(!fully_written_first(
+            &prog(vec![nest(row_major(), load(1))]),
+            1
+        ));
+        // Under a condition.
+        let cond = Stmt::If {
+            cond: Expr::B(true),
+            then_body: vec![nest(row_major(), load(0))],
+            else_body: vec![],
+        };
+        assert!(!fully_written_first(&prog(vec![cond]), 1));
+        // Never written at all.
+        assert!(!fully_written_first(&prog(vec![]), 1));
+    }
+}

@@ -17,7 +17,7 @@ use kiln_ir::DType;
 /// Rows of A per register tile.
 const MR: i64 = 4;
 /// Products per pass over C: a 4×8 tile's strip of B (KC rows) fits in L1.
-const KC: i64 = 512;
+const KC: i64 = 256;
 
 #[derive(Clone, Copy)]
 enum Group {

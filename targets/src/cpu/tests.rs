@@ -640,5 +640,8 @@ fn bench_matmul() {
         m.run(&[&x, &x], &mut [&mut o]).expect("run");
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("matmul {n}: {:.1} GFLOP/s", 2.0 * (n * n * n) as f64 / best / 1e9);
+    println!(
+        "matmul {n}: {:.1} GFLOP/s",
+        2.0 * (n * n * n) as f64 / best / 1e9
+    );
 }

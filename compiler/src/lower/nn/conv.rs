@@ -83,16 +83,31 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         && st.iter().all(|&s| s == 1)
         && pads.iter().all(|&p| p == 0);
     if pointwise {
-        // y[n, g] (ocg x isp) = w[g] (ocg x cg) . x[n, g] (cg x isp)
-        body.extend(pb.nest(&[n, g], |_, i| {
-            let (ni, gi) = (i[0].clone(), i[1].clone());
+        // y[n, g][:, block] (ocg x blen) = w[g] (ocg x cg) . x[n, g][:, block] (cg x blen),
+        // over blocks of whole output rows small enough that the block of y a
+        // GEMM has just written (and a fused epilogue then rewrites) is still in cache.
+        let rows = osp.first().copied().unwrap_or(1).max(1);
+        let row_len = ospn / rows;
+        let k_rows = rows_per_block(rows, ocg * row_len * dt.size(), OUT_BLOCK_BYTES);
+        let blen = (k_rows * row_len) as i64;
+        body.extend(pb.nest(&[n, g, rows / k_rows], |_, i| {
+            let (ni, gi, bi) = (i[0].clone(), i[1].clone(), i[2].clone());
             let a = (w, gi.clone() * (ocg * cg) as i64);
             let b = (
                 x,
-                ni.clone() * (c * isp) as i64 + gi.clone() * (cg * isp) as i64,
+                ni.clone() * (c * isp) as i64 + gi.clone() * (cg * isp) as i64 + bi.clone() * blen,
             );
-            let yo = (y, ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64);
-            vec![with_acc(gemm(ocg, ospn, cg, a, b, yo), acc)]
+            let yo = (
+                y,
+                ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64 + bi * blen,
+            );
+            let mut mm = with_acc(gemm(ocg, blen as usize, cg, a, b, yo), acc);
+            if let Stmt::Matmul(m) = &mut mm {
+                // A block is a column range of x[n, g] and y[n, g].
+                m.b.row_stride = isp as i64;
+                m.c.row_stride = ospn as i64;
+            }
+            vec![mm]
         }));
         pb.kernel(cx.node, body);
         return Ok(());
@@ -119,10 +134,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let rows = osp.first().copied().unwrap_or(1).max(1);
     let row_len = ospn / rows;
     let row_bytes = cg * kk * row_len * dt.size();
-    let k_rows = (1..=rows)
-        .filter(|d| rows % d == 0 && d * row_bytes <= COL_BLOCK_BYTES)
-        .max()
-        .unwrap_or(1);
+    let k_rows = rows_per_block(rows, row_bytes, COL_BLOCK_BYTES);
     let blen = k_rows * row_len;
     let mut blk_sp = osp.to_vec();
     if let Some(r) = blk_sp.first_mut() {
@@ -290,6 +302,18 @@ fn direct_depthwise(
         (pre, vec![store])
     }));
 }
+
+/// The most rows (a divisor of `rows`, at least one) whose bytes fit in `limit`.
+fn rows_per_block(rows: usize, row_bytes: usize, limit: usize) -> usize {
+    (1..=rows)
+        .filter(|d| rows % d == 0 && d * row_bytes <= limit)
+        .max()
+        .unwrap_or(1)
+}
+
+/// The largest block of a pointwise conv's output written by one GEMM: half
+/// of a core's L2, so a fused epilogue rereads it from cache.
+const OUT_BLOCK_BYTES: usize = 128 << 10;
 
 /// The largest block of the im2col matrix built at once: well inside a
 /// core's L2, so the GEMM reads it from cache.
