@@ -57,6 +57,9 @@ pub struct CompileOptions {
     /// A C compiler for firmware objects; None = search PATH.
     pub cc: Option<PathBuf>,
     pub emit: EmitKind,
+    /// CPU objects that never call the runtime's thread pool (they then need
+    /// only libc). By default loops proven parallel-safe call `kiln_parallel_for`.
+    pub single_threaded: bool,
 }
 
 /// One phase of a compile and how long it took, for the summary.
@@ -188,7 +191,8 @@ pub fn compile_model(
                 .map_err(|e| CompileError::Target {
                     triple: opts.target.clone(),
                     why: e.to_string(),
-                })?;
+                })?
+                .with_threads(!opts.single_threaded);
             let art = kiln_targets::cpu::compile_object(&prog, &name, &target)
                 .map_err(|e| CompileError::Backend(e.to_string()))?;
             let ext = if opts.target.contains("windows") {

@@ -221,6 +221,7 @@ impl Build {
             } else {
                 EmitKind::Native
             },
+            single_threaded: false,
         };
         let out = match compile_model(&model, &name, &opts, &work) {
             Err(CompileError::Target { triple, why }) if !self.portable_c => {

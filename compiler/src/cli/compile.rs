@@ -37,6 +37,9 @@ pub struct Args {
     pub cc: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t)]
     pub emit: Emit,
+    /// CPU objects that never call the runtime's thread pool (link with libc only)
+    #[arg(long)]
+    pub single_threaded: bool,
     /// Output directory
     #[arg(short, long = "out-dir", value_name = "OUTDIR")]
     pub out_dir: PathBuf,
@@ -74,6 +77,7 @@ pub fn main(a: Args) -> CmdResult {
             Emit::C => EmitKind::C,
             Emit::Kir => EmitKind::Kir,
         },
+        single_threaded: a.single_threaded,
     };
     let out = compile_model(&m, &name, &opts, &a.out_dir).map_err(|e| match e {
         kiln_compiler::compile::CompileError::Target { .. } => Failure::Usage(e.to_string()),
