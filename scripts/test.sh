@@ -36,6 +36,9 @@ if [[ ! -f target/qemu-insn/libinsnwin.so ]]; then
     bash "$KILN_SHARED/tools/qemu-insn/build.sh" "$REPO/target/qemu-insn"
 fi
 
+echo "== aarch64 cross toolchain"
+bash scripts/setup-cross.sh
+
 echo "== python tooling"
 bash scripts/setup-python.sh
 echo "== ONNX conformance data"
@@ -48,4 +51,4 @@ echo "== build (release)"
 cargo build --release --workspace --all-targets
 
 echo "== tests"
-cargo test --release --workspace -- --test-threads=2
+cargo test --release --workspace --no-fail-fast -- --test-threads=2
