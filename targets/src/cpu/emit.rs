@@ -32,7 +32,7 @@ fn cg(e: impl std::fmt::Display) -> CpuError {
 }
 
 fn check_dtype(d: DType, what: &str) -> Result<(), CpuError> {
-    if matches!(d, DType::F16 | DType::BF16) {
+    if !super::half::storable(d) {
         return Err(CpuError::Unsupported(format!(
             "{what} has dtype {d} (f16/bf16 are not supported by the CPU backend)"
         )));

@@ -382,6 +382,10 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             Expr::F(x, t) => match t {
                 DType::F64 => Val::s(self.b.ins().f64const(*x), Kind::F64),
                 DType::F32 => Val::s(self.b.ins().f32const(*x as f32), Kind::F32),
+                DType::F16 | DType::BF16 => {
+                    let r = super::half::round_const(*x as f32, *t);
+                    Val::s(self.b.ins().f32const(r), Kind::F32)
+                }
                 _ => return Err(format!("{t} constants are not supported")),
             },
             Expr::I(x, t) => {
@@ -668,7 +672,8 @@ impl VecCheck<'_> {
                 Stmt::Store { buf, index, value } => {
                     self.index(index)?;
                     let d = self.bufs.get(*buf as usize)?.dtype;
-                    if self.expr(value)? && (d != DType::F32 || self.kind(value)? != Kind::F32) {
+                    let lanes_ok = d == DType::F32 || super::half::is_half(d);
+                    if self.expr(value)? && (!lanes_ok || self.kind(value)? != Kind::F32) {
                         return None;
                     }
                 }
@@ -713,7 +718,8 @@ impl VecCheck<'_> {
             Expr::Load { buf, index } => {
                 self.index(index)?;
                 let varies = uses_var(index, self.var);
-                if varies && self.bufs.get(*buf as usize)?.dtype != DType::F32 {
+                let d = self.bufs.get(*buf as usize)?.dtype;
+                if varies && d != DType::F32 && !super::half::is_half(d) {
                     return None;
                 }
                 varies
@@ -741,7 +747,8 @@ impl VecCheck<'_> {
             }
             Expr::Cast(t, a) => {
                 let v = self.expr(a)?;
-                if v && (self.kind(a)? != Kind::F32 || *t != DType::F32) {
+                let f32_lanes = *t == DType::F32 || super::half::is_half(*t);
+                if v && (self.kind(a)? != Kind::F32 || !f32_lanes) {
                     return None;
                 }
                 v

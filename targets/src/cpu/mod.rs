@@ -9,6 +9,7 @@
 mod coverage;
 mod emit;
 mod fallback;
+mod half;
 mod kernel;
 mod math;
 mod matmul;

@@ -126,14 +126,22 @@ impl KernelCx<'_, '_> {
                 let x = ins.load(I8, f, addr, off);
                 Val::s(self.b.ins().icmp_imm_s(IntCC::NotEqual, x, 0), Kind::Bool)
             }
-            DType::F16 | DType::BF16 => return Err(format!("{d} buffers are not supported")),
+            DType::F16 | DType::BF16 => {
+                let h = ins.uload16(I32, f, addr, off);
+                Val::s(self.widen_half(h, d, false), Kind::F32)
+            }
         })
     }
 
     /// Stores a scalar, converting it to the buffer's dtype first.
     pub(crate) fn store_scalar(&mut self, addr: Value, d: DType, v: Val, off: i32) -> R<()> {
-        let v = self.cast(v, d)?;
         let f = mflags();
+        if super::half::is_half(d) {
+            let bits = self.half_bits(v, d)?;
+            self.b.ins().istore16(f, bits, addr, off);
+            return Ok(());
+        }
+        let v = self.cast(v, d)?;
         match d.size() {
             1 if d != DType::Bool => {
                 self.b.ins().istore8(f, v.v, addr, off);
@@ -155,8 +163,10 @@ impl KernelCx<'_, '_> {
 
     /// `Expr::Cast`: converts `v` to the compute kind of `t`.
     pub(crate) fn cast(&mut self, v: Val, t: DType) -> R<Val> {
-        if matches!(t, DType::F16 | DType::BF16) {
-            return Err(format!("{t} is not supported"));
+        if super::half::is_half(t) {
+            // Computed in f32, rounded to the narrow type's precision.
+            let x = self.cast(v, DType::F32)?;
+            return self.round_half(x, t);
         }
         let want = Kind::of(t);
         if v.vec {

@@ -456,3 +456,7 @@ fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
     }
     s
 }
+
+#[cfg(test)]
+#[path = "conv_tests.rs"]
+mod tests;

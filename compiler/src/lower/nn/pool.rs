@@ -12,10 +12,13 @@
 //! vector code over contiguous input.
 
 use super::super::{LowerCtx, Result};
-use super::window::{fold_taps, over_taps, pad_source, row_nest, spatial_nest, Source, Window};
+use super::window::{
+    fold_taps, over_taps, pad_source, row_nest, spatial_nest, tap_list, Source, Window,
+    MAX_UNROLLED_TAPS,
+};
 use kiln_ir::graph::PoolKind;
 use kiln_ir::kernel::build::{strides, ProgramBuilder};
-use kiln_ir::kernel::{BinOp, Expr, RedOp, Stmt, UnOp};
+use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt, UnOp};
 use kiln_ir::{DType, Op};
 
 pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
@@ -173,7 +176,15 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         if cx.outputs[1].dtype != DType::I64 {
             return Err(cx.err("MaxPool indices output must be int64"));
         }
-        body.extend(max_indices(pb, &src, y, io.outputs[1], &xd, osp, &win));
+        body.extend(max_indices(
+            pb,
+            &src,
+            (y, io.outputs[1]),
+            &xd,
+            osp,
+            &win,
+            padded,
+        ));
     }
     pb.kernel(cx.node, body);
     Ok(())
@@ -241,44 +252,79 @@ fn taps_inside(
 }
 
 /// MaxPool's indices: the first tap (in window order) holding the maximum, as a
-/// flat NCHW index into the unpadded input.
+/// flat NCHW index into the unpadded input. Small windows are unrolled into a
+/// chain of selects, last tap innermost, one output row at a time; the bounds
+/// tests are left out when no window reaches into padding.
 fn max_indices(
     pb: &mut ProgramBuilder,
-    src: &super::window::Source,
-    y: kiln_ir::kernel::BufId,
-    yi: kiln_ir::kernel::BufId,
+    src: &Source,
+    (y, yi): (BufId, BufId),
     xd: &[usize],
     osp: &[usize],
     win: &Window,
+    padded: bool,
 ) -> Vec<Stmt> {
     let sp = xd.len() - 2;
     let (ss, xs) = (src.spatial_strides(), strides(&xd[2..]));
     let (plane, xplane) = (src.plane(), xd[2..].iter().product::<usize>() as i64);
     let ospn: usize = osp.iter().product();
-    spatial_nest(pb, &[xd[0] * xd[1]], osp, |pb, o, coords, flat| {
-        let out = o[0].clone() * ospn as i64 + flat;
-        let best = Expr::load(y, out.clone());
-        let idx = over_taps(pb, win.kernel, RedOp::Min, |t| {
-            let mut inside = Expr::B(true);
-            let mut at = o[0].clone() * plane;
-            let mut flat_x = o[0].clone() * xplane;
-            for d in 0..sp {
-                let pos = coords[d].clone() * win.strides[d] as i64
-                    + t[d].clone() * win.dilations[d] as i64;
-                at = at + pos.clone() * ss[d];
-                let real = pos - win.pads[d] as i64;
+    let kk: usize = win.kernel.iter().product();
+    // The tap's padded-source offset, flat input index and whether it is inside the input.
+    let tap = |o: &Expr, coords: &[Expr], t: &[Expr]| {
+        let mut inside = Expr::B(true);
+        let mut at = o.clone() * plane;
+        let mut flat_x = o.clone() * xplane;
+        for d in 0..sp {
+            let pos =
+                coords[d].clone() * win.strides[d] as i64 + t[d].clone() * win.dilations[d] as i64;
+            at = at + pos.clone() * ss[d];
+            let real = pos - win.pads[d] as i64;
+            if padded {
                 inside = inside
                     .and(real.clone().ge(Expr::i(0)))
                     .and(real.clone().lt(Expr::i(xd[2 + d] as i64)));
-                flat_x = flat_x + real * xs[d];
             }
-            let hit = inside.and(Expr::load(src.buf, at).eq_(best.clone()));
-            Expr::select(hit, flat_x, Expr::i(i64::MAX))
+            flat_x = flat_x + real * xs[d];
+        }
+        (at, flat_x, inside)
+    };
+    if ospn == 1 || kk > MAX_UNROLLED_TAPS {
+        return spatial_nest(pb, &[xd[0] * xd[1]], osp, |pb, o, coords, flat| {
+            let out = o[0].clone() * ospn as i64 + flat;
+            let best = Expr::load(y, out.clone());
+            let idx = over_taps(pb, win.kernel, RedOp::Min, |t| {
+                let (at, flat_x, inside) = tap(&o[0], coords, t);
+                let hit = inside.and(Expr::load(src.buf, at).eq_(best.clone()));
+                Expr::select(hit, flat_x, Expr::i(i64::MAX))
+            });
+            vec![Stmt::Store {
+                buf: yi,
+                index: out,
+                value: idx,
+            }]
         });
-        vec![Stmt::Store {
-            buf: yi,
-            index: out,
-            value: idx,
-        }]
+    }
+    row_nest(pb, &[xd[0] * xd[1]], osp, |pb, o, coords, flat| {
+        let out = o[0].clone() * ospn as i64 + flat;
+        let best = pb.var();
+        let mut idx = Expr::i(i64::MAX);
+        for t in tap_list(win.kernel).iter().rev() {
+            let t: Vec<Expr> = t.iter().map(|&i| Expr::i(i as i64)).collect();
+            let (at, flat_x, inside) = tap(&o[0], coords, &t);
+            let hit = inside.and(Expr::load(src.buf, at).eq_(Expr::var(best)));
+            idx = Expr::select(hit, flat_x, idx);
+        }
+        let body = vec![
+            Stmt::Let {
+                var: best,
+                value: Expr::load(y, out.clone()),
+            },
+            Stmt::Store {
+                buf: yi,
+                index: out,
+                value: idx,
+            },
+        ];
+        (vec![], body)
     })
 }

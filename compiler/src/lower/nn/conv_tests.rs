@@ -1,0 +1,141 @@
+//! Depthwise geometries the onnxruntime cases in `tests.rs` do not reach
+//! (windows too large to unroll, 1-D and 3-D, channel multipliers), checked
+//! against closed-form values: with a ones input and separable weights
+//! `w[o, k0, k1, ..] = (o + 1) * prod_d a_d(k_d)`, each output is
+//! `(o + 1) * prod_d (sum of a_d over the taps of axis d inside the input) + bias`.
+
+use crate::exec::eval_op;
+use kiln_ir::tensor::Tensor;
+use kiln_ir::Op;
+
+/// The per-axis weight factor: distinct per tap, so a wrong tap shows.
+fn a(d: usize, k: usize) -> f64 {
+    1.0 + 0.25 * k as f64 + 0.125 * d as f64
+}
+
+struct Case {
+    c: usize,
+    mult: usize,
+    sp: Vec<usize>,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pads: Vec<usize>,
+}
+
+fn check(case: Case) {
+    let r = case.sp.len();
+    let oc = case.c * case.mult;
+    let osp: Vec<usize> = (0..r)
+        .map(|d| {
+            let span = (case.kernel[d] - 1) * case.dilations[d] + 1;
+            (case.sp[d] + case.pads[d] + case.pads[r + d] - span) / case.strides[d] + 1
+        })
+        .collect();
+    let mut xd = vec![1, case.c];
+    xd.extend(&case.sp);
+    let mut wd = vec![oc, 1];
+    wd.extend(&case.kernel);
+    let ones = Tensor::from_f32(xd.clone(), vec![1.0; xd.iter().product()]);
+    let kk: usize = case.kernel.iter().product();
+    let mut w = Vec::with_capacity(oc * kk);
+    for o in 0..oc {
+        for t in 0..kk {
+            let mut rem = t;
+            let mut v = (o + 1) as f64;
+            for d in (0..r).rev() {
+                v *= a(d, rem % case.kernel[d]);
+                rem /= case.kernel[d];
+            }
+            w.push(v as f32);
+        }
+    }
+    let w = Tensor::from_f32(wd, w);
+    let bias: Vec<f32> = (0..oc).map(|o| o as f32 * 0.5 - 1.0).collect();
+    let b = Tensor::from_f32(vec![oc], bias.clone());
+    let op = Op::Conv {
+        kernel: case.kernel.clone(),
+        strides: case.strides.clone(),
+        pads: case.pads.clone(),
+        dilations: case.dilations.clone(),
+        group: case.c,
+    };
+    let got =
+        eval_op("dw", &op, &[Some(&ones), Some(&w), Some(&b)], 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut od = vec![1, oc];
+    od.extend(&osp);
+    assert_eq!(got[0].shape, od);
+    let ospn: usize = osp.iter().product();
+    for o in 0..oc {
+        for p in 0..ospn {
+            let (mut rem, mut want) = (p, (o + 1) as f64);
+            for d in (0..r).rev() {
+                let q = rem % osp[d];
+                rem /= osp[d];
+                let axis: f64 = (0..case.kernel[d])
+                    .filter(|&k| {
+                        let at = (q * case.strides[d] + k * case.dilations[d]) as i64
+                            - case.pads[d] as i64;
+                        at >= 0 && at < case.sp[d] as i64
+                    })
+                    .map(|k| a(d, k))
+                    .sum();
+                want *= axis;
+            }
+            want += bias[o] as f64;
+            let g = got[0].data.get_f64(o * ospn + p);
+            assert!(
+                (g - want).abs() <= 1e-4 + 1e-5 * want.abs(),
+                "output [{o}, {p}]: got {g}, want {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn depthwise_7x7_is_reduced_not_unrolled() {
+    check(Case {
+        c: 3,
+        mult: 1,
+        sp: vec![10, 9],
+        kernel: vec![7, 7],
+        strides: vec![1, 1],
+        dilations: vec![1, 1],
+        pads: vec![3, 3, 3, 3],
+    });
+}
+
+#[test]
+fn depthwise_multiplier_strided_dilated_large_window() {
+    check(Case {
+        c: 2,
+        mult: 3,
+        sp: vec![13, 11],
+        kernel: vec![5, 6],
+        strides: vec![2, 3],
+        dilations: vec![2, 1],
+        pads: vec![4, 1, 3, 2],
+    });
+}
+
+#[test]
+fn depthwise_1d_and_3d() {
+    check(Case {
+        c: 4,
+        mult: 2,
+        sp: vec![17],
+        kernel: vec![5],
+        strides: vec![2],
+        dilations: vec![3],
+        pads: vec![6, 1],
+    });
+    check(Case {
+        c: 2,
+        mult: 1,
+        sp: vec![5, 6, 7],
+        kernel: vec![3, 2, 3],
+        strides: vec![1, 2, 1],
+        dilations: vec![1, 1, 2],
+        pads: vec![1, 0, 2, 1, 1, 2],
+    });
+}
