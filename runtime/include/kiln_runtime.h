@@ -5,6 +5,7 @@
 #ifndef KILN_RUNTIME_H
 #define KILN_RUNTIME_H
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -24,6 +25,34 @@ void kiln_parallel_for(size_t n, kiln_task_fn task, void *ctx);
 /* Threads kiln_parallel_for uses, the caller's included: 1 without `std`;
    with it KILN_NUM_THREADS (read once, when the pool starts) or all cores. */
 int kiln_runtime_num_threads(void);
+
+/* f32 GEMM with a fused epilogue: C = clamp(A.B + (accumulate ? C : 0)
+   + bias, act_min, act_max), A m x k (row stride lda), C m x n (row stride
+   ldc), B pre-packed for the variant (the layout of kiln_runtime::gemm::pack_b,
+   kiln_sgemm_packed_b_len floats), bias n floats or NULL, scratch at least
+   MR * min(k, KC) floats (kiln_sgemm_scratch_len for full speed). Returns 0,
+   or a negative code (null pointer -1, short stride -2, short buffer -3,
+   variant not built -4, overflow -5, CPU lacks the instructions -6).
+   avx2/avx512 exist on x86_64 only, neon on aarch64 only. */
+#define KILN_SGEMM_ARGS                                                     \
+  size_t m, size_t n, size_t k, const float *a, size_t lda,                 \
+      const float *b_packed, float *c, size_t ldc, uint32_t accumulate,     \
+      const float *bias, float act_min, float act_max, float *scratch,      \
+      size_t scratch_len
+int kiln_sgemm_scalar(KILN_SGEMM_ARGS);
+#if defined(__x86_64__) || defined(_M_X64)
+int kiln_sgemm_avx2(KILN_SGEMM_ARGS);
+int kiln_sgemm_avx512(KILN_SGEMM_ARGS);
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+int kiln_sgemm_neon(KILN_SGEMM_ARGS);
+#endif
+#undef KILN_SGEMM_ARGS
+
+/* Floats of packed B, and of scratch for full speed, for variant code
+   0 scalar, 1 avx2, 2 avx512, 3 neon (0 for an unknown code). */
+size_t kiln_sgemm_packed_b_len(uint32_t variant, size_t k, size_t n);
+size_t kiln_sgemm_scratch_len(uint32_t variant, size_t m, size_t k);
 
 /* The runtime version, e.g. "0.1.0" (static storage). */
 const char *kiln_runtime_version(void);

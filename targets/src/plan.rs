@@ -2,7 +2,7 @@
 //! and where each of its buffers lives (caller-provided input/output memory,
 //! constant weights, or one shared arena at a fixed byte offset).
 
-use kiln_ir::kernel::KernelProgram;
+use kiln_ir::kernel::{BufferDecl, BufferRole, KernelProgram};
 use kiln_ir::{DType, Storage};
 
 /// Where a kernel-program buffer lives at run time.
@@ -77,3 +77,56 @@ pub struct AotProgram {
 
 /// Byte alignment of every arena offset (and of the arena itself).
 pub const ARENA_ALIGN: usize = 64;
+
+impl AotProgram {
+    /// One kernel program as a whole model, so a kernel can be compiled and
+    /// checked on its own: its input and output buffers become the model's
+    /// (flat, ordered by index, named `v0, v1, …`) and its scratch buffers are
+    /// laid out one after another in the arena. `node` names the step.
+    pub fn single_step(node: &str, program: KernelProgram) -> AotProgram {
+        let mut arena = 0;
+        let mut ins = vec![];
+        let mut outs = vec![];
+        let bindings = program
+            .buffers
+            .iter()
+            .map(|b| match b.role {
+                BufferRole::Input(i) => {
+                    ins.push((i, b));
+                    BufferLoc::Input(i)
+                }
+                BufferRole::Output(k) => {
+                    outs.push((k, b));
+                    BufferLoc::Output(k)
+                }
+                BufferRole::Scratch => {
+                    let at = arena;
+                    arena += (b.len * b.dtype.size()).div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
+                    BufferLoc::Arena(at)
+                }
+            })
+            .collect();
+        ins.sort_by_key(|x| x.0);
+        outs.sort_by_key(|x| x.0);
+        let io = |(i, b): &(usize, &BufferDecl)| AotIo {
+            name: format!("v{i}"),
+            dtype: b.dtype,
+            shape: vec![b.len],
+        };
+        let (inputs, outputs) = (ins.iter().map(io).collect(), outs.iter().map(io).collect());
+        AotProgram {
+            name: node.into(),
+            steps: vec![AotStep {
+                node: node.into(),
+                program,
+                bindings,
+            }],
+            weights: vec![],
+            inputs,
+            outputs,
+            output_copies: vec![],
+            arena_size: arena,
+            arena_lower_bound: arena,
+        }
+    }
+}

@@ -4,7 +4,9 @@
 
 pub mod build;
 
-use kiln_ir::{DType, Model, Tensor};
+use kiln_ir::{DType, Model, Storage, Tensor};
+use kiln_targets::cpu::JitModel;
+use kiln_targets::plan::AotProgram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +41,31 @@ pub fn models_dir() -> PathBuf {
 /// A model file of the shared set, e.g. `model_path("mnist_mlp")`.
 pub fn model_path(name: &str) -> PathBuf {
     models_dir().join(format!("{name}.onnx"))
+}
+
+/// The names of every model of the shared set (`*.onnx` in [`models_dir`]), sorted.
+pub fn model_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir())
+        .expect("read the models dir")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name();
+            Some(name.to_str()?.strip_suffix(".onnx")?.to_string())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Fails unless `listed` names exactly the models of the shared set, so a
+/// suite with one test per model cannot silently miss a new model.
+pub fn assert_lists_every_model(listed: &[&str]) {
+    let mut listed: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        model_names(),
+        listed,
+        "the shared models (left) and the tests (right) differ"
+    );
 }
 
 /// `in_0, in_1, …` and `out_0, …` of a model's `.io.npz`, each sorted by index.
@@ -87,9 +114,25 @@ fn tolerance(dt: DType, want: f64) -> f64 {
 }
 
 /// Compares dtype-aware: exact for integers and bools, NaN equals NaN,
-/// infinities must match, finite floats within [`tolerance`]. The error names
-/// the worst element.
+/// infinities must match, finite floats within [`tolerance`] (and, for f32
+/// and f64, within the outputs' own scale). The error names the worst element.
 pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    compare_by(got, want, tolerance, true)
+}
+
+/// As [`compare`], with finite floats of any dtype within `abs + rel·|want|`
+/// and no scale check: for comparisons tighter than the models' tolerance,
+/// such as generated code against the interpreter on the same kernel.
+pub fn compare_within(got: &Tensor, want: &Tensor, abs: f64, rel: f64) -> Result<(), String> {
+    compare_by(got, want, |_, w| abs + rel * w.abs(), false)
+}
+
+fn compare_by(
+    got: &Tensor,
+    want: &Tensor,
+    tolerance: impl Fn(DType, f64) -> f64,
+    scale: bool,
+) -> Result<(), String> {
     if got.dtype() != want.dtype() {
         return Err(format!("dtype: got {}, want {}", got.dtype(), want.dtype()));
     }
@@ -141,7 +184,7 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
             worst = Some((i, excess));
         }
     }
-    if worst.is_none() && matches!(dt, DType::F32 | DType::F64) {
+    if scale && worst.is_none() && matches!(dt, DType::F32 | DType::F64) {
         scale_check(&g, &w)?;
     }
     match worst {
@@ -216,6 +259,45 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// The running test executable's `<target>/<profile>` directory, where cargo
+/// puts the workspace's binaries and static libraries for the same profile.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // <target>/<profile>/deps/<test-exe>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Cargo's name for the profile the running test executable was built with
+/// (`debug`, `release`, or a custom one).
+pub fn profile() -> String {
+    profile_dir()
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("debug")
+        .to_string()
+}
+
+/// `cargo ARGS…` from the repository root with the running test's profile
+/// (`--release`, `--profile P` or none), so that what it builds matches the
+/// test executable. Add `--target-dir` and more arguments as needed.
+pub fn cargo(args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(args).current_dir(repo_root());
+    match profile().as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        p => {
+            cmd.args(["--profile", p]);
+        }
+    }
+    cmd
+}
+
 /// The `kiln` binary. `CARGO_BIN_EXE_kiln` only exists inside kiln-compiler's
 /// own tests, so this builds it (a no-op when fresh) into the same target dir
 /// and profile as the running test executable. `KILN_BIN` overrides.
@@ -225,42 +307,11 @@ pub fn kiln_bin() -> PathBuf {
         if let Some(p) = std::env::var_os("KILN_BIN") {
             return PathBuf::from(p);
         }
-        let exe = std::env::current_exe().expect("current_exe");
-        // <target>/<profile>/deps/<test-exe>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable in <target>/<profile>/deps");
+        let profile_dir = profile_dir();
         let target_dir = profile_dir.parent().expect("target dir");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("debug");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "kiln-compiler",
-            "--bin",
-            "kiln",
-            "--target-dir",
-        ])
-        .arg(target_dir);
-        match profile {
-            "debug" => {}
-            "release" => {
-                cmd.arg("--release");
-            }
-            p => {
-                cmd.args(["--profile", p]);
-            }
-        }
-        let status = cmd
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build for the kiln binary");
+        let mut cmd = cargo(&["build", "--quiet", "-p", "kiln-compiler", "--bin", "kiln"]);
+        cmd.arg("--target-dir").arg(target_dir);
+        let status = cmd.status().expect("run cargo build for the kiln binary");
         assert!(status.success(), "building the kiln binary failed");
         let bin = profile_dir.join(format!("kiln{}", std::env::consts::EXE_SUFFIX));
         assert!(
@@ -271,6 +322,42 @@ pub fn kiln_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Runs a program built from the C test driver (`kiln_targets::c::test_main`):
+/// writes each input's raw bytes to `dir/in{i}.bin`, passes those paths and
+/// then `n_outputs` paths `dir/out{k}.bin`, checks that it exits with 0, and
+/// returns what it wrote to each output.
+pub fn run_driver(
+    mut cmd: Command,
+    dir: &Path,
+    inputs: &[Tensor],
+    n_outputs: usize,
+) -> Result<Vec<Vec<u8>>, String> {
+    for (i, t) in inputs.iter().enumerate() {
+        let p = dir.join(format!("in{i}.bin"));
+        std::fs::write(&p, t.data.to_le_bytes())
+            .map_err(|e| format!("write '{}': {e}", p.display()))?;
+        cmd.arg(p);
+    }
+    let outs: Vec<PathBuf> = (0..n_outputs)
+        .map(|k| dir.join(format!("out{k}.bin")))
+        .collect();
+    cmd.args(&outs);
+    let r = cmd
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !r.status.success() {
+        return Err(format!(
+            "{:?} failed ({}): {}",
+            cmd.get_program(),
+            r.status,
+            String::from_utf8_lossy(&r.stderr)
+        ));
+    }
+    outs.iter()
+        .map(|p| std::fs::read(p).map_err(|e| format!("read '{}': {e}", p.display())))
+        .collect()
 }
 
 /// Runs `kiln ARGS…` and returns its output.
@@ -289,4 +376,43 @@ where
 /// stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs JIT-compiled code of `prog` on `inputs` (one tensor per input of
+/// `prog`, in order) and returns its outputs with `prog`'s shapes.
+pub fn run_jit(
+    jit: &JitModel,
+    prog: &AotProgram,
+    inputs: &[Tensor],
+) -> Result<Vec<Tensor>, String> {
+    let in_bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.data.to_le_bytes()).collect();
+    let in_refs: Vec<&[u8]> = in_bytes.iter().map(|b| b.as_slice()).collect();
+    let mut out_bytes: Vec<Vec<u8>> = prog
+        .outputs
+        .iter()
+        .map(|o| vec![0u8; o.byte_size()])
+        .collect();
+    let mut out_refs: Vec<&mut [u8]> = out_bytes.iter_mut().map(|b| b.as_mut_slice()).collect();
+    jit.run(&in_refs, &mut out_refs)
+        .map_err(|e| e.to_string())?;
+    prog.outputs
+        .iter()
+        .zip(out_bytes)
+        .map(|(o, b)| {
+            tensor_from_bytes(&o.shape, o.dtype, &b)
+                .map_err(|e| format!("output '{}': {e}", o.name))
+        })
+        .collect()
+}
+
+/// A tensor from raw little-endian bytes, as generated code writes its outputs.
+pub fn tensor_from_bytes(shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor, String> {
+    let data = Storage::from_le_bytes(dtype, bytes)
+        .ok_or_else(|| format!("{} bytes do not make {dtype} elements", bytes.len()))?;
+    Tensor::new(shape.to_vec(), data).ok_or_else(|| {
+        format!(
+            "{} elements do not make shape {shape:?}",
+            bytes.len() / dtype.size().max(1)
+        )
+    })
 }

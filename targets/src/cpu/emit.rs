@@ -77,6 +77,8 @@ pub(crate) fn emit_program<M: Module>(
         module.define_data(id, &d).map_err(cg)?;
         weight_ids.push(id);
     }
+    let gemms = super::gemm::Gemms::plan(module, prog, name, threads)?;
+    weight_bytes += gemms.packed_bytes;
     for (sym, ios) in [
         ("input_sizes", &prog.inputs),
         ("output_sizes", &prog.outputs),
@@ -160,6 +162,7 @@ pub(crate) fn emit_program<M: Module>(
                     ctx.func.signature = tsig.clone();
                     ctx.func.name = UserFuncName::user(0, tid.as_u32());
                     let hrefs = import_helpers(module, &helper_ids, &mut ctx.func);
+                    let gcx = gemms.for_function(module, &mut ctx.func, si, ki);
                     {
                         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
                         let entry = b.create_block();
@@ -175,6 +178,7 @@ pub(crate) fn emit_program<M: Module>(
                             &hrefs,
                             native_round,
                         );
+                        kc.gemm = gcx;
                         kc.range_loop(*var, ps[1], ps[2], body)
                             .map_err(|m| step_err(&k.name, m))?;
                         b.ins().return_(&[]);
@@ -197,6 +201,7 @@ pub(crate) fn emit_program<M: Module>(
                 .map(|t| t.map(|t| module.declare_func_in_func(t, &mut ctx.func)))
                 .collect();
             let par_ref = par_for.map(|p| module.declare_func_in_func(p, &mut ctx.func));
+            let gcx = gemms.for_function(module, &mut ctx.func, si, ki);
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
                 let entry = b.create_block();
@@ -207,6 +212,7 @@ pub(crate) fn emit_program<M: Module>(
                 let base = load_bases(&mut b, table, step.program.buffers.len(), ptr);
                 let mut kc =
                     KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
+                kc.gemm = gcx;
                 for (ti, s) in k.body.iter().enumerate() {
                     match (task_refs[ti], par_ref, s) {
                         (Some(task), Some(pf), Stmt::For { extent, .. }) => {
@@ -241,6 +247,10 @@ pub(crate) fn emit_program<M: Module>(
         code_bytes += define(module, *id, &mut ctx).map_err(cg)?;
         functions += 1;
     }
+
+    let (bytes, count) = gemms.define_tasks(module, &mut ctx, &mut fctx)?;
+    code_bytes += bytes;
+    functions += count;
 
     let run = emit_run(
         module,

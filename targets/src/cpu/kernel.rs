@@ -72,6 +72,8 @@ pub(crate) struct KernelCx<'a, 'f> {
     lane_var: Option<VarId>,
     /// Inside a loop the interpreter runs as lanes (its reductions are sequential there).
     interp_vec: bool,
+    /// The matmuls of this function that call the runtime's GEMM kernels.
+    pub gemm: Option<super::gemm::GemmCx>,
 }
 
 impl<'a, 'f> KernelCx<'a, 'f> {
@@ -91,6 +93,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             vars: HashMap::new(),
             lane_var: None,
             interp_vec: false,
+            gemm: None,
         }
     }
 
@@ -344,13 +347,31 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             .get(buf as usize)
             .ok_or_else(|| format!("no buffer {buf}"))?
             .dtype;
-        let val = self.eval(value)?;
+        let val = match value {
+            // narrow(widen(narrow(x))) is narrow(x), NaN payloads included.
+            Expr::Cast(t, inner) if *t == d && super::half::is_half(d) => {
+                let v = self.eval(inner)?;
+                if v.k == Kind::F32 {
+                    v
+                } else {
+                    self.cast(v, d)?
+                }
+            }
+            _ => self.eval(value)?,
+        };
         match self.lane_var {
             Some(var) if uses_var(index, var) => match self.lane_addrs(buf, index, var)? {
                 Err(addr) if val.k == Kind::F32 && d == DType::F32 => {
                     let v = self.splat(val)?;
                     self.b.ins().store(super::ops::mflags(), v, addr, 0);
                     Ok(())
+                }
+                Err(addr) if super::half::is_half(d) && val.k == Kind::F32 => {
+                    self.store_half_contiguous(addr, d, val)
+                }
+                Ok(addrs) if super::half::is_half(d) && val.k == Kind::F32 => {
+                    let at: Vec<_> = addrs.into_iter().map(|a| (a, 0)).collect();
+                    self.store_half_lanes(&at, d, val)
                 }
                 Err(addr) => {
                     for l in 0..4u8 {
@@ -449,6 +470,11 @@ impl<'a, 'f> KernelCx<'a, 'f> {
                     Err(addr) if d == DType::F32 => {
                         let v = self.b.ins().load(F32X4, super::ops::mflags(), addr, 0);
                         Ok(Val::v(v, Kind::F32))
+                    }
+                    Err(addr) if super::half::is_half(d) => Ok(self.load_half_contiguous(addr, d)),
+                    Ok(addrs) if super::half::is_half(d) => {
+                        let at: Vec<_> = addrs.into_iter().map(|a| (a, 0)).collect();
+                        Ok(self.load_half_lanes(&at, d))
                     }
                     Err(addr) => {
                         let mut xs = vec![];

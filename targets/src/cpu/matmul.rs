@@ -29,6 +29,9 @@ enum Group {
 
 /// Emits `C = A·B (+C)` for views whose offsets are the scalar i64 values `offs`.
 pub(crate) fn emit_matmul(cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<()> {
+    if super::gemm::emit(cx, mm, offs)? {
+        return Ok(());
+    }
     let dt = |b: u32| -> R<DType> {
         Ok(cx
             .bufs

@@ -4,11 +4,18 @@
 //! The object defines the C contract of [`crate::header`]: exported
 //! `NAME_run`, `NAME_input_sizes` and `NAME_output_sizes`; kernels, math
 //! helpers and weights (read-only, 64-byte aligned) are local symbols
-//! prefixed with `NAME`. The only external symbols are `memset` and `memcpy`.
+//! prefixed with `NAME`. The external symbols are `memset` and `memcpy`, the
+//! runtime's `kiln_sgemm_<variant>` GEMM kernels where f32 matmuls call them
+//! (see `gemm.rs`), and `kiln_parallel_for` with threads: link with
+//! `-lkiln_runtime`.
 
 mod coverage;
 mod emit;
 mod fallback;
+mod gemm;
+mod gemm_par;
+#[cfg(test)]
+mod gemm_tests;
 mod half;
 mod kernel;
 mod math;
@@ -19,6 +26,8 @@ mod ops;
 mod parallel;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod test_util;
 
 use crate::header::{render_header, sanitize};
 use crate::plan::AotProgram;
@@ -345,6 +354,9 @@ impl JitModel {
             "kiln_parallel_for",
             kiln_runtime::kiln_parallel_for as *const u8,
         );
+        for (name, ptr) in gemm::jit_symbols() {
+            builder.symbol(name, ptr);
+        }
         let mut module = cranelift_jit::JITModule::new(builder);
         let em = emit::emit_program(&mut module, prog, "kiln_jit", target.native_round(), true)?;
         module

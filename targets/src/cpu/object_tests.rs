@@ -1,11 +1,11 @@
 //! Objects for every supported target format, read back with the `object`
 //! crate: container, contract symbols, sections and relocations.
 
-use super::tests::{single, view};
+use super::test_util::{matmul_f32, single};
 use super::*;
 use crate::plan::{AotIo, AotStep, BufferLoc};
 use kiln_ir::kernel::build::ProgramBuilder;
-use kiln_ir::kernel::{BufferRole, Expr, Matmul, Stmt, UnOp};
+use kiln_ir::kernel::{BufferRole, Expr, Stmt, UnOp};
 use kiln_ir::{DType, Storage};
 
 /// A one-step program that reads a weight, for the object-file checks.
@@ -200,24 +200,7 @@ fn unknown_targets_and_cpus_are_errors() {
 #[ignore]
 fn dump_matmul_object() {
     let path = std::env::var("KILN_CPU_DUMP").expect("set KILN_CPU_DUMP to an output path");
-    let (m, n, k) = (64usize, 196usize, 256usize);
-    let mut pb = ProgramBuilder::new();
-    let a = pb.buffer("a", DType::F32, m * k, BufferRole::Input(0));
-    let b = pb.buffer("b", DType::F32, k * n, BufferRole::Input(1));
-    let c = pb.buffer("c", DType::F32, m * n, BufferRole::Output(0));
-    pb.kernel(
-        "mm",
-        vec![Stmt::Matmul(Matmul {
-            m: m as u64,
-            n: n as u64,
-            k: k as u64,
-            a: view(a, Expr::i(0), k as i64, 1),
-            b: view(b, Expr::i(0), n as i64, 1),
-            c: view(c, Expr::i(0), n as i64, 1),
-            accumulate: false,
-        })],
-    );
-    let p = single(&pb.finish());
+    let p = single(&matmul_f32(64, 196, 256));
     let art = compile_object(&p, "mm", &CpuTarget::host().expect("host")).expect("compile");
     std::fs::write(path, art.object).expect("write");
 }

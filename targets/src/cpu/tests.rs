@@ -3,61 +3,16 @@
 //! views, control flow), and the objects it writes for each target format,
 //! read back with the `object` crate.
 
+use super::test_util::{all_unary, matmul_f32, EXACT_UNARY};
+/// Re-exported for the other modules' tests, which reach them through here.
+pub(super) use super::test_util::{single, view};
 use super::*;
-use crate::plan::{AotIo, AotStep, BufferLoc};
 use kiln_ir::kernel::build::ProgramBuilder;
 use kiln_ir::kernel::interp::run_program;
-use kiln_ir::kernel::{BinOp, BufferRole, Expr, KernelProgram, MatView, Matmul, RedOp, Stmt, UnOp};
+use kiln_ir::kernel::{BinOp, BufferRole, Expr, KernelProgram, Matmul, RedOp, Stmt, UnOp};
 use kiln_ir::{DType, Storage};
 
-/// One program as a whole model: inputs and outputs are the caller's buffers.
-pub(super) fn single(p: &KernelProgram) -> AotProgram {
-    let mut arena = 0;
-    let mut ins = vec![];
-    let mut outs = vec![];
-    let bindings = p
-        .buffers
-        .iter()
-        .map(|b| match b.role {
-            BufferRole::Input(i) => {
-                ins.push((i, b));
-                BufferLoc::Input(i)
-            }
-            BufferRole::Output(k) => {
-                outs.push((k, b));
-                BufferLoc::Output(k)
-            }
-            BufferRole::Scratch => {
-                let at = arena;
-                arena += (b.len * b.dtype.size()).div_ceil(64) * 64;
-                BufferLoc::Arena(at)
-            }
-        })
-        .collect();
-    ins.sort_by_key(|x| x.0);
-    outs.sort_by_key(|x| x.0);
-    let io = |(i, b): &(usize, &kiln_ir::kernel::BufferDecl)| AotIo {
-        name: format!("v{i}"),
-        dtype: b.dtype,
-        shape: vec![b.len],
-    };
-    AotProgram {
-        name: "t".into(),
-        steps: vec![AotStep {
-            node: "n".into(),
-            program: p.clone(),
-            bindings,
-        }],
-        weights: vec![],
-        inputs: ins.iter().map(io).collect(),
-        outputs: outs.iter().map(io).collect(),
-        output_copies: vec![],
-        arena_size: arena,
-        arena_lower_bound: arena,
-    }
-}
-
-fn jit(p: &KernelProgram, inputs: &[Storage]) -> Vec<Storage> {
+pub(super) fn jit(p: &KernelProgram, inputs: &[Storage]) -> Vec<Storage> {
     let prog = single(p);
     let m = JitModel::compile(&prog).unwrap_or_else(|e| panic!("{e}\n{p}"));
     let bytes: Vec<Vec<u8>> = inputs.iter().map(|s| s.to_le_bytes()).collect();
@@ -77,7 +32,7 @@ fn jit(p: &KernelProgram, inputs: &[Storage]) -> Vec<Storage> {
 }
 
 /// Runs `p` both ways; `tol` = None demands identical bits (NaN matches any NaN).
-fn check(p: &KernelProgram, inputs: &[Storage], tol: Option<(f64, f64)>, what: &str) {
+pub(super) fn check(p: &KernelProgram, inputs: &[Storage], tol: Option<(f64, f64)>, what: &str) {
     let refs: Vec<Option<&Storage>> = inputs.iter().map(Some).collect();
     let want = run_program(p, &refs).unwrap_or_else(|e| panic!("{what}: interpreter: {e}"));
     let got = jit(p, inputs);
@@ -143,21 +98,22 @@ fn int_samples() -> Vec<i64> {
     v
 }
 
-const DTYPES: [DType; 11] = [
-    DType::F32,
-    DType::F64,
-    DType::I8,
-    DType::U8,
-    DType::I16,
-    DType::U16,
-    DType::I32,
-    DType::U32,
-    DType::I64,
-    DType::U64,
-    DType::Bool,
-];
+/// Every dtype but the 16-bit floats, which `half.rs` tests on their own.
+pub(super) const DTYPES: [DType; 11] = {
+    let mut out = [DType::F32; 11];
+    let (mut i, mut n) = (0, 0);
+    while i < DType::ALL.len() {
+        if !matches!(DType::ALL[i], DType::F16 | DType::BF16) {
+            out[n] = DType::ALL[i];
+            n += 1;
+        }
+        i += 1;
+    }
+    assert!(n == out.len(), "DTYPES must list every non-16-bit dtype");
+    out
+};
 
-fn samples(d: DType) -> Storage {
+pub(super) fn samples(d: DType) -> Storage {
     if d.is_float() {
         Storage::from_f64s(d, float_samples())
     } else {
@@ -166,7 +122,7 @@ fn samples(d: DType) -> Storage {
 }
 
 /// `out[i] = f(x[i])` over `n` elements (a loop the backend may vectorise).
-fn map1(dt: DType, out_dt: DType, n: usize, f: impl Fn(Expr) -> Expr) -> KernelProgram {
+pub(super) fn map1(dt: DType, out_dt: DType, n: usize, f: impl Fn(Expr) -> Expr) -> KernelProgram {
     let mut pb = ProgramBuilder::new();
     let x = pb.buffer("x", dt, n, BufferRole::Input(0));
     let o = pb.buffer("o", out_dt, n, BufferRole::Output(0));
@@ -181,52 +137,10 @@ fn map1(dt: DType, out_dt: DType, n: usize, f: impl Fn(Expr) -> Expr) -> KernelP
     pb.finish()
 }
 
-const UNARY: [UnOp; 24] = [
-    UnOp::Neg,
-    UnOp::Abs,
-    UnOp::Exp,
-    UnOp::Log,
-    UnOp::Sqrt,
-    UnOp::Sin,
-    UnOp::Cos,
-    UnOp::Tan,
-    UnOp::Asin,
-    UnOp::Acos,
-    UnOp::Atan,
-    UnOp::Sinh,
-    UnOp::Cosh,
-    UnOp::Asinh,
-    UnOp::Acosh,
-    UnOp::Atanh,
-    UnOp::Tanh,
-    UnOp::Erf,
-    UnOp::Floor,
-    UnOp::Ceil,
-    UnOp::Round,
-    UnOp::Not,
-    UnOp::IsNan,
-    UnOp::IsInf,
-];
-
-fn exact_unary(op: UnOp) -> bool {
-    matches!(
-        op,
-        UnOp::Neg
-            | UnOp::Abs
-            | UnOp::Sqrt
-            | UnOp::Floor
-            | UnOp::Ceil
-            | UnOp::Round
-            | UnOp::Not
-            | UnOp::IsNan
-            | UnOp::IsInf
-    )
-}
-
 #[test]
 fn unary_ops_match_interpreter() {
     for dt in DTYPES {
-        for op in UNARY {
+        for op in all_unary() {
             let mut x = samples(dt);
             if dt == DType::F64 && matches!(op, UnOp::Sin | UnOp::Cos | UnOp::Tan) {
                 // f64 argument reduction is exact only below 2^20 (documented).
@@ -248,7 +162,7 @@ fn unary_ops_match_interpreter() {
                 continue; // not defined for this dtype (e.g. Exp on integers)
             }
             let tol = match dt {
-                _ if exact_unary(op) => None,
+                _ if EXACT_UNARY.contains(&op) => None,
                 DType::F32 => Some((1e-6, 4e-7)),
                 _ => Some((1e-13, 1e-13)),
             };
@@ -415,15 +329,6 @@ fn reduction_in_vector_loop_matches_interpreter() {
     check(&pb.finish(), &[Storage::F32(x)], None, "vector reduce");
 }
 
-pub(super) fn view(buf: u32, offset: Expr, rs: i64, cs: i64) -> MatView {
-    MatView {
-        buf,
-        offset,
-        row_stride: rs,
-        col_stride: cs,
-    }
-}
-
 /// Matmuls over strided views: transposed operands, strided C, offsets
 /// taken from an enclosing loop, accumulation, every tile remainder.
 #[test]
@@ -439,7 +344,7 @@ fn matmuls_match_interpreter() {
         (5, 17, 512),
         (9, 7, 300),
     ] {
-        for dt in [DType::F32, DType::F64, DType::I32] {
+        for dt in [DType::F32, DType::F64, DType::I32, DType::F16, DType::BF16] {
             for (bt, ccs, acc) in [
                 (false, 1, false),
                 (true, 1, true),
@@ -546,15 +451,6 @@ fn control_flow_matches_interpreter() {
 }
 
 #[test]
-fn f16_buffers_are_a_clear_error() {
-    let p = map1(DType::F16, DType::F16, 4, |e| e);
-    let Err(e) = JitModel::compile(&single(&p)) else {
-        panic!("f16 must be refused");
-    };
-    assert!(e.to_string().contains("f16"), "{e}");
-}
-
-#[test]
 fn run_checks_buffer_sizes() {
     let p = map1(DType::F32, DType::F32, 8, |e| e);
     let m = JitModel::compile(&single(&p)).expect("compile");
@@ -614,23 +510,7 @@ fn parallel_loops_need_disjoint_iterations() {
 #[ignore]
 fn bench_matmul() {
     let n = 512usize;
-    let mut pb = ProgramBuilder::new();
-    let a = pb.buffer("a", DType::F32, n * n, BufferRole::Input(0));
-    let b = pb.buffer("b", DType::F32, n * n, BufferRole::Input(1));
-    let c = pb.buffer("c", DType::F32, n * n, BufferRole::Output(0));
-    pb.kernel(
-        "mm",
-        vec![Stmt::Matmul(Matmul {
-            m: n as u64,
-            n: n as u64,
-            k: n as u64,
-            a: view(a, Expr::i(0), n as i64, 1),
-            b: view(b, Expr::i(0), n as i64, 1),
-            c: view(c, Expr::i(0), n as i64, 1),
-            accumulate: false,
-        })],
-    );
-    let prog = single(&pb.finish());
+    let prog = single(&matmul_f32(n, n, n));
     let m = JitModel::compile(&prog).expect("compile");
     let x = vec![0u8; n * n * 4];
     let mut o = vec![0u8; n * n * 4];

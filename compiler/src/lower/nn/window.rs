@@ -76,28 +76,69 @@ pub(super) fn pad_source(
     if begin.iter().chain(end).all(|&p| p == 0) {
         return input;
     }
+    pad_phased(pb, body, input, dtype, begin, end, fill, 1)
+}
+
+/// Like [`pad_source`] (but always copying), with each padded row of the last
+/// axis stored as `phases` runs of equal length `plen`: padded column `p` at
+/// `(p % phases) * plen + p / phases`. A window strided by `phases` then reads
+/// every tap as a contiguous run (tap column `q` of output column `o` is at
+/// `(q % phases) * plen + o + q / phases`) instead of a gather. The source's
+/// last dim is `phases * plen`; columns past the padded row are never written.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn pad_phased(
+    pb: &mut ProgramBuilder,
+    body: &mut Vec<Stmt>,
+    input: Source,
+    dtype: kiln_ir::DType,
+    begin: &[usize],
+    end: &[usize],
+    fill: Expr,
+    phases: usize,
+) -> Source {
     let (x, xd) = (input.buf, &input.dims[..]);
+    let sp = begin.len();
+    if sp == 0 {
+        return input;
+    }
+    let ph = phases.max(1);
     let mut pd = xd.to_vec();
-    for d in 0..begin.len() {
+    for d in 0..sp {
         pd[2 + d] += begin[d] + end[d];
     }
+    let last = sp - 1;
+    let prow = pd[1 + sp];
+    let plen = prow.div_ceil(ph);
+    pd[1 + sp] = ph * plen;
     let len: usize = pd.iter().product();
     let buf = pb.scratch("padded", dtype, len);
-    // One pass over the padded rows: a row inside the input gets its begin and
-    // end padding and a contiguous copy, any other row is all padding. Each
-    // element is written once.
-    let sp = begin.len();
-    let (last, prow) = (sp - 1, pd[1 + sp]);
+    // One pass over the padded rows: a row inside the input gets, per phase,
+    // its begin padding, a copy (contiguous when there is one phase) and its
+    // end padding; any other row is all padding. Each element is written once.
     let (xrows, xlast) = (&xd[2..1 + sp], xd[1 + sp]);
     let xs = strides(&xd[2..]);
     let mut dims = vec![xd[0] * xd[1]];
     dims.extend_from_slice(&pd[2..1 + sp]);
     let xplane = xd[2..].iter().product::<usize>() as i64;
+    let (b, w) = (begin[last], xlast);
+    // Per phase: (first copied run index, end of the copy, end of the phase's columns).
+    let runs: Vec<(usize, usize, usize)> = (0..ph)
+        .map(|f| {
+            let count = (prow + ph - 1 - f) / ph;
+            let j0 = (b.saturating_sub(f)).div_ceil(ph).min(count);
+            let j1 = if b + w > f {
+                (b + w - f).div_ceil(ph).clamp(j0, count)
+            } else {
+                j0
+            };
+            (j0, j1, count)
+        })
+        .collect();
     body.extend(pb.nest(&dims, |pb, idx| {
         let (nc, rows) = (&idx[0], &idx[1..]);
         let prow_start = (nc.clone() * pd[2..1 + sp].iter().product::<usize>() as i64
             + linear_index(rows, &strides(&pd[2..1 + sp])))
-            * prow as i64;
+            * (ph * plen) as i64;
         let start = pb.var();
         let mut inside = Expr::B(true);
         let mut xrow = nc.clone() * xplane;
@@ -110,8 +151,15 @@ pub(super) fn pad_source(
         }
         let xstart = pb.var();
         let fill_run = |pb: &mut ProgramBuilder, from: usize, n: usize| {
-            if n == 0 {
-                return vec![];
+            if n <= 4 {
+                // Typical padding: a few stores, no loop.
+                return (0..n)
+                    .map(|i| Stmt::Store {
+                        buf,
+                        index: Expr::var(start) + (from + i) as i64,
+                        value: fill.clone(),
+                    })
+                    .collect();
             }
             pb.nest(&[n], |_, i| {
                 vec![Stmt::Store {
@@ -125,16 +173,24 @@ pub(super) fn pad_source(
             var: xstart,
             value: xrow,
         }];
-        then_body.extend(fill_run(pb, 0, begin[last]));
-        then_body.extend(pb.nest(&[xlast], |_, i| {
-            vec![Stmt::Store {
-                buf,
-                index: Expr::var(start) + begin[last] as i64 + i[0].clone(),
-                value: Expr::load(x, Expr::var(xstart) + i[0].clone()),
-            }]
-        }));
-        then_body.extend(fill_run(pb, begin[last] + xlast, end[last]));
-        let else_body = fill_run(pb, 0, prow);
+        let mut else_body = vec![];
+        for (f, &(j0, j1, count)) in runs.iter().enumerate() {
+            let base = f * plen;
+            then_body.extend(fill_run(pb, base, j0));
+            if j1 > j0 {
+                // Input column of run index j: j * ph + f - b.
+                let x0 = (j0 * ph + f) as i64 - b as i64;
+                then_body.extend(pb.nest(&[j1 - j0], |_, i| {
+                    vec![Stmt::Store {
+                        buf,
+                        index: Expr::var(start) + (base + j0) as i64 + i[0].clone(),
+                        value: Expr::load(x, Expr::var(xstart) + x0 + i[0].clone() * ph as i64),
+                    }]
+                }));
+            }
+            then_body.extend(fill_run(pb, base + j1, count - j1));
+            else_body.extend(fill_run(pb, base, count));
+        }
         let mut s = vec![Stmt::Let {
             var: start,
             value: prow_start,

@@ -1,0 +1,752 @@
+//! f32 `Stmt::Matmul`s as calls to the runtime's GEMM micro-kernels
+//! (`kiln_sgemm_<variant>`, see `kiln_runtime::gemm`).
+//!
+//! Why: Cranelift emits 128-bit vectors only, so the generated 4×8 tile of
+//! [`super::matmul`] reaches a fraction of what the runtime's 256/512-bit
+//! kernels do. A matmul qualifies when its dtype is f32 and A and C have
+//! unit column stride (the kernels read row-major A and write row-major C).
+//! B then comes in one of two ways:
+//! - **weight B** (the step binds B to a weight and its offset is a
+//!   constant): packed at compile time with `kiln_runtime::gemm::pack_b`
+//!   into a new read-only blob in the variant's layout;
+//! - **activation B** with unit column stride (convolutions lower to
+//!   `W · im2col`, so B is the column matrix): packed at run time by
+//!   generated copy loops into a stack buffer, in chunks of at most
+//!   `K_CHUNK` rows × as many columns as fit `PACK_CAP_FLOATS`, each chunk
+//!   followed by one kernel call (accumulating after the first row chunk).
+//!   Only for `m ≥ RUNTIME_MIN_M`: with fewer rows the copy costs as much as
+//!   the product.
+//!
+//! Everything else keeps the generated loop nest.
+//!
+//! Variant: x86_64 with AVX-512F → avx512, except for `n ≤ 64` where its
+//! 32-wide tile is mostly padding and avx2 is faster; AVX2+FMA → avx2;
+//! aarch64 → neon; otherwise no call. The object then needs a CPU with those
+//! instructions, as the rest of its code does: the kernels check, and a
+//! refusal (non-zero status) traps rather than leaving C unwritten.
+//!
+//! Stack: every function that calls a kernel has one stack slot holding the
+//! kernel's scratch (packed A panels, at most `SCRATCH_CAP_FLOATS`, 256 KiB,
+//! enough for full speed with every variant) and, for activation B, the
+//! packed chunk (at most `PACK_CAP_FLOATS`, 256 KiB). Half a MiB stays well
+//! inside the 2 MiB stacks of the runtime's pool threads and the usual 8 MiB
+//! main-thread stack, and each parallel task gets its own copy.
+
+use super::kernel::{KernelCx, R};
+use super::ops::mflags;
+use super::CpuError;
+use crate::plan::{AotProgram, BufferLoc};
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, Function, GlobalValue, InstBuilder, Signature, StackSlot, StackSlotData,
+    StackSlotKind, TrapCode, Value,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use kiln_ir::kernel::{Expr, Matmul, Stmt};
+use kiln_ir::{DType, Storage};
+use kiln_runtime::gemm::Variant;
+use std::collections::HashMap;
+use target_lexicon::Architecture;
+
+/// Floats of kernel scratch per call (256 KiB): covers `scratch_len` of
+/// every variant (avx512's largest is 240·256 floats).
+const SCRATCH_CAP_FLOATS: usize = 64 << 10;
+/// Floats of run-time packed B per chunk (256 KiB, about half an L2).
+const PACK_CAP_FLOATS: usize = 64 << 10;
+/// Rows of B packed per chunk: a multiple of every variant's `KC` (256).
+const K_CHUNK: usize = 512;
+/// The fewest rows of A for which packing B at run time pays off.
+const RUNTIME_MIN_M: u64 = 16;
+/// The trap code of a kernel that refused its arguments or the CPU.
+const GEMM_TRAP: u8 = 0x6b;
+
+/// Which kernels the target's ISA flags allow.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kernels {
+    avx512: bool,
+    avx2: bool,
+    neon: bool,
+}
+
+impl Kernels {
+    fn of(isa: &dyn TargetIsa) -> Kernels {
+        let flag = |n: &str| {
+            isa.isa_flags()
+                .iter()
+                .any(|f| f.name == n && f.as_bool() == Some(true))
+        };
+        match isa.triple().architecture {
+            Architecture::X86_64 => {
+                let avx2 = flag("has_avx") && flag("has_avx2") && flag("has_fma");
+                Kernels {
+                    avx512: avx2 && flag("has_avx512f"),
+                    avx2,
+                    neon: false,
+                }
+            }
+            Architecture::Aarch64(_) => Kernels {
+                neon: true,
+                ..Kernels::default()
+            },
+            _ => Kernels::default(),
+        }
+    }
+
+    /// The variant for `n` output columns.
+    fn pick(self, n: usize) -> Option<Variant> {
+        if self.avx512 && n > 64 {
+            Some(Variant::Avx512)
+        } else if self.avx2 {
+            Some(Variant::Avx2)
+        } else if self.neon {
+            Some(Variant::Neon)
+        } else {
+            None
+        }
+    }
+}
+
+/// How one matmul is computed.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum How {
+    /// B was packed at compile time into this data object.
+    Weight(DataId),
+    /// B is packed at run time, `kch` rows × `nch` columns at a time.
+    Runtime { kch: usize, nch: usize },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    pub(super) variant: Variant,
+    pub(super) how: How,
+    /// Floats of kernel scratch the call passes.
+    pub(super) scratch: usize,
+    /// With threads: the task function that computes a range of row blocks.
+    pub(super) split: Option<FuncId>,
+}
+
+impl Plan {
+    /// Bytes of stack the call needs: scratch, then (64-byte aligned) the packed chunk.
+    pub(super) fn stack_bytes(&self) -> usize {
+        let pack = match self.how {
+            How::Weight(_) => 0,
+            How::Runtime { kch, nch } => kch * nch,
+        };
+        (self.scratch * 4).next_multiple_of(64) + pack * 4
+    }
+}
+
+/// Every planned call of one program, keyed by the address of its `Matmul`
+/// inside the program (the kernels are emitted from the same borrowed IR).
+pub(crate) struct Gemms {
+    plans: HashMap<usize, Plan>,
+    /// Per (step, kernel): the planned matmuls and the stack slot size.
+    kernels: HashMap<(usize, usize), (Vec<usize>, usize)>,
+    pub(super) imports: HashMap<Variant, FuncId>,
+    /// `kiln_parallel_for`, when the code is multi-threaded.
+    pub(super) par_for: Option<FuncId>,
+    /// The row-block tasks to define (see `gemm_par.rs`).
+    pub(super) tasks: Vec<super::gemm_par::Task>,
+    /// Bytes of compile-time packed weights.
+    pub packed_bytes: usize,
+}
+
+/// The `kiln_sgemm_<variant>` C signature.
+fn signature(cc: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut s = Signature::new(cc);
+    for t in [
+        I64, I64, I64, I64, I64, I64, I64, I64, I32, I64, F32, F32, I64, I64,
+    ] {
+        s.params.push(AbiParam::new(t));
+    }
+    s.returns.push(AbiParam::new(I32));
+    s
+}
+
+/// Symbols the JIT resolves to this process's kernels.
+pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
+    #[allow(unused_mut)]
+    let mut v: Vec<(&'static str, *const u8)> = vec![];
+    #[cfg(target_arch = "x86_64")]
+    {
+        v.push((
+            "kiln_sgemm_avx2",
+            kiln_runtime::gemm::kiln_sgemm_avx2 as *const u8,
+        ));
+        v.push((
+            "kiln_sgemm_avx512",
+            kiln_runtime::gemm::kiln_sgemm_avx512 as *const u8,
+        ));
+    }
+    #[cfg(target_arch = "aarch64")]
+    v.push((
+        "kiln_sgemm_neon",
+        kiln_runtime::gemm::kiln_sgemm_neon as *const u8,
+    ));
+    v
+}
+
+/// Visits every `Matmul` under `body`.
+fn walk<'p>(body: &'p [Stmt], f: &mut dyn FnMut(&'p Matmul)) {
+    for s in body {
+        match s {
+            Stmt::Matmul(m) => f(m),
+            Stmt::For { body, .. } | Stmt::While { body, .. } => walk(body, f),
+            Stmt::If {
+                then_body,
+                else_body,
+                ..
+            } => {
+                walk(then_body, f);
+                walk(else_body, f);
+            }
+            Stmt::Let { .. } | Stmt::Store { .. } => {}
+        }
+    }
+}
+
+fn usize_of(x: i64) -> Option<usize> {
+    usize::try_from(x).ok()
+}
+
+impl Gemms {
+    /// Decides every matmul of `prog`, packs weight operands and declares
+    /// the kernels used (as imports) and the packed blobs (local, read-only).
+    pub(crate) fn plan<M: Module>(
+        module: &mut M,
+        prog: &AotProgram,
+        name: &str,
+        threads: bool,
+    ) -> Result<Gemms, CpuError> {
+        let mut ks = Kernels::of(module.isa());
+        if std::env::var_os("KILN_TMP_NO_GEMM").is_some() {
+            ks = Kernels::default();
+        }
+        let mut g = Gemms {
+            plans: HashMap::new(),
+            kernels: HashMap::new(),
+            imports: HashMap::new(),
+            par_for: None,
+            tasks: vec![],
+            packed_bytes: 0,
+        };
+        // One blob per distinct (weight, view, variant).
+        let mut blobs: HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId> = HashMap::new();
+        for (si, step) in prog.steps.iter().enumerate() {
+            for (ki, k) in step.program.kernels.iter().enumerate() {
+                let mut found: Vec<&Matmul> = vec![];
+                walk(&k.body, &mut |m| found.push(m));
+                let mut keys = vec![];
+                let mut stack = 0usize;
+                for mm in found {
+                    let Some(mut plan) = g.plan_one(module, prog, si, mm, ks, name, &mut blobs)?
+                    else {
+                        continue;
+                    };
+                    if threads {
+                        plan.split = g.split(module, name, mm, plan)?;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        g.imports.entry(plan.variant)
+                    {
+                        let cc = module.isa().default_call_conv();
+                        let id = module
+                            .declare_function(
+                                &format!("kiln_sgemm_{}", plan.variant.name()),
+                                Linkage::Import,
+                                &signature(cc),
+                            )
+                            .map_err(|e| CpuError::Codegen(e.to_string()))?;
+                        e.insert(id);
+                    }
+                    if plan.split.is_none() {
+                        stack = stack.max(plan.stack_bytes());
+                    }
+                    let key = mm as *const Matmul as usize;
+                    g.plans.insert(key, plan);
+                    keys.push(key);
+                }
+                if !keys.is_empty() {
+                    g.kernels.insert((si, ki), (keys, stack));
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_one<M: Module>(
+        &mut self,
+        module: &mut M,
+        prog: &AotProgram,
+        si: usize,
+        mm: &Matmul,
+        ks: Kernels,
+        name: &str,
+        blobs: &mut HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId>,
+    ) -> Result<Option<Plan>, CpuError> {
+        let step = &prog.steps[si];
+        let bufs = &step.program.buffers;
+        let f32_buf = |b: u32| bufs.get(b as usize).map(|d| d.dtype) == Some(DType::F32);
+        if !(f32_buf(mm.a.buf) && f32_buf(mm.b.buf) && f32_buf(mm.c.buf))
+            || mm.c.buf == mm.a.buf
+            || mm.c.buf == mm.b.buf
+            || mm.a.col_stride != 1
+            || mm.c.col_stride != 1
+            || mm.m == 0
+            || mm.n == 0
+            || mm.k == 0
+        {
+            return Ok(None);
+        }
+        let (Ok(m), Ok(n), Ok(k)) = (
+            usize::try_from(mm.m),
+            usize::try_from(mm.n),
+            usize::try_from(mm.k),
+        ) else {
+            return Ok(None);
+        };
+        // The kernels want lda ≥ k and ldc ≥ n; a single row has no stride.
+        let lda_ok = m == 1 || usize_of(mm.a.row_stride).is_some_and(|s| s >= k);
+        let ldc_ok = m == 1 || usize_of(mm.c.row_stride).is_some_and(|s| s >= n);
+        if !lda_ok || !ldc_ok {
+            return Ok(None);
+        }
+        let weight = match (step.bindings.get(mm.b.buf as usize), &mm.b.offset) {
+            (Some(BufferLoc::Weight(w)), Expr::I(off, _)) => Some((*w, *off)),
+            _ => None,
+        };
+        if let Some((wi, off)) = weight {
+            let Some(variant) = ks.pick(n) else {
+                return Ok(None);
+            };
+            let Some(Storage::F32(data)) = prog.weights.get(wi).map(|w| &w.data) else {
+                return Ok(None);
+            };
+            let (Some(off), Some(rs), Some(cs)) = (
+                usize_of(off),
+                usize_of(mm.b.row_stride),
+                usize_of(mm.b.col_stride),
+            ) else {
+                return Ok(None);
+            };
+            let key = (
+                wi,
+                off as i64,
+                mm.b.row_stride,
+                mm.b.col_stride,
+                mm.k,
+                mm.n,
+                variant,
+            );
+            let id = match blobs.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let src = data.get(off..).unwrap_or(&[]);
+                    let packed = kiln_runtime::gemm::pack_b_vec(variant, k, n, src, rs, cs)
+                        .map_err(|e| CpuError::Kernel {
+                            node: step.node.clone(),
+                            kernel: "-".into(),
+                            msg: format!("packing weight '{}': {e}", prog.weights[wi].name),
+                        })?;
+                    let bytes: Vec<u8> = packed.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    self.packed_bytes += bytes.len();
+                    let id = module
+                        .declare_data(
+                            &format!("{name}_gemm_b{}", blobs.len()),
+                            Linkage::Local,
+                            false,
+                            false,
+                        )
+                        .map_err(|e| CpuError::Codegen(e.to_string()))?;
+                    let mut d = DataDescription::new();
+                    d.define(bytes.into_boxed_slice());
+                    d.set_align(64);
+                    module
+                        .define_data(id, &d)
+                        .map_err(|e| CpuError::Codegen(e.to_string()))?;
+                    blobs.insert(key, id);
+                    id
+                }
+            };
+            let scratch = variant
+                .scratch_len(m, k)
+                .min(SCRATCH_CAP_FLOATS)
+                .max(variant.min_scratch_len(k));
+            return Ok(Some(Plan {
+                variant,
+                how: How::Weight(id),
+                scratch,
+                split: None,
+            }));
+        }
+        if mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
+            return Ok(None);
+        }
+        let kch = k.min(K_CHUNK);
+        let chunk = |v: Variant| {
+            let nr = v.blocking().nr;
+            let fit = (PACK_CAP_FLOATS / kch / nr).max(1) * nr;
+            fit.min(n.next_multiple_of(nr))
+        };
+        let Some(mut variant) = ks.pick(n) else {
+            return Ok(None);
+        };
+        let mut nch = chunk(variant);
+        if variant == Variant::Avx512 && nch.min(n) <= 64 {
+            variant = Variant::Avx2;
+            nch = chunk(variant);
+        }
+        let scratch = variant
+            .scratch_len(m, kch)
+            .min(SCRATCH_CAP_FLOATS)
+            .max(variant.min_scratch_len(kch));
+        Ok(Some(Plan {
+            variant,
+            how: How::Runtime { kch, nch },
+            scratch,
+            split: None,
+        }))
+    }
+
+    /// What a function emitted for kernel `ki` of step `si` needs: the
+    /// kernels and blobs imported into `func`. `None` when it calls none.
+    pub(crate) fn for_function<M: Module>(
+        &self,
+        module: &mut M,
+        func: &mut Function,
+        si: usize,
+        ki: usize,
+    ) -> Option<GemmCx> {
+        let (keys, stack) = self.kernels.get(&(si, ki))?;
+        let funcs = self
+            .imports
+            .iter()
+            .map(|(v, id)| (*v, module.declare_func_in_func(*id, func)))
+            .collect();
+        let mut calls = HashMap::new();
+        let mut gvs: HashMap<DataId, GlobalValue> = HashMap::new();
+        for key in keys {
+            let plan = self.plans[key];
+            let gv = match plan.how {
+                How::Weight(id) => Some(
+                    *gvs.entry(id)
+                        .or_insert_with(|| module.declare_data_in_func(id, func)),
+                ),
+                How::Runtime { .. } => None,
+            };
+            calls.insert(*key, (plan, gv));
+        }
+        let par_for = self.par_for.map(|id| module.declare_func_in_func(id, func));
+        let mut tasks = HashMap::new();
+        for key in keys {
+            if let Some(id) = self.plans[key].split {
+                tasks.insert(id, module.declare_func_in_func(id, func));
+            }
+        }
+        Some(GemmCx {
+            calls,
+            funcs,
+            par_for,
+            tasks,
+            stack_bytes: *stack,
+            slot: None,
+        })
+    }
+}
+
+/// The planned calls of one function being built.
+pub(crate) struct GemmCx {
+    calls: HashMap<usize, (Plan, Option<GlobalValue>)>,
+    funcs: HashMap<Variant, FuncRef>,
+    par_for: Option<FuncRef>,
+    tasks: HashMap<FuncId, FuncRef>,
+    stack_bytes: usize,
+    slot: Option<StackSlot>,
+}
+
+/// Emits `mm` as kernel calls if it was planned so; `Ok(false)` otherwise.
+pub(crate) fn emit(cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<bool> {
+    let Some(mut g) = cx.gemm.take() else {
+        return Ok(false);
+    };
+    let r = g.emit(cx, mm, offs);
+    cx.gemm = Some(g);
+    r
+}
+
+impl GemmCx {
+    fn emit(&mut self, cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<bool> {
+        let Some(&(plan, gv)) = self.calls.get(&(mm as *const Matmul as usize)) else {
+            return Ok(false);
+        };
+        let pa = cx.elem_addr(mm.a.buf, offs[0])?.0;
+        let pc = cx.elem_addr(mm.c.buf, offs[2])?.0;
+        let pb = match plan.how {
+            How::Weight(_) => {
+                let gv = gv.ok_or("matmul: packed weight not imported")?;
+                cx.b.ins().symbol_value(I64, gv)
+            }
+            How::Runtime { .. } => cx.elem_addr(mm.b.buf, offs[1])?.0,
+        };
+        if let Some(id) = plan.split {
+            let task = *self.tasks.get(&id).ok_or("matmul: task not imported")?;
+            let par = self
+                .par_for
+                .ok_or("matmul: kiln_parallel_for not imported")?;
+            let mr = plan.variant.blocking().mr as u64;
+            let blocks = i64::try_from(mm.m.div_ceil(mr)).map_err(|_| "matmul too large")?;
+            super::gemm_par::call(cx, blocks, [pa, pb, pc], task, par);
+            return Ok(true);
+        }
+        let func = *self
+            .funcs
+            .get(&plan.variant)
+            .ok_or("matmul: kernel not imported")?;
+        let slot = match self.slot {
+            Some(s) => s,
+            None => {
+                let size =
+                    u32::try_from(self.stack_bytes).map_err(|_| "matmul: scratch too large")?;
+                let s = cx.b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    size,
+                    4,
+                ));
+                self.slot = Some(s);
+                s
+            }
+        };
+        let m = cx.b.ins().iconst(I64, mm.m as i64);
+        body(cx, mm, plan, func, slot, [pa, pb, pc], m)?;
+        Ok(true)
+    }
+}
+
+/// The calls of one planned matmul over `m` rows (a value: a task's share)
+/// from A, B (packed weight or source), C at `ptrs`.
+pub(super) fn body(
+    cx: &mut KernelCx,
+    mm: &Matmul,
+    plan: Plan,
+    func: FuncRef,
+    slot: StackSlot,
+    ptrs: [Value; 3],
+    m: Value,
+) -> R<()> {
+    {
+        let [pa, pb, pc] = ptrs;
+        let scratch = cx.b.ins().stack_addr(I64, slot, 0);
+        let call = Call {
+            func,
+            m,
+            lda: if mm.m == 1 {
+                mm.k as i64
+            } else {
+                mm.a.row_stride
+            },
+            ldc: if mm.m == 1 {
+                mm.n as i64
+            } else {
+                mm.c.row_stride
+            },
+            scratch,
+            scratch_len: plan.scratch as i64,
+        };
+        match plan.how {
+            How::Weight(_) => {
+                let acc = cx.b.ins().iconst(I32, mm.accumulate as i64);
+                call.emit(cx, mm.n as i64, mm.k as i64, pa, pb, pc, acc);
+            }
+            How::Runtime { kch, nch } => {
+                let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
+                let packed = cx.b.ins().iadd_imm_s(scratch, pack_off);
+                let rt = Runtime {
+                    call,
+                    variant: plan.variant,
+                    src: pb,
+                    packed,
+                    pa,
+                    pc,
+                    rs: mm.b.row_stride,
+                    accumulate: mm.accumulate,
+                };
+                rt.emit(cx, mm.n as i64, mm.k as i64, nch as i64, kch as i64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The arguments every call of one matmul shares.
+struct Call {
+    func: FuncRef,
+    m: Value,
+    lda: i64,
+    ldc: i64,
+    scratch: Value,
+    scratch_len: i64,
+}
+
+impl Call {
+    /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, acc, NULL, -inf, inf, scratch, len)`,
+    /// trapping on a non-zero status.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, a: Value, b: Value, c: Value, acc: Value) {
+        let ins = |cx: &mut KernelCx, v: i64| cx.b.ins().iconst(I64, v);
+        let (m, n, k) = (self.m, ins(cx, n), ins(cx, k));
+        let (lda, ldc) = (ins(cx, self.lda), ins(cx, self.ldc));
+        let bias = ins(cx, 0);
+        let len = ins(cx, self.scratch_len);
+        let lo = cx.b.ins().f32const(f32::NEG_INFINITY);
+        let hi = cx.b.ins().f32const(f32::INFINITY);
+        let args = [
+            m,
+            n,
+            k,
+            a,
+            lda,
+            b,
+            c,
+            ldc,
+            acc,
+            bias,
+            lo,
+            hi,
+            self.scratch,
+            len,
+        ];
+        let inst = cx.b.ins().call(self.func, &args);
+        let rc = cx.b.inst_results(inst)[0];
+        cx.b.ins().trapnz(rc, TrapCode::unwrap_user(GEMM_TRAP));
+    }
+}
+
+/// A matmul whose B is packed at run time, chunk by chunk.
+struct Runtime {
+    call: Call,
+    variant: Variant,
+    /// Byte address of B(0, 0).
+    src: Value,
+    /// Byte address of the packed chunk.
+    packed: Value,
+    pa: Value,
+    pc: Value,
+    /// B's row stride in elements (its column stride is 1).
+    rs: i64,
+    accumulate: bool,
+}
+
+impl Runtime {
+    /// Columns in chunks of `nch`, rows in chunks of `kch`: full chunks in
+    /// counted loops, the remainders straight after.
+    fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, nch: i64, kch: i64) -> R<()> {
+        let cols = |cx: &mut KernelCx, j0: Value, jw: i64| -> R<()> {
+            let nk = k / kch;
+            if nk == 1 {
+                let p0 = cx.b.ins().iconst(I64, 0);
+                self.piece(cx, j0, jw, p0, kch)?;
+            } else if nk > 1 {
+                cx.counted_loop(0, nk * kch, kch, &mut |cx, p0| {
+                    self.piece(cx, j0, jw, p0, kch)
+                })?;
+            }
+            if k % kch > 0 {
+                let p0 = cx.b.ins().iconst(I64, nk * kch);
+                self.piece(cx, j0, jw, p0, k % kch)?;
+            }
+            Ok(())
+        };
+        let nj = n / nch;
+        if nj == 1 {
+            let j0 = cx.b.ins().iconst(I64, 0);
+            cols(cx, j0, nch)?;
+        } else if nj > 1 {
+            cx.counted_loop(0, nj * nch, nch, &mut |cx, j0| cols(cx, j0, nch))?;
+        }
+        if n % nch > 0 {
+            let j0 = cx.b.ins().iconst(I64, nj * nch);
+            cols(cx, j0, n % nch)?;
+        }
+        Ok(())
+    }
+
+    /// Packs rows `p0..p0+kw`, columns `j0..j0+jw` of B and multiplies them in.
+    fn piece(&self, cx: &mut KernelCx, j0: Value, jw: i64, p0: Value, kw: i64) -> R<()> {
+        let row = cx.b.ins().imul_imm_s(p0, self.rs * 4);
+        let col = cx.b.ins().ishl_imm_s(j0, 2);
+        let src = cx.b.ins().iadd(self.src, row);
+        let src = cx.b.ins().iadd(src, col);
+        self.pack(cx, src, kw, jw)?;
+        let p4 = cx.b.ins().ishl_imm_s(p0, 2);
+        let a = cx.b.ins().iadd(self.pa, p4);
+        let c = cx.b.ins().iadd(self.pc, col);
+        let acc = if self.accumulate {
+            cx.b.ins().iconst(I32, 1)
+        } else {
+            let nz = cx.b.ins().icmp_imm_s(IntCC::NotEqual, p0, 0);
+            cx.b.ins().uextend(I32, nz)
+        };
+        self.call.emit(cx, jw, kw, a, self.packed, c, acc);
+        Ok(())
+    }
+
+    /// The variant's packed layout of a `kw × jw` block at `src` (see
+    /// `kiln_runtime::gemm`): per `KC` rows, `NR`-column panels of rows.
+    fn pack(&self, cx: &mut KernelCx, src: Value, kw: i64, jw: i64) -> R<()> {
+        let bl = self.variant.blocking();
+        let (kc_max, nr) = (bl.kc as i64, bl.nr as i64);
+        let jw_pad = (jw + nr - 1) / nr * nr;
+        let rs4 = self.rs * 4;
+        let mut pc = 0;
+        while pc < kw {
+            let kc = kc_max.min(kw - pc);
+            let blk_src = cx.b.ins().iadd_imm_s(src, pc * rs4);
+            let blk_dst = cx.b.ins().iadd_imm_s(self.packed, pc * jw_pad * 4);
+            let full = jw / nr;
+            // One panel: `cols` valid columns from `s`, zero-padded to NR at `d`.
+            let panel = |cx: &mut KernelCx, s: Value, d: Value, cols: i64| -> R<()> {
+                cx.counted_loop(0, kc, 1, &mut |cx, p| {
+                    let so = cx.b.ins().imul_imm_s(p, rs4);
+                    let sp = cx.b.ins().iadd(s, so);
+                    let dof = cx.b.ins().imul_imm_s(p, nr * 4);
+                    let dp = cx.b.ins().iadd(d, dof);
+                    let vecs = cols / 4;
+                    for v in 0..vecs {
+                        let x = cx.b.ins().load(F32X4, mflags(), sp, (v * 16) as i32);
+                        cx.b.ins().store(mflags(), x, dp, (v * 16) as i32);
+                    }
+                    for j in vecs * 4..cols {
+                        let x = cx.b.ins().load(F32, mflags(), sp, (j * 4) as i32);
+                        cx.b.ins().store(mflags(), x, dp, (j * 4) as i32);
+                    }
+                    if cols < nr {
+                        let z = cx.b.ins().f32const(0.0);
+                        for j in cols..nr {
+                            cx.b.ins().store(mflags(), z, dp, (j * 4) as i32);
+                        }
+                    }
+                    Ok(())
+                })
+            };
+            if full > 0 {
+                cx.counted_loop(0, full, 1, &mut |cx, q| {
+                    let so = cx.b.ins().imul_imm_s(q, nr * 4);
+                    let s = cx.b.ins().iadd(blk_src, so);
+                    let dof = cx.b.ins().imul_imm_s(q, kc * nr * 4);
+                    let d = cx.b.ins().iadd(blk_dst, dof);
+                    panel(cx, s, d, nr)
+                })?;
+            }
+            if jw % nr > 0 {
+                let s = cx.b.ins().iadd_imm_s(blk_src, full * nr * 4);
+                let d = cx.b.ins().iadd_imm_s(blk_dst, full * kc * nr * 4);
+                panel(cx, s, d, jw % nr)?;
+            }
+            pc += kc;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Multi-threaded GEMM calls: a large planned matmul is split by rows of A
+//! and C over the runtime's `kiln_parallel_for`.
+//!
+//! The call site stores the three operand addresses in a small stack block
+//! and passes it as the loop's context; a task function per matmul takes a
+//! range of `MR`-row blocks and runs the same calls as the single-threaded
+//! path over its rows, with its own stack scratch (and, for activation B,
+//! its own packed copy: each task packs what it reads, which costs `k·n`
+//! copies against `2·rows·k·n` flops). Calls from inside a task run inline,
+//! so a split matmul inside an already parallel loop stays correct.
+
+use super::gemm::{body, Gemms, Plan};
+use super::kernel::KernelCx;
+use super::CpuError;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
+    UserFuncName, Value,
+};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Linkage, Module};
+use kiln_ir::kernel::Matmul;
+use std::collections::HashMap;
+
+/// Multiply-adds below which a matmul stays on one thread: the pool's
+/// hand-off costs microseconds, the product then takes about as long.
+const MIN_SPLIT_MACS: u64 = 1 << 20;
+
+/// One row-block task to define.
+pub(crate) struct Task {
+    id: FuncId,
+    mm: Matmul,
+    plan: Plan,
+    /// Rows per block (the variant's `MR`).
+    rows: i64,
+}
+
+/// `(ctx, begin, end)`, the task signature of `kiln_parallel_for`.
+fn task_sig(cc: cranelift_codegen::isa::CallConv) -> Signature {
+    let mut s = Signature::new(cc);
+    for _ in 0..3 {
+        s.params.push(AbiParam::new(I64));
+    }
+    s
+}
+
+fn cg(e: impl std::fmt::Display) -> CpuError {
+    CpuError::Codegen(e.to_string())
+}
+
+impl Gemms {
+    /// Declares a task function for `mm` when it is worth splitting.
+    pub(super) fn split<M: Module>(
+        &mut self,
+        module: &mut M,
+        name: &str,
+        mm: &Matmul,
+        plan: Plan,
+    ) -> Result<Option<FuncId>, CpuError> {
+        let mr = plan.variant.blocking().mr as u64;
+        let macs = mm.m.saturating_mul(mm.n).saturating_mul(mm.k);
+        if mm.m < 2 * mr || macs < MIN_SPLIT_MACS {
+            return Ok(None);
+        }
+        let cc = module.isa().default_call_conv();
+        if self.par_for.is_none() {
+            let id = module
+                .declare_function("kiln_parallel_for", Linkage::Import, &task_sig(cc))
+                .map_err(cg)?;
+            self.par_for = Some(id);
+        }
+        let id = module
+            .declare_function(
+                &format!("{name}_gemm_t{}", self.tasks.len()),
+                Linkage::Local,
+                &task_sig(cc),
+            )
+            .map_err(cg)?;
+        self.tasks.push(Task {
+            id,
+            mm: mm.clone(),
+            plan: Plan {
+                split: Some(id),
+                ..plan
+            },
+            rows: mr as i64,
+        });
+        Ok(Some(id))
+    }
+
+    /// Defines every declared task; returns the code bytes and functions.
+    pub(crate) fn define_tasks<M: Module>(
+        &self,
+        module: &mut M,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<(usize, usize), CpuError> {
+        let cc = module.isa().default_call_conv();
+        let fcfg = module.target_config();
+        let mut bytes = 0;
+        for t in &self.tasks {
+            ctx.func.signature = task_sig(cc);
+            ctx.func.name = UserFuncName::user(0, t.id.as_u32());
+            let kid = *self
+                .imports
+                .get(&t.plan.variant)
+                .ok_or_else(|| cg("matmul task: kernel not declared"))?;
+            let func = module.declare_func_in_func(kid, &mut ctx.func);
+            {
+                let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+                let entry = b.create_block();
+                b.append_block_params_for_function_params(entry);
+                b.switch_to_block(entry);
+                b.seal_block(entry);
+                let ps = b.block_params(entry).to_vec();
+                let fl = MemFlagsData::trusted().with_readonly();
+                let ld = |b: &mut FunctionBuilder, off: i32| b.ins().load(I64, fl, ps[0], off);
+                let (pa, pb, pc) = (ld(&mut b, 0), ld(&mut b, 8), ld(&mut b, 16));
+                let r0 = b.ins().imul_imm_s(ps[1], t.rows);
+                let r1 = b.ins().imul_imm_s(ps[2], t.rows);
+                let m = b.ins().iconst(I64, t.mm.m as i64);
+                let r1 = b.ins().umin(r1, m);
+                let rows = b.ins().isub(r1, r0);
+                let ao = b.ins().imul_imm_s(r0, t.mm.a.row_stride * 4);
+                let co = b.ins().imul_imm_s(r0, t.mm.c.row_stride * 4);
+                let pa = b.ins().iadd(pa, ao);
+                let pc = b.ins().iadd(pc, co);
+                let size = u32::try_from(t.plan.stack_bytes())
+                    .map_err(|_| cg("matmul task: scratch too large"))?;
+                let slot = b.create_sized_stack_slot(StackSlotData::new(
+                    StackSlotKind::ExplicitSlot,
+                    size,
+                    4,
+                ));
+                let helpers = HashMap::new();
+                let mut kc = KernelCx::new(&mut b, &[], vec![], &helpers, true);
+                body(&mut kc, &t.mm, t.plan, func, slot, [pa, pb, pc], rows)
+                    .map_err(|e| cg(format!("matmul task: {e}")))?;
+                b.ins().return_(&[]);
+                b.finalize(fcfg);
+            }
+            module.define_function(t.id, ctx).map_err(cg)?;
+            bytes += ctx
+                .compiled_code()
+                .map(|c| c.code_buffer().len())
+                .unwrap_or(0);
+            module.clear_context(ctx);
+        }
+        Ok((bytes, self.tasks.len()))
+    }
+}
+
+/// `kiln_parallel_for(⌈m/MR⌉, task, &{a, b, c})` for a split matmul.
+pub(super) fn call(cx: &mut KernelCx, blocks: i64, ptrs: [Value; 3], task: FuncRef, par: FuncRef) {
+    let slot =
+        cx.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 24, 3));
+    for (i, p) in ptrs.into_iter().enumerate() {
+        cx.b.ins().stack_store(I64, p, slot, i as i32 * 8);
+    }
+    let ctx = cx.b.ins().stack_addr(I64, slot, 0);
+    let f = cx.b.ins().func_addr(I64, task);
+    let n = cx.b.ins().iconst(I64, blocks);
+    cx.b.ins().call(par, &[n, f, ctx]);
+}
