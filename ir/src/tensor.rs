@@ -201,7 +201,8 @@ impl Storage {
         let it = vals.into_iter();
         match dtype {
             DType::F32 => Storage::F32(it.map(|x| x as f32).collect()),
-            DType::F16 => Storage::F16(it.map(|x| f16::from_f64(x).to_bits()).collect()),
+            // Through f32, as the interpreter stores f16: the same on every host.
+            DType::F16 => Storage::F16(it.map(|x| f16::from_f32(x as f32).to_bits()).collect()),
             DType::BF16 => Storage::BF16(it.map(|x| bf16::from_f64(x).to_bits()).collect()),
             DType::F64 => Storage::F64(it.collect()),
             DType::I8 => Storage::I8(it.map(|x| x as i8).collect()),

@@ -1201,7 +1201,8 @@ fn matmul_into(
 fn set_f64(s: &mut Storage, i: usize, x: f64) {
     match s {
         Storage::F32(v) => v[i] = x as f32,
-        Storage::F16(v) => v[i] = f16::from_f64(x).to_bits(),
+        // Through f32, as F16C hardware does: the same result on every host.
+        Storage::F16(v) => v[i] = f16::from_f32(x as f32).to_bits(),
         Storage::BF16(v) => v[i] = bf16::from_f64(x).to_bits(),
         Storage::F64(v) => v[i] = x,
         _ => set_i64(s, i, x as i64),

@@ -58,15 +58,22 @@ pub(crate) fn emit_program<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
 
-    // Weights: read-only, 64-byte aligned, local.
+    // Matmuls calling the runtime's GEMM kernels, with their packed weights.
+    let gemms = super::gemm::Gemms::plan(module, prog, name, threads)?;
+    // Weights: read-only, 64-byte aligned, local; one byte for those read
+    // only through a packed copy.
     let mut weight_ids = vec![];
-    let mut weight_bytes = 0;
+    let mut weight_bytes = gemms.packed_bytes;
     for (i, w) in prog.weights.iter().enumerate() {
         check_dtype(w.data.dtype(), &format!("weight '{}'", w.name))?;
         let id = module
             .declare_data(&format!("{name}_w{i}"), Linkage::Local, false, false)
             .map_err(cg)?;
-        let mut bytes = w.data.to_le_bytes();
+        let mut bytes = if gemms.unread_weights.contains(&i) {
+            vec![]
+        } else {
+            w.data.to_le_bytes()
+        };
         weight_bytes += bytes.len();
         if bytes.is_empty() {
             bytes.push(0);
@@ -77,8 +84,6 @@ pub(crate) fn emit_program<M: Module>(
         module.define_data(id, &d).map_err(cg)?;
         weight_ids.push(id);
     }
-    let gemms = super::gemm::Gemms::plan(module, prog, name, threads)?;
-    weight_bytes += gemms.packed_bytes;
     for (sym, ios) in [
         ("input_sizes", &prog.inputs),
         ("output_sizes", &prog.outputs),
@@ -149,7 +154,7 @@ pub(crate) fn emit_program<M: Module>(
                     let Stmt::For { var, body, .. } = s else {
                         continue;
                     };
-                    if !super::parallel::parallel_loop(s) {
+                    if !super::parallel::parallel_loop(s) || gemms.folds(s) {
                         continue;
                     }
                     let tid = module

@@ -47,7 +47,7 @@ use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use kiln_ir::kernel::{Expr, Matmul, Stmt};
 use kiln_ir::{DType, Storage};
 use kiln_runtime::gemm::Variant;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use target_lexicon::Architecture;
 
 /// Floats of kernel scratch per call (256 KiB): covers `scratch_len` of
@@ -61,6 +61,8 @@ const K_CHUNK: usize = 512;
 const RUNTIME_MIN_M: u64 = 16;
 /// The trap code of a kernel that refused its arguments or the CPU.
 const GEMM_TRAP: u8 = 0x6b;
+/// No clamp.
+const NO_ACT: (f32, f32) = (f32::NEG_INFINITY, f32::INFINITY);
 
 /// Which kernels the target's ISA flags allow.
 #[derive(Clone, Copy, Debug, Default)]
@@ -125,6 +127,8 @@ pub(super) struct Plan {
     pub(super) scratch: usize,
     /// With threads: the task function that computes a range of row blocks.
     pub(super) split: Option<FuncId>,
+    /// The clamp applied as C is stored (a folded epilogue; ±∞ for none).
+    pub(super) act: (f32, f32),
 }
 
 impl Plan {
@@ -137,6 +141,10 @@ impl Plan {
         (self.scratch * 4).next_multiple_of(64) + pack * 4
     }
 }
+
+/// Packed weight blobs by (weight, offset, row stride, column stride, k, n,
+/// variant): one blob per distinct view.
+type Blobs = HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId>;
 
 /// Every planned call of one program, keyed by the address of its `Matmul`
 /// inside the program (the kernels are emitted from the same borrowed IR).
@@ -151,6 +159,10 @@ pub(crate) struct Gemms {
     pub(super) tasks: Vec<super::gemm_par::Task>,
     /// Bytes of compile-time packed weights.
     pub packed_bytes: usize,
+    /// Weights only read through packed copies (emitted as one byte).
+    pub unread_weights: HashSet<usize>,
+    /// Epilogue loops folded into a call (by statement address): not emitted.
+    folded: HashSet<usize>,
 }
 
 /// The `kiln_sgemm_<variant>` C signature.
@@ -188,11 +200,11 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
     v
 }
 
-/// Visits every `Matmul` under `body`.
-fn walk<'p>(body: &'p [Stmt], f: &mut dyn FnMut(&'p Matmul)) {
-    for s in body {
+/// Visits every `Matmul` under `body`, with the statement after it.
+fn walk<'p>(body: &'p [Stmt], f: &mut dyn FnMut(&'p Matmul, Option<&'p Stmt>)) {
+    for (i, s) in body.iter().enumerate() {
         match s {
-            Stmt::Matmul(m) => f(m),
+            Stmt::Matmul(m) => f(m, body.get(i + 1)),
             Stmt::For { body, .. } | Stmt::While { body, .. } => walk(body, f),
             Stmt::If {
                 then_body,
@@ -212,6 +224,11 @@ fn usize_of(x: i64) -> Option<usize> {
 }
 
 impl Gemms {
+    /// Whether `s` is an epilogue folded into a kernel call (not to be emitted).
+    pub(crate) fn folds(&self, s: &Stmt) -> bool {
+        self.folded.contains(&(s as *const Stmt as usize))
+    }
+
     /// Decides every matmul of `prog`, packs weight operands and declares
     /// the kernels used (as imports) and the packed blobs (local, read-only).
     pub(crate) fn plan<M: Module>(
@@ -220,10 +237,7 @@ impl Gemms {
         name: &str,
         threads: bool,
     ) -> Result<Gemms, CpuError> {
-        let mut ks = Kernels::of(module.isa());
-        if std::env::var_os("KILN_TMP_NO_GEMM").is_some() {
-            ks = Kernels::default();
-        }
+        let ks = Kernels::of(module.isa());
         let mut g = Gemms {
             plans: HashMap::new(),
             kernels: HashMap::new(),
@@ -231,20 +245,26 @@ impl Gemms {
             par_for: None,
             tasks: vec![],
             packed_bytes: 0,
+            unread_weights: HashSet::new(),
+            folded: HashSet::new(),
         };
         // One blob per distinct (weight, view, variant).
-        let mut blobs: HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId> = HashMap::new();
+        let mut blobs: Blobs = HashMap::new();
         for (si, step) in prog.steps.iter().enumerate() {
             for (ki, k) in step.program.kernels.iter().enumerate() {
-                let mut found: Vec<&Matmul> = vec![];
-                walk(&k.body, &mut |m| found.push(m));
+                let mut found: Vec<(&Matmul, Option<&Stmt>)> = vec![];
+                walk(&k.body, &mut |m, next| found.push((m, next)));
                 let mut keys = vec![];
                 let mut stack = 0usize;
-                for mm in found {
+                for (mm, next) in found {
                     let Some(mut plan) = g.plan_one(module, prog, si, mm, ks, name, &mut blobs)?
                     else {
                         continue;
                     };
+                    if let Some((lo, hi, key)) = super::gemm_epilogue::clamp(mm, next) {
+                        plan.act = (lo, hi);
+                        g.folded.insert(key);
+                    }
                     if threads {
                         plan.split = g.split(module, name, mm, plan)?;
                     }
@@ -273,6 +293,13 @@ impl Gemms {
                 }
             }
         }
+        let packed: HashSet<usize> = g
+            .plans
+            .iter()
+            .filter(|(_, p)| matches!(p.how, How::Weight(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        g.unread_weights = super::gemm_weights::unread_weights(prog, &packed);
         Ok(g)
     }
 
@@ -285,7 +312,7 @@ impl Gemms {
         mm: &Matmul,
         ks: Kernels,
         name: &str,
-        blobs: &mut HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId>,
+        blobs: &mut Blobs,
     ) -> Result<Option<Plan>, CpuError> {
         let step = &prog.steps[si];
         let bufs = &step.program.buffers;
@@ -380,6 +407,7 @@ impl Gemms {
                 how: How::Weight(id),
                 scratch,
                 split: None,
+                act: NO_ACT,
             }));
         }
         if mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
@@ -408,6 +436,7 @@ impl Gemms {
             how: How::Runtime { kch, nch },
             scratch,
             split: None,
+            act: NO_ACT,
         }))
     }
 
@@ -447,6 +476,7 @@ impl Gemms {
             }
         }
         Some(GemmCx {
+            folded: self.folded.clone(),
             calls,
             funcs,
             par_for,
@@ -463,6 +493,7 @@ pub(crate) struct GemmCx {
     funcs: HashMap<Variant, FuncRef>,
     par_for: Option<FuncRef>,
     tasks: HashMap<FuncId, FuncRef>,
+    folded: HashSet<usize>,
     stack_bytes: usize,
     slot: Option<StackSlot>,
 }
@@ -478,6 +509,11 @@ pub(crate) fn emit(cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<bool> 
 }
 
 impl GemmCx {
+    /// Whether `s` is an epilogue folded into a kernel call (not to be emitted).
+    pub(crate) fn folds(&self, s: &Stmt) -> bool {
+        self.folded.contains(&(s as *const Stmt as usize))
+    }
+
     fn emit(&mut self, cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<bool> {
         let Some(&(plan, gv)) = self.calls.get(&(mm as *const Matmul as usize)) else {
             return Ok(false);
@@ -558,7 +594,8 @@ pub(super) fn body(
         match plan.how {
             How::Weight(_) => {
                 let acc = cx.b.ins().iconst(I32, mm.accumulate as i64);
-                call.emit(cx, mm.n as i64, mm.k as i64, pa, pb, pc, acc);
+                let act = act_values(cx, plan.act);
+                call.emit(cx, mm.n as i64, mm.k as i64, [pa, pb, pc], acc, act);
             }
             How::Runtime { kch, nch } => {
                 let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
@@ -572,6 +609,8 @@ pub(super) fn body(
                     pc,
                     rs: mm.b.row_stride,
                     accumulate: mm.accumulate,
+                    k: mm.k as i64,
+                    act: plan.act,
                 };
                 rt.emit(cx, mm.n as i64, mm.k as i64, nch as i64, kch as i64)?;
             }
@@ -590,18 +629,31 @@ struct Call {
     scratch_len: i64,
 }
 
+/// The clamp bounds as values.
+fn act_values(cx: &mut KernelCx, act: (f32, f32)) -> [Value; 2] {
+    [cx.b.ins().f32const(act.0), cx.b.ins().f32const(act.1)]
+}
+
 impl Call {
     /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, acc, NULL, -inf, inf, scratch, len)`,
     /// trapping on a non-zero status.
     #[allow(clippy::too_many_arguments)]
-    fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, a: Value, b: Value, c: Value, acc: Value) {
+    fn emit(
+        &self,
+        cx: &mut KernelCx,
+        n: i64,
+        k: i64,
+        abc: [Value; 3],
+        acc: Value,
+        act: [Value; 2],
+    ) {
+        let [a, b, c] = abc;
+        let [lo, hi] = act;
         let ins = |cx: &mut KernelCx, v: i64| cx.b.ins().iconst(I64, v);
         let (m, n, k) = (self.m, ins(cx, n), ins(cx, k));
         let (lda, ldc) = (ins(cx, self.lda), ins(cx, self.ldc));
         let bias = ins(cx, 0);
         let len = ins(cx, self.scratch_len);
-        let lo = cx.b.ins().f32const(f32::NEG_INFINITY);
-        let hi = cx.b.ins().f32const(f32::INFINITY);
         let args = [
             m,
             n,
@@ -637,6 +689,9 @@ struct Runtime {
     /// B's row stride in elements (its column stride is 1).
     rs: i64,
     accumulate: bool,
+    /// All rows of B, and the clamp for the last row chunk.
+    k: i64,
+    act: (f32, f32),
 }
 
 impl Runtime {
@@ -689,7 +744,19 @@ impl Runtime {
             let nz = cx.b.ins().icmp_imm_s(IntCC::NotEqual, p0, 0);
             cx.b.ins().uextend(I32, nz)
         };
-        self.call.emit(cx, jw, kw, a, self.packed, c, acc);
+        // Earlier row chunks store partial sums: only the last one clamps.
+        let act = if kw == self.k || self.act == NO_ACT {
+            act_values(cx, self.act)
+        } else {
+            let [lo, hi] = act_values(cx, self.act);
+            let [nlo, nhi] = act_values(cx, NO_ACT);
+            let last = cx.b.ins().icmp_imm_s(IntCC::Equal, p0, self.k - kw);
+            [
+                cx.b.ins().select(last, lo, nlo),
+                cx.b.ins().select(last, hi, nhi),
+            ]
+        };
+        self.call.emit(cx, jw, kw, [a, self.packed, c], acc, act);
         Ok(())
     }
 

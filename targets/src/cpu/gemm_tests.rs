@@ -267,3 +267,116 @@ fn large_matmuls_are_split_over_threads() {
     assert!(uses_pool(64, true));
     assert!(!uses_pool(8, true));
 }
+
+/// A weight read only through its packed copy is not stored twice; without
+/// GEMM kernels (x86-64-v2) it is stored as it is.
+#[test]
+fn packed_only_weights_are_not_duplicated() {
+    use object::{Object, ObjectSymbol};
+    let cs = Case {
+        m: 8,
+        n: 40,
+        k: 30,
+        b_transposed: false,
+        c_pad: 0,
+        acc: false,
+        weight: true,
+    };
+    let (p, data) = program(cs);
+    let prog = model(&p, &data, true);
+    let weight_size = |cpu: &str| -> u64 {
+        let t = CpuTarget::parse("x86_64-unknown-linux-gnu", Some(cpu)).expect("target");
+        let art = compile_object(&prog, "mm", &t).expect("compile");
+        let f = object::File::parse(&*art.object).expect("parse");
+        let s = f.symbol_by_name("mm_w0").expect("weight symbol");
+        s.size()
+    };
+    assert_eq!(weight_size("x86-64-v2"), (cs.k * cs.n + 5) as u64 * 4);
+    assert_eq!(weight_size("x86-64-v3"), 1);
+}
+
+/// `c = a · b` followed by the epilogue loop fusion leaves for an activation.
+fn with_epilogue(m: usize, n: usize, k: usize, act: &dyn Fn(Expr) -> Expr) -> KernelProgram {
+    let mut pb = ProgramBuilder::new();
+    let a = pb.buffer("a", DType::F32, m * k, BufferRole::Input(0));
+    let b = pb.buffer("b", DType::F32, k * n, BufferRole::Input(1));
+    let c = pb.buffer("c", DType::F32, m * n, BufferRole::Output(0));
+    let (i, j) = (pb.var(), pb.var());
+    let flat = Expr::i(0) + Expr::var(i) * n as i64 + Expr::var(j) * 1;
+    pb.kernel(
+        "mm",
+        vec![
+            Stmt::Matmul(Matmul {
+                m: m as u64,
+                n: n as u64,
+                k: k as u64,
+                a: view(a, Expr::i(0), k as i64, 1),
+                b: view(b, Expr::i(0), n as i64, 1),
+                c: view(c, Expr::i(0), n as i64, 1),
+                accumulate: false,
+            }),
+            Stmt::For {
+                var: i,
+                extent: m as u64,
+                body: vec![Stmt::For {
+                    var: j,
+                    extent: n as u64,
+                    body: vec![Stmt::Store {
+                        buf: c,
+                        index: flat.clone(),
+                        value: act(Expr::load(c, flat)),
+                    }],
+                }],
+            },
+        ],
+    );
+    pb.finish()
+}
+
+/// ReLU and Clip epilogues are folded into the kernel's clamp (also when B
+/// is packed in row chunks, where only the last chunk may clamp) and give
+/// the interpreter's results; another activation is left as a loop.
+#[test]
+fn clamp_epilogues_are_folded() {
+    let relu = |x: Expr| x.max(Expr::f32(0.0));
+    let clip = |x: Expr| x.max(Expr::f32(-0.25)).min(Expr::f32(0.5));
+    let neg = |x: Expr| -x;
+    for (what, act, folds) in [
+        ("relu", &relu as &dyn Fn(Expr) -> Expr, true),
+        ("clip", &clip, true),
+        ("neg", &neg, false),
+    ] {
+        for (m, n, k) in [(20, 33, 40), (24, 70, 1100)] {
+            let p = with_epilogue(m, n, k, act);
+            let prog = single(&p);
+            let t = CpuTarget::parse("x86_64-unknown-linux-gnu", Some("x86-64-v3")).expect("t");
+            let builder = cranelift_object::ObjectBuilder::new(
+                t.isa.as_ref().clone(),
+                "mm",
+                cranelift_module::default_libcall_names(),
+            )
+            .expect("builder");
+            let mut module = cranelift_object::ObjectModule::new(builder);
+            let g = super::gemm::Gemms::plan(&mut module, &prog, "mm", false).expect("plan");
+            let epi = &prog.steps[0].program.kernels[0].body[1];
+            assert_eq!(g.folds(epi), folds, "{what}");
+            let data = [
+                Storage::F32(values(m * k, 7)),
+                Storage::F32(values(k * n, 8)),
+            ];
+            let refs: Vec<Option<&Storage>> = data.iter().map(Some).collect();
+            let want = run_program(&p, &refs).expect("interpreter");
+            let jit = JitModel::compile(&prog).expect("compile");
+            let ins: Vec<Vec<u8>> = data.iter().map(|s| s.to_le_bytes()).collect();
+            let ins: Vec<&[u8]> = ins.iter().map(|b| b.as_slice()).collect();
+            let mut out = vec![0u8; m * n * 4];
+            jit.run(&ins, &mut [&mut out]).expect("run");
+            let got = Storage::from_le_bytes(DType::F32, &out).expect("size");
+            let tol = 1e-6 * (k as f64 + 2.0) * 4.0;
+            for e in 0..m * n {
+                let (g, w) = (got.get_f64(e), want[0].get_f64(e));
+                assert!((g - w).abs() <= tol, "{what} {m}x{n}x{k}: [{e}] {g} vs {w}");
+            }
+        }
+    }
+}

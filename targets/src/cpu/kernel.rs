@@ -183,6 +183,9 @@ impl<'a, 'f> KernelCx<'a, 'f> {
 
     pub(crate) fn block(&mut self, stmts: &[Stmt]) -> R<()> {
         for s in stmts {
+            if self.gemm.as_ref().is_some_and(|g| g.folds(s)) {
+                continue;
+            }
             self.stmt(s)?;
         }
         Ok(())

@@ -13,9 +13,11 @@ mod coverage;
 mod emit;
 mod fallback;
 mod gemm;
+mod gemm_epilogue;
 mod gemm_par;
 #[cfg(test)]
 mod gemm_tests;
+mod gemm_weights;
 mod half;
 mod kernel;
 mod math;
@@ -25,9 +27,9 @@ mod object_tests;
 mod ops;
 mod parallel;
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod test_util;
+#[cfg(test)]
+mod tests;
 
 use crate::header::{render_header, sanitize};
 use crate::plan::AotProgram;
@@ -156,6 +158,11 @@ fn shared_flags(pic: bool) -> Result<settings::Flags, CpuError> {
     set(&mut b, "opt_level", "speed")?;
     set(&mut b, "is_pic", if pic { "true" } else { "false" })?;
     set(&mut b, "enable_verifier", "true")?;
+    // Functions that call the GEMM kernels keep up to half a MiB of scratch
+    // in their frame: touch it page by page, as Windows' guard page needs
+    // and as keeps a deep frame from jumping a guard gap elsewhere.
+    set(&mut b, "enable_probestack", "true")?;
+    set(&mut b, "probestack_strategy", "inline")?;
     Ok(settings::Flags::new(b))
 }
 

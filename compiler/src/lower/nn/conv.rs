@@ -327,11 +327,11 @@ fn direct_depthwise(
 /// `limit`, but at least enough for [`MIN_BLOCK_COLS`] columns.
 fn rows_per_block(rows: usize, row_len: usize, row_bytes: usize, limit: usize) -> usize {
     let fit = (1..=rows)
-        .filter(|d| rows % d == 0 && d * row_bytes <= limit)
+        .filter(|&d| rows.is_multiple_of(d) && d * row_bytes <= limit)
         .max()
         .unwrap_or(1);
     let wide = (1..=rows)
-        .find(|d| rows % d == 0 && d * row_len >= MIN_BLOCK_COLS)
+        .find(|&d| rows.is_multiple_of(d) && d * row_len >= MIN_BLOCK_COLS)
         .unwrap_or(rows);
     fit.max(wide)
 }

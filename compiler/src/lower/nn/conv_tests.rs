@@ -66,7 +66,7 @@ fn check(case: Case) {
     od.extend(&osp);
     assert_eq!(got[0].shape, od);
     let ospn: usize = osp.iter().product();
-    for o in 0..oc {
+    for (o, &bo) in bias.iter().enumerate() {
         for p in 0..ospn {
             let (mut rem, mut want) = (p, (o + 1) as f64);
             for d in (0..r).rev() {
@@ -82,7 +82,7 @@ fn check(case: Case) {
                     .sum();
                 want *= axis;
             }
-            want += bias[o] as f64;
+            want += bo as f64;
             let g = got[0].data.get_f64(o * ospn + p);
             assert!(
                 (g - want).abs() <= 1e-4 + 1e-5 * want.abs(),

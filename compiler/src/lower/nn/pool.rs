@@ -151,8 +151,8 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
                 (Some(include), Some(cb)) => {
                     // Taps inside along the row axes, bound once per row, times the column's.
                     let mut rc = Expr::i(1);
-                    for d in 0..l {
-                        rc = rc * taps_inside(pb, &win, isp, d, coords[d].clone(), include);
+                    for (d, q) in coords[..l].iter().enumerate() {
+                        rc = rc * taps_inside(pb, &win, isp, d, q.clone(), include);
                     }
                     let rv = pb.var();
                     pre.push(Stmt::Let {

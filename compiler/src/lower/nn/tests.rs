@@ -79,10 +79,13 @@ fn time_op(op: &Op, shapes: &[Vec<usize>]) -> (f64, Vec<Tensor>) {
     (t.elapsed().as_secs_f64(), out)
 }
 
-/// MobileNet-v2's heaviest depthwise and pointwise layers; generous bounds so
-/// debug builds pass too (release runs each in a few ms).
+/// MobileNet-v2's heaviest depthwise and pointwise layers through the
+/// interpreter: prints their times. A benchmark, not a test (timings on shared
+/// machines are noise): `cargo test --release -p kiln-compiler --lib
+/// mobilenet_layer_timings -- --ignored --nocapture`.
 #[test]
-fn mobilenet_layers_are_fast() {
+#[ignore = "benchmark: prints timings, asserts nothing"]
+fn mobilenet_layer_timings() {
     let dw = Op::Conv {
         kernel: vec![3, 3],
         strides: vec![1, 1],
@@ -104,8 +107,6 @@ fn mobilenet_layers_are_fast() {
         t_dw * 1e3,
         t_pw * 1e3
     );
-    let limit = if cfg!(debug_assertions) { 0.5 } else { 0.1 };
-    assert!(t_dw < limit && t_pw < limit);
 }
 
 #[test]
