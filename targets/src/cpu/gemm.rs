@@ -19,6 +19,12 @@
 //!
 //! Everything else keeps the generated loop nest.
 //!
+//! Around the calls: with threads, large matmuls are split by rows over
+//! `kiln_parallel_for` (`gemm_par.rs`); a ReLU/Clip epilogue loop right after
+//! a matmul becomes the kernel's clamp (`gemm_epilogue.rs`); a weight read
+//! only through its packed copy is stored as one byte (`gemm_weights.rs`);
+//! run-time packing is in `gemm_pack.rs`.
+//!
 //! Variant: x86_64 with AVX-512F → avx512, except for `n ≤ 64` where its
 //! 32-wide tile is mostly padding and avx2 is faster; AVX2+FMA → avx2;
 //! aarch64 → neon; otherwise no call. The object then needs a CPU with those
@@ -33,11 +39,9 @@
 //! main-thread stack, and each parallel task gets its own copy.
 
 use super::kernel::{KernelCx, R};
-use super::ops::mflags;
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
-use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, F32X4, I32, I64};
+use cranelift_codegen::ir::types::{F32, I32, I64};
 use cranelift_codegen::ir::{
     AbiParam, FuncRef, Function, GlobalValue, InstBuilder, Signature, StackSlot, StackSlotData,
     StackSlotKind, TrapCode, Value,
@@ -62,7 +66,7 @@ const RUNTIME_MIN_M: u64 = 16;
 /// The trap code of a kernel that refused its arguments or the CPU.
 const GEMM_TRAP: u8 = 0x6b;
 /// No clamp.
-const NO_ACT: (f32, f32) = (f32::NEG_INFINITY, f32::INFINITY);
+pub(super) const NO_ACT: (f32, f32) = (f32::NEG_INFINITY, f32::INFINITY);
 
 /// Which kernels the target's ISA flags allow.
 #[derive(Clone, Copy, Debug, Default)]
@@ -600,7 +604,7 @@ pub(super) fn body(
             How::Runtime { kch, nch } => {
                 let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
                 let packed = cx.b.ins().iadd_imm_s(scratch, pack_off);
-                let rt = Runtime {
+                let rt = super::gemm_pack::Runtime {
                     call,
                     variant: plan.variant,
                     src: pb,
@@ -620,7 +624,7 @@ pub(super) fn body(
 }
 
 /// The arguments every call of one matmul shares.
-struct Call {
+pub(super) struct Call {
     func: FuncRef,
     m: Value,
     lda: i64,
@@ -630,15 +634,15 @@ struct Call {
 }
 
 /// The clamp bounds as values.
-fn act_values(cx: &mut KernelCx, act: (f32, f32)) -> [Value; 2] {
+pub(super) fn act_values(cx: &mut KernelCx, act: (f32, f32)) -> [Value; 2] {
     [cx.b.ins().f32const(act.0), cx.b.ins().f32const(act.1)]
 }
 
 impl Call {
-    /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, acc, NULL, -inf, inf, scratch, len)`,
+    /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, acc, NULL, lo, hi, scratch, len)`,
     /// trapping on a non-zero status.
     #[allow(clippy::too_many_arguments)]
-    fn emit(
+    pub(super) fn emit(
         &self,
         cx: &mut KernelCx,
         n: i64,
@@ -673,147 +677,5 @@ impl Call {
         let inst = cx.b.ins().call(self.func, &args);
         let rc = cx.b.inst_results(inst)[0];
         cx.b.ins().trapnz(rc, TrapCode::unwrap_user(GEMM_TRAP));
-    }
-}
-
-/// A matmul whose B is packed at run time, chunk by chunk.
-struct Runtime {
-    call: Call,
-    variant: Variant,
-    /// Byte address of B(0, 0).
-    src: Value,
-    /// Byte address of the packed chunk.
-    packed: Value,
-    pa: Value,
-    pc: Value,
-    /// B's row stride in elements (its column stride is 1).
-    rs: i64,
-    accumulate: bool,
-    /// All rows of B, and the clamp for the last row chunk.
-    k: i64,
-    act: (f32, f32),
-}
-
-impl Runtime {
-    /// Columns in chunks of `nch`, rows in chunks of `kch`: full chunks in
-    /// counted loops, the remainders straight after.
-    fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, nch: i64, kch: i64) -> R<()> {
-        let cols = |cx: &mut KernelCx, j0: Value, jw: i64| -> R<()> {
-            let nk = k / kch;
-            if nk == 1 {
-                let p0 = cx.b.ins().iconst(I64, 0);
-                self.piece(cx, j0, jw, p0, kch)?;
-            } else if nk > 1 {
-                cx.counted_loop(0, nk * kch, kch, &mut |cx, p0| {
-                    self.piece(cx, j0, jw, p0, kch)
-                })?;
-            }
-            if k % kch > 0 {
-                let p0 = cx.b.ins().iconst(I64, nk * kch);
-                self.piece(cx, j0, jw, p0, k % kch)?;
-            }
-            Ok(())
-        };
-        let nj = n / nch;
-        if nj == 1 {
-            let j0 = cx.b.ins().iconst(I64, 0);
-            cols(cx, j0, nch)?;
-        } else if nj > 1 {
-            cx.counted_loop(0, nj * nch, nch, &mut |cx, j0| cols(cx, j0, nch))?;
-        }
-        if n % nch > 0 {
-            let j0 = cx.b.ins().iconst(I64, nj * nch);
-            cols(cx, j0, n % nch)?;
-        }
-        Ok(())
-    }
-
-    /// Packs rows `p0..p0+kw`, columns `j0..j0+jw` of B and multiplies them in.
-    fn piece(&self, cx: &mut KernelCx, j0: Value, jw: i64, p0: Value, kw: i64) -> R<()> {
-        let row = cx.b.ins().imul_imm_s(p0, self.rs * 4);
-        let col = cx.b.ins().ishl_imm_s(j0, 2);
-        let src = cx.b.ins().iadd(self.src, row);
-        let src = cx.b.ins().iadd(src, col);
-        self.pack(cx, src, kw, jw)?;
-        let p4 = cx.b.ins().ishl_imm_s(p0, 2);
-        let a = cx.b.ins().iadd(self.pa, p4);
-        let c = cx.b.ins().iadd(self.pc, col);
-        let acc = if self.accumulate {
-            cx.b.ins().iconst(I32, 1)
-        } else {
-            let nz = cx.b.ins().icmp_imm_s(IntCC::NotEqual, p0, 0);
-            cx.b.ins().uextend(I32, nz)
-        };
-        // Earlier row chunks store partial sums: only the last one clamps.
-        let act = if kw == self.k || self.act == NO_ACT {
-            act_values(cx, self.act)
-        } else {
-            let [lo, hi] = act_values(cx, self.act);
-            let [nlo, nhi] = act_values(cx, NO_ACT);
-            let last = cx.b.ins().icmp_imm_s(IntCC::Equal, p0, self.k - kw);
-            [
-                cx.b.ins().select(last, lo, nlo),
-                cx.b.ins().select(last, hi, nhi),
-            ]
-        };
-        self.call.emit(cx, jw, kw, [a, self.packed, c], acc, act);
-        Ok(())
-    }
-
-    /// The variant's packed layout of a `kw × jw` block at `src` (see
-    /// `kiln_runtime::gemm`): per `KC` rows, `NR`-column panels of rows.
-    fn pack(&self, cx: &mut KernelCx, src: Value, kw: i64, jw: i64) -> R<()> {
-        let bl = self.variant.blocking();
-        let (kc_max, nr) = (bl.kc as i64, bl.nr as i64);
-        let jw_pad = (jw + nr - 1) / nr * nr;
-        let rs4 = self.rs * 4;
-        let mut pc = 0;
-        while pc < kw {
-            let kc = kc_max.min(kw - pc);
-            let blk_src = cx.b.ins().iadd_imm_s(src, pc * rs4);
-            let blk_dst = cx.b.ins().iadd_imm_s(self.packed, pc * jw_pad * 4);
-            let full = jw / nr;
-            // One panel: `cols` valid columns from `s`, zero-padded to NR at `d`.
-            let panel = |cx: &mut KernelCx, s: Value, d: Value, cols: i64| -> R<()> {
-                cx.counted_loop(0, kc, 1, &mut |cx, p| {
-                    let so = cx.b.ins().imul_imm_s(p, rs4);
-                    let sp = cx.b.ins().iadd(s, so);
-                    let dof = cx.b.ins().imul_imm_s(p, nr * 4);
-                    let dp = cx.b.ins().iadd(d, dof);
-                    let vecs = cols / 4;
-                    for v in 0..vecs {
-                        let x = cx.b.ins().load(F32X4, mflags(), sp, (v * 16) as i32);
-                        cx.b.ins().store(mflags(), x, dp, (v * 16) as i32);
-                    }
-                    for j in vecs * 4..cols {
-                        let x = cx.b.ins().load(F32, mflags(), sp, (j * 4) as i32);
-                        cx.b.ins().store(mflags(), x, dp, (j * 4) as i32);
-                    }
-                    if cols < nr {
-                        let z = cx.b.ins().f32const(0.0);
-                        for j in cols..nr {
-                            cx.b.ins().store(mflags(), z, dp, (j * 4) as i32);
-                        }
-                    }
-                    Ok(())
-                })
-            };
-            if full > 0 {
-                cx.counted_loop(0, full, 1, &mut |cx, q| {
-                    let so = cx.b.ins().imul_imm_s(q, nr * 4);
-                    let s = cx.b.ins().iadd(blk_src, so);
-                    let dof = cx.b.ins().imul_imm_s(q, kc * nr * 4);
-                    let d = cx.b.ins().iadd(blk_dst, dof);
-                    panel(cx, s, d, nr)
-                })?;
-            }
-            if jw % nr > 0 {
-                let s = cx.b.ins().iadd_imm_s(blk_src, full * nr * 4);
-                let d = cx.b.ins().iadd_imm_s(blk_dst, full * kc * nr * 4);
-                panel(cx, s, d, jw % nr)?;
-            }
-            pc += kc;
-        }
-        Ok(())
     }
 }

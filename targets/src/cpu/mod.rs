@@ -14,6 +14,7 @@ mod emit;
 mod fallback;
 mod gemm;
 mod gemm_epilogue;
+mod gemm_pack;
 mod gemm_par;
 #[cfg(test)]
 mod gemm_tests;
