@@ -71,11 +71,12 @@ pub fn dce(model: &mut Model) -> bool {
         let mut used: HashSet<ValueId> = HashSet::new();
         collect_uses(&model.body, &mut used);
         let before = count_nodes(&model.body);
+        let trimmed = trim_unused_outputs(&mut model.body, &used);
         retain_used(&mut model.body, &used);
         let after = count_nodes(&model.body);
         let consts_before = model.consts.len();
         model.consts.retain(|id, _| used.contains(id));
-        if after == before && consts_before == model.consts.len() {
+        if !trimmed && after == before && consts_before == model.consts.len() {
             break;
         }
         changed = true;
@@ -91,6 +92,29 @@ fn collect_uses(r: &Region, used: &mut HashSet<ValueId>) {
             collect_uses(sub, used);
         }
     }
+}
+
+/// Drops optional trailing outputs nothing reads, so their lowering never
+/// computes them: MaxPool's indices (exporters often declare them unused).
+fn trim_unused_outputs(r: &mut Region, used: &HashSet<ValueId>) -> bool {
+    let mut changed = false;
+    for n in &mut r.nodes {
+        let optional_tail = matches!(
+            n.op,
+            kiln_ir::Op::Pool {
+                kind: kiln_ir::graph::PoolKind::Max,
+                ..
+            }
+        );
+        if optional_tail && n.outputs.len() == 2 && !used.contains(&n.outputs[1]) {
+            n.outputs.truncate(1);
+            changed = true;
+        }
+        for sub in &mut n.regions {
+            changed |= trim_unused_outputs(sub, used);
+        }
+    }
+    changed
 }
 
 fn retain_used(r: &mut Region, used: &HashSet<ValueId>) {
@@ -269,5 +293,28 @@ fn count_uses(r: &Region, uses: &mut HashMap<ValueId, usize>) {
     }
     for v in &r.results {
         *uses.entry(*v).or_insert(0) += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOLS: &str = r#"kiln 1
+model "pools"
+func(%x: f32[1,2,6,6]) {
+  %y, %unused = pool(%x) {kind: max, kernel: [2, 2], strides: [2, 2], pads: [0, 0, 0, 0], dilations: [1, 1], ceil_mode: false} : f32[1,2,3,3], i64[1,2,3,3] @p1
+  %z, %idx = pool(%y) {kind: max, kernel: [1, 1], strides: [1, 1], pads: [0, 0, 0, 0], dilations: [1, 1], ceil_mode: false} : f32[1,2,3,3], i64[1,2,3,3] @p2
+  return %z, %idx
+}
+"#;
+
+    /// Unread MaxPool indices are dropped; indices a graph output needs stay.
+    #[test]
+    fn dce_drops_unread_maxpool_indices_only() {
+        let mut m = kiln_ir::text::parse(POOLS).expect("parse");
+        assert!(dce(&mut m));
+        let outs: Vec<usize> = m.body.nodes.iter().map(|n| n.outputs.len()).collect();
+        assert_eq!(outs, vec![1, 2]);
     }
 }
