@@ -18,6 +18,7 @@
 //! Types: every expression has a [`DType`]. Loop variables and indices are
 //! i64. Binary operands have equal types (the lowering inserts casts).
 
+pub mod analysis;
 pub mod build;
 pub mod interp;
 pub mod print;

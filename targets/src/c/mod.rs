@@ -6,7 +6,6 @@
 //! memory: inputs, outputs and one arena of `NAME_ARENA_SIZE` bytes aligned to
 //! `NAME_ARENA_ALIGN`.
 
-mod elide;
 mod gemm;
 mod index;
 mod kernel;
@@ -309,7 +308,10 @@ fn render_run(prog: &AotProgram, name: &str, src: &mut String) -> Result<(), CEr
                 .iter()
                 .zip(&step.bindings)
                 .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
-            if !is_in && !in_place && !elide::fully_written_first(&step.program, b as BufId) {
+            if !is_in
+                && !in_place
+                && !kiln_ir::kernel::analysis::fully_written_first(&step.program, b as BufId)
+            {
                 // The interpreter zero-initialises outputs and scratch; so does the C code
                 // (unless the step provably writes every element before reading any).
                 let _ = writeln!(src, "    kiln_zero(p{b}, {}u);", d.len * d.dtype.size());

@@ -427,7 +427,7 @@ fn emit_run<M: Module>(
     };
     for (si, step) in prog.steps.iter().enumerate() {
         let fully_written: Vec<bool> = (0..step.program.buffers.len())
-            .map(|bi| super::coverage::fully_written(&step.program, bi as u32))
+            .map(|bi| kiln_ir::kernel::analysis::fully_written_first(&step.program, bi as u32))
             .collect();
         for (bi, (d, loc)) in step.program.buffers.iter().zip(&step.bindings).enumerate() {
             if let BufferLoc::Weight(i) = loc {

@@ -9,7 +9,6 @@
 //! (see `gemm.rs`), and `kiln_parallel_for` with threads: link with
 //! `-lkiln_runtime`.
 
-mod coverage;
 mod emit;
 mod fallback;
 mod gemm;

@@ -1,21 +1,23 @@
-//! Which buffers need no zeroing before a step runs.
+//! Which buffers of a kernel program need no zeroing before it runs.
 //!
-//! The interpreter hands every kernel zeroed outputs and scratch, and the C
-//! code reproduces that with `kiln_zero`. Most buffers, though, are first
-//! touched by a loop nest that stores every element (an output written in
-//! row-major order, a padded copy, a bias broadcast before a GEMM); zeroing
-//! those is wasted work: about 8% of the instructions of a small CNN on a
-//! Cortex-M. A buffer is left unzeroed only when this is provable from the
-//! kernel IR: the first top-level statement referring to it is a perfect
-//! loop nest whose straight-line body unconditionally stores it at exactly
-//! the row-major index of the nest, the nest's extents multiply to the
-//! buffer length, and nothing in the nest reads it.
+//! The interpreter hands every program zeroed outputs and scratch, and the
+//! renderers reproduce that. Most buffers, though, are first touched by a
+//! loop nest that stores every element (an output written in row-major
+//! order, a padded copy, a bias broadcast before a GEMM) or by a GEMM that
+//! overwrites all of its C; zeroing those is wasted work (about 8% of the
+//! instructions of a small CNN on a Cortex-M). A buffer is left unzeroed only
+//! when this is provable from the kernel IR: the first top-level statement
+//! referring to it is a non-accumulating dense GEMM into it, or a perfect loop
+//! nest whose straight-line body unconditionally stores it at exactly the
+//! row-major index of the nest, the extents multiplying to the buffer length,
+//! with nothing in the nest reading it. Every renderer asks this one question
+//! here, so they zero the same buffers.
 
-use kiln_ir::kernel::{BinOp, BufId, Expr, KernelProgram, Matmul, Stmt, VarId};
+use super::{BinOp, BufId, Expr, KernelProgram, Matmul, Stmt, VarId};
 use std::collections::HashMap;
 
 /// Whether `buf` of `prog` is fully written before anything reads it.
-pub(crate) fn fully_written_first(prog: &KernelProgram, buf: BufId) -> bool {
+pub fn fully_written_first(prog: &KernelProgram, buf: BufId) -> bool {
     let len = match prog.buffers.get(buf as usize) {
         Some(d) => d.len as u64,
         None => return false,
@@ -55,6 +57,18 @@ fn stores_to(s: &Stmt, buf: BufId) -> bool {
 }
 
 fn covers(s: &Stmt, buf: BufId, len: u64) -> bool {
+    // A GEMM that overwrites its whole, densely laid out C and reads it nowhere.
+    if let Stmt::Matmul(m) = s {
+        return m.c.buf == buf
+            && m.a.buf != buf
+            && m.b.buf != buf
+            && !m.accumulate
+            && matches!(m.c.offset, Expr::I(0, _))
+            && m.c.col_stride == 1
+            && m.c.row_stride == m.n as i64
+            && m.m.checked_mul(m.n) == Some(len)
+            && m.k > 0;
+    }
     // Descend the perfect nest.
     let mut nest: Vec<(VarId, u64)> = vec![];
     let mut cur = s;
@@ -145,8 +159,28 @@ fn linear(e: &Expr) -> Option<(HashMap<VarId, i64>, i64)> {
     }
 }
 
+/// Calls `f` on `e` and every sub-expression.
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Load { index, .. } => walk(index, f),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => walk(a, f),
+        Expr::Binary(_, a, b) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::Select(c, a, b) => {
+            walk(c, f);
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::Reduce { body, .. } => walk(body, f),
+        _ => {}
+    }
+}
+
 fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
-    let mut e = |x: &Expr| super::kernel::walk(x, f);
+    let mut e = |x: &Expr| walk(x, f);
     match s {
         Stmt::For { body, .. } => body.iter().for_each(|s| visit_stmt(s, f)),
         Stmt::While { cond, body } => {
@@ -180,8 +214,8 @@ fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_ir::kernel::{BufferDecl, BufferRole, Kernel};
-    use kiln_ir::DType;
+    use crate::kernel::{BufferDecl, BufferRole, Kernel};
+    use crate::DType;
 
     fn prog(body: Vec<Stmt>) -> KernelProgram {
         let decl = |role| BufferDecl {
