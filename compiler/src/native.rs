@@ -161,9 +161,19 @@ pub struct NativeModel {
 impl NativeModel {
     /// Binds `model` to these inputs' shapes (see [`bind_static`]), plans and compiles it.
     pub fn compile(model: &Model, inputs: &[Tensor]) -> Result<NativeModel, NativeError> {
+        Self::compile_with(model, inputs, false)
+    }
+
+    /// As [`Self::compile`]; with `profile` the code reports each step's start
+    /// to `kiln_targets::cpu::profile`.
+    pub fn compile_with(
+        model: &Model,
+        inputs: &[Tensor],
+        profile: bool,
+    ) -> Result<NativeModel, NativeError> {
         let (m, kept) = bind_static(model, inputs)?;
         let program = plan_model(&m)?;
-        let jit = JitModel::compile(&program)?;
+        let jit = JitModel::compile_with(&program, profile)?;
         Ok(NativeModel { program, jit, kept })
     }
 

@@ -254,9 +254,12 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
             msg,
         };
         let Lowered {
-            program: prog,
+            program: mut prog,
             inputs: kvals,
         } = lower_node(&m, n)?;
+        for k in &mut prog.kernels {
+            k.body = kiln_ir::kernel::rewrite::peel_unit_loops(std::mem::take(&mut k.body));
+        }
         let mut reused: Vec<usize> = vec![];
         for (k, &v) in n.outputs.iter().enumerate() {
             let place = if let Some(&k) = out_of.get(&v) {

@@ -30,6 +30,10 @@ pub struct Args {
     /// Print one JSON object on stdout instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Also time every step (the code reports each step's start; slightly
+    /// slower) and print the steps that take longest
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Deterministic inputs: floats in [-1, 1), integers in [0, 8) (valid ids and
@@ -90,7 +94,8 @@ pub fn main(a: Args) -> CmdResult {
         });
     }
     let t0 = Instant::now();
-    let nm = NativeModel::compile(&m, &inputs).context("compiling for this machine")?;
+    let nm =
+        NativeModel::compile_with(&m, &inputs, a.profile).context("compiling for this machine")?;
     let compile = t0.elapsed();
     let in_bytes = nm.input_bytes(&inputs);
     let in_refs: Vec<&[u8]> = in_bytes.iter().map(|b| b.as_slice()).collect();
@@ -113,7 +118,12 @@ pub fn main(a: Args) -> CmdResult {
             .map_err(anyhow::Error::from)?;
         if i >= a.warmup {
             times.push(t.elapsed());
+        } else if i + 1 == a.warmup {
+            kiln_targets::cpu::profile::reset();
         }
+    }
+    if a.profile {
+        print_profile(prog, times.len());
     }
     times.sort();
     let (p10, med, p90) = (
@@ -153,4 +163,32 @@ pub fn main(a: Args) -> CmdResult {
         );
     }
     Ok(())
+}
+
+/// The steps that took longest, with their share of the run.
+fn print_profile(prog: &kiln_targets::plan::AotProgram, runs: usize) {
+    let totals = kiln_targets::cpu::profile::totals();
+    let all: Duration = totals.iter().sum();
+    let mut order: Vec<usize> = (0..totals.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(totals[i]));
+    eprintln!("{:>5} {:>9} {:>6}  node (kernels)", "step", "us/run", "%");
+    for &i in order.iter().take(40) {
+        let Some(step) = prog.steps.get(i) else {
+            continue;
+        };
+        let kernels: Vec<&str> = step
+            .program
+            .kernels
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        eprintln!(
+            "{:>5} {:>9.1} {:>6.2}  {} ({})",
+            i,
+            totals[i].as_secs_f64() * 1e6 / runs.max(1) as f64,
+            100.0 * totals[i].as_secs_f64() / all.as_secs_f64().max(1e-12),
+            step.node,
+            kernels.join(", ")
+        );
+    }
 }

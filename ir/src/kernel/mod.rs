@@ -22,6 +22,7 @@ pub mod analysis;
 pub mod build;
 pub mod interp;
 pub mod print;
+pub mod rewrite;
 pub mod verify;
 
 use crate::dtype::DType;

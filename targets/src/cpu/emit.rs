@@ -47,6 +47,7 @@ pub(crate) fn emit_program<M: Module>(
     name: &str,
     native_round: bool,
     threads: bool,
+    profile: bool,
 ) -> Result<Emitted, CpuError> {
     for io in prog.inputs.iter().chain(&prog.outputs) {
         check_dtype(io.dtype, &format!("graph value '{}'", io.name))?;
@@ -265,6 +266,7 @@ pub(crate) fn emit_program<M: Module>(
         &kernel_ids,
         &mut ctx,
         &mut fctx,
+        profile,
     )?;
     code_bytes += define(module, run, &mut ctx).map_err(cg)?;
     functions += 1;
@@ -352,6 +354,7 @@ fn emit_run<M: Module>(
     kernel_ids: &[Vec<FuncId>],
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
+    profile: bool,
 ) -> Result<FuncId, CpuError> {
     let ptr = module.target_config().pointer_type();
     let cc = module.isa().default_call_conv();
@@ -381,8 +384,20 @@ fn emit_run<M: Module>(
         .declare_function("memcpy", Linkage::Import, &csig)
         .map_err(cg)?;
 
+    let profile_hook = if profile {
+        let mut psig = Signature::new(cc);
+        psig.params.push(AbiParam::new(ptr));
+        Some(
+            module
+                .declare_function("kiln_profile_step", Linkage::Import, &psig)
+                .map_err(cg)?,
+        )
+    } else {
+        None
+    };
     ctx.func.signature = sig;
     ctx.func.name = UserFuncName::user(0, run.as_u32());
+    let profile_ref = profile_hook.map(|h| module.declare_func_in_func(h, &mut ctx.func));
     let memset_ref = module.declare_func_in_func(memset, &mut ctx.func);
     let memcpy_ref = module.declare_func_in_func(memcpy, &mut ctx.func);
     let wgv: Vec<_> = weight_ids
@@ -425,7 +440,14 @@ fn emit_run<M: Module>(
         BufferLoc::Weight(i) => b.ins().symbol_value(ptr, wgv[i]),
         BufferLoc::Arena(o) => b.ins().iadd_imm_s(arena, o as i64),
     };
+    let mark = |b: &mut FunctionBuilder, i: usize| {
+        if let Some(h) = profile_ref {
+            let v = b.ins().iconst(ptr, i as i64);
+            b.ins().call(h, &[v]);
+        }
+    };
     for (si, step) in prog.steps.iter().enumerate() {
+        mark(&mut b, si);
         let fully_written: Vec<bool> = (0..step.program.buffers.len())
             .map(|bi| kiln_ir::kernel::analysis::fully_written_first(&step.program, bi as u32))
             .collect();
@@ -468,6 +490,7 @@ fn emit_run<M: Module>(
             b.ins().call(*k, &[table]);
         }
     }
+    mark(&mut b, prog.steps.len());
     for c in &prog.output_copies {
         let dst = b.ins().load(ptr, flags, outs_p, c.output as i32 * pw);
         let src = loc_ptr(&mut b, c.from);

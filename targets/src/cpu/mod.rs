@@ -26,6 +26,7 @@ mod matmul;
 mod object_tests;
 mod ops;
 mod parallel;
+pub mod profile;
 #[cfg(test)]
 mod test_util;
 #[cfg(test)]
@@ -318,6 +319,7 @@ pub fn compile_object(
         &name,
         target.native_round(),
         target.threads,
+        false,
     )?;
     let object = module
         .finish()
@@ -352,6 +354,12 @@ pub struct JitModel {
 impl JitModel {
     /// Compiles `prog` for the host.
     pub fn compile(prog: &AotProgram) -> Result<JitModel, CpuError> {
+        Self::compile_with(prog, false)
+    }
+
+    /// Compiles `prog` for the host; with `profile`, the code reports the
+    /// start of every step to [`profile`] (timings for `kiln bench --profile`).
+    pub fn compile_with(prog: &AotProgram, profile: bool) -> Result<JitModel, CpuError> {
         let t0 = Instant::now();
         let target = CpuTarget::build(&Triple::host().to_string(), Some("native"), false)?;
         let isa = target.isa.as_ref().clone();
@@ -361,11 +369,19 @@ impl JitModel {
             "kiln_parallel_for",
             kiln_runtime::kiln_parallel_for as *const u8,
         );
+        builder.symbol("kiln_profile_step", profile::kiln_profile_step as *const u8);
         for (name, ptr) in gemm::jit_symbols() {
             builder.symbol(name, ptr);
         }
         let mut module = cranelift_jit::JITModule::new(builder);
-        let em = emit::emit_program(&mut module, prog, "kiln_jit", target.native_round(), true)?;
+        let em = emit::emit_program(
+            &mut module,
+            prog,
+            "kiln_jit",
+            target.native_round(),
+            true,
+            profile,
+        )?;
         module
             .finalize_definitions()
             .map_err(|e| CpuError::Codegen(e.to_string()))?;

@@ -37,6 +37,9 @@ pub(crate) fn parallel_loop(s: &Stmt) -> bool {
         ranges: HashMap::new(),
         bound: vec![*var],
         accesses: vec![],
+        forms: vec![],
+        lets: HashMap::new(),
+        extents: HashMap::new(),
         stored: vec![],
         ok: true,
     };
@@ -46,20 +49,88 @@ pub(crate) fn parallel_loop(s: &Stmt) -> bool {
         return false;
     }
     a.stored.iter().all(|b| {
-        let mut coeff = None;
-        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for acc in a.accesses.iter().filter(|x| x.buf == *b) {
-            match (coeff, acc.coeff) {
-                (_, 0) => return false,
-                (None, c) => coeff = Some(c),
-                (Some(c0), c) if c0 != c => return false,
-                _ => {}
+        disjoint_by_form(&a.forms, *b, *extent) || {
+            let mut coeff = None;
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            for acc in a.accesses.iter().filter(|x| x.buf == *b) {
+                match (coeff, acc.coeff) {
+                    (_, 0) => return false,
+                    (None, c) => coeff = Some(c),
+                    (Some(c0), c) if c0 != c => return false,
+                    _ => {}
+                }
+                lo = lo.min(acc.lo);
+                hi = hi.max(acc.hi);
             }
-            lo = lo.min(acc.lo);
-            hi = hi.max(acc.hi);
+            coeff.is_some_and(|c| hi.saturating_sub(lo) < c.saturating_abs())
         }
-        coeff.is_some_and(|c| hi.saturating_sub(lo) < c.saturating_abs())
     })
+}
+
+/// An access's index as `constant + coeff·v + Σ stride·u` over the parallel
+/// variable `v` and inner loop variables `u` (terms as `(stride, extent)`,
+/// sorted, trip counts of 1 dropped).
+#[derive(Clone, Debug, PartialEq)]
+struct Form {
+    constant: i64,
+    coeff: i64,
+    terms: Vec<(i64, u64)>,
+}
+
+/// The second way iterations can be shown not to overlap in buffer `b`:
+/// every access to `b` has the same [`Form`], and the map from
+/// `(v, u…)` to the address is one-to-one (mixed radix: sorted by stride,
+/// each stride exceeds the largest offset the smaller ones reach). Then two
+/// iterations never touch the same element. This covers 2-D tiles, e.g. the
+/// column blocks of a row-major matrix, which the interval rule rejects.
+fn disjoint_by_form(forms: &[(BufId, Option<Form>)], b: BufId, extent: u64) -> bool {
+    let mut mine = forms.iter().filter(|(x, _)| *x == b).map(|(_, f)| f);
+    let Some(Some(first)) = mine.next() else {
+        return false;
+    };
+    if !mine.all(|f| f.as_ref() == Some(first)) || first.coeff <= 0 {
+        return false;
+    }
+    let mut terms = first.terms.clone();
+    terms.push((first.coeff, extent));
+    terms.sort();
+    let mut reach: i64 = 0;
+    for (stride, ext) in terms {
+        if stride <= reach {
+            return false;
+        }
+        let Some(r) = (ext as i64 - 1)
+            .checked_mul(stride)
+            .and_then(|x| x.checked_add(reach))
+        else {
+            return false;
+        };
+        reach = r;
+    }
+    true
+}
+
+/// A linear integer expression: constant plus coefficient per variable.
+type Lin = (i64, Vec<(VarId, i64)>);
+
+fn lin_add(a: Lin, b: Lin, sign: i64) -> Option<Lin> {
+    let mut terms = a.1;
+    for (v, c) in b.1 {
+        let c = c.checked_mul(sign)?;
+        match terms.iter_mut().find(|(w, _)| *w == v) {
+            Some(t) => t.1 = t.1.checked_add(c)?,
+            None => terms.push((v, c)),
+        }
+    }
+    Some((a.0.checked_add(b.0.checked_mul(sign)?)?, terms))
+}
+
+fn lin_scale(a: Lin, k: i64) -> Option<Lin> {
+    let terms =
+        a.1.into_iter()
+            .map(|(v, c)| Some((v, c.checked_mul(k)?)))
+            .collect::<Option<Vec<_>>>()?;
+    Some((a.0.checked_mul(k)?, terms))
 }
 
 /// Innermost iterations (and matmul multiply-adds) of one execution of `b`.
@@ -92,6 +163,12 @@ struct Analysis {
     /// Variables bound inside the body (and the loop variable).
     bound: Vec<VarId>,
     accesses: Vec<Access>,
+    /// The [`Form`] of every access (None: not linear in loop variables).
+    forms: Vec<(BufId, Option<Form>)>,
+    /// Linear values of `let`-bound integer variables.
+    lets: HashMap<VarId, Lin>,
+    /// Trip counts of the loops inside the body.
+    extents: HashMap<VarId, u64>,
     stored: Vec<BufId>,
     ok: bool,
 }
@@ -101,6 +178,7 @@ impl Analysis {
         for s in b {
             match s {
                 Stmt::For { var, extent, body } => {
+                    self.extents.insert(*var, *extent);
                     self.bound.push(*var);
                     self.ranges
                         .insert(*var, (0, (*extent as i64).saturating_sub(1).max(0)));
@@ -108,11 +186,16 @@ impl Analysis {
                 }
                 Stmt::Let { var, value } => {
                     self.expr(value);
+                    if let Some(l) = self.lin(value) {
+                        self.lets.insert(*var, l);
+                    }
                     self.bound.push(*var);
                 }
                 Stmt::Store { buf, index, value } => {
                     self.stored.push(*buf);
                     self.access(*buf, index);
+                    let f = self.lin(index).and_then(|l| self.form(l, &[]));
+                    self.forms.push((*buf, f));
                     self.expr(index);
                     self.expr(value);
                 }
@@ -136,6 +219,10 @@ impl Analysis {
                         self.expr(&v.offset);
                         let sp = span(rows, cols, v.row_stride, v.col_stride);
                         self.access(v.buf, &v.offset);
+                        let f = self.lin(&v.offset).and_then(|l| {
+                            self.form(l, &[(v.row_stride, rows), (v.col_stride, cols)])
+                        });
+                        self.forms.push((v.buf, f));
                         if let Some(a) = self.accesses.last_mut() {
                             a.lo = a.lo.saturating_add(*sp.start());
                             a.hi = a.hi.saturating_add(*sp.end());
@@ -166,6 +253,8 @@ impl Analysis {
             Expr::Var(v) if !self.bound.contains(v) => self.ok = false,
             Expr::Load { buf, index } => {
                 self.access(*buf, index);
+                let f = self.lin(index).and_then(|l| self.form(l, &[]));
+                self.forms.push((*buf, f));
                 self.expr(index);
             }
             Expr::Unary(_, a) | Expr::Cast(_, a) => self.expr(a),
@@ -188,6 +277,62 @@ impl Analysis {
             }
             _ => {}
         }
+    }
+
+    /// `e` as a linear function of loop variables (lets expanded).
+    fn lin(&self, e: &Expr) -> Option<Lin> {
+        match e {
+            Expr::I(c, _) => Some((*c, vec![])),
+            Expr::Var(v) => match self.lets.get(v) {
+                Some(l) => Some(l.clone()),
+                None => Some((0, vec![(*v, 1)])),
+            },
+            Expr::Binary(BinOp::Add, a, b) => lin_add(self.lin(a)?, self.lin(b)?, 1),
+            Expr::Binary(BinOp::Sub, a, b) => lin_add(self.lin(a)?, self.lin(b)?, -1),
+            Expr::Binary(BinOp::Mul, a, b) => {
+                let (x, y) = (self.lin(a)?, self.lin(b)?);
+                match (x.1.is_empty(), y.1.is_empty()) {
+                    (true, _) => lin_scale(y, x.0),
+                    (_, true) => lin_scale(x, y.0),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The [`Form`] of an address `l` plus extra `(stride, extent)` terms
+    /// (a matmul view's rows and columns).
+    fn form(&self, l: Lin, extra: &[(i64, u64)]) -> Option<Form> {
+        let mut coeff = 0;
+        let mut terms = vec![];
+        for (v, c) in l.1 {
+            if c == 0 {
+                continue;
+            }
+            if v == self.var {
+                coeff = c;
+            } else {
+                let e = *self.extents.get(&v)?;
+                if c < 0 {
+                    return None;
+                }
+                terms.push((c, e));
+            }
+        }
+        for &(s, e) in extra {
+            if s < 0 {
+                return None;
+            }
+            terms.push((s, e));
+        }
+        terms.retain(|&(s, e)| e > 1 && s != 0);
+        terms.sort();
+        Some(Form {
+            constant: l.0,
+            coeff,
+            terms,
+        })
     }
 
     /// Interval of an integer index expression with the parallel variable at 0.
