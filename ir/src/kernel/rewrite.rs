@@ -76,7 +76,12 @@ fn is_zero(e: &Expr) -> bool {
     matches!(e, Expr::I(0, _))
 }
 
-/// `x` with `v` replaced by an i64 zero, folding the `0·y` and `y + 0` it creates.
+/// `x` with `v` replaced by an i64 zero, folding the `0·y` and `y + 0` it
+/// creates: the part of an affine index that does not depend on `v`.
+pub fn subst_zero(x: Expr, v: VarId) -> Expr {
+    subst(x, v)
+}
+
 fn subst(x: Expr, v: VarId) -> Expr {
     let go = |y: Box<Expr>| Box::new(subst(*y, v));
     match x {

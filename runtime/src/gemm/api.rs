@@ -133,8 +133,15 @@ pub fn sgemm(
         check_len("packed B", packed, b_packed.len())?;
         check_len("C", span(m, n, ldc)?, c.len())?;
         if let Some(bias) = epilogue.bias {
-            check_len("bias", n, bias.len())?;
+            check_len("bias", if epilogue.bias_rows { m } else { n }, bias.len())?;
         }
+        if let Some((r, ldr)) = epilogue.residual {
+            check_stride("ldr", ldr, n)?;
+            check_len("residual", span(m, n, ldr)?, r.len())?;
+        }
+    }
+    if epilogue.accumulate && epilogue.residual.is_some() {
+        return Err(GemmError::ResidualWithAccumulate);
     }
     let (lo, hi) = epilogue.activation.bounds();
     let args = Args {
@@ -148,6 +155,11 @@ pub fn sgemm(
         ldc,
         accumulate: epilogue.accumulate,
         bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+        bias_rows: epilogue.bias_rows,
+        res: epilogue
+            .residual
+            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
+        ldr: epilogue.residual.map_or(0, |(_, l)| l),
         lo,
         hi,
         scratch: scratch.as_mut_ptr(),
@@ -170,6 +182,10 @@ unsafe fn run(variant: Variant, args: &Args) -> Result<(), GemmError> {
     check_stride("ldc", args.ldc, args.n)?;
     span(args.m, args.k, args.lda)?;
     span(args.m, args.n, args.ldc)?;
+    if !args.res.is_null() {
+        check_stride("ldr", args.ldr, args.n)?;
+        span(args.m, args.n, args.ldr)?;
+    }
     if args.c.is_null() {
         return Err(GemmError::NullPointer { what: "C" });
     }
@@ -217,8 +233,11 @@ macro_rules! c_entry {
         /// # Safety
         /// `a` covers `m` rows of `k` floats `lda` apart, `b_packed` the
         /// variant's `packed_b_len(k, n)` floats, `c` `m` rows of `n` floats
-        /// `ldc` apart, `bias` (if not null) `n` floats and `scratch`
-        /// `scratch_len` floats; `c` and `scratch` overlap nothing else.
+        /// `ldc` apart, `bias` (if not null) `n` floats (`m` with flag
+        /// bit 1), `residual` (if not null) `m` rows of `n` floats `ldr`
+        /// apart, and `scratch` `scratch_len` floats; `c` and `scratch`
+        /// overlap nothing else. `flags`: bit 0 accumulate into `C` (then
+        /// `residual` is ignored), bit 1 one bias value per row.
         #[no_mangle]
         #[allow(clippy::too_many_arguments)]
         pub unsafe extern "C" fn $name(
@@ -230,8 +249,10 @@ macro_rules! c_entry {
             b_packed: *const f32,
             c: *mut f32,
             ldc: usize,
-            accumulate: u32,
+            flags: u32,
             bias: *const f32,
+            residual: *const f32,
+            ldr: usize,
             act_min: f32,
             act_max: f32,
             scratch: *mut f32,
@@ -246,8 +267,15 @@ macro_rules! c_entry {
                 b: b_packed,
                 c,
                 ldc,
-                accumulate: accumulate != 0,
+                accumulate: flags & 1 != 0,
                 bias,
+                bias_rows: flags & 2 != 0,
+                res: if flags & 1 != 0 {
+                    core::ptr::null()
+                } else {
+                    residual
+                },
+                ldr,
                 lo: act_min,
                 hi: act_max,
                 scratch,

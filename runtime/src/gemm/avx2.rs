@@ -115,11 +115,16 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
             let cr = c.add(i * ldc);
             for (h, &acc_h) in row.iter().enumerate() {
                 let mut v = acc_h;
-                if epi.load {
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(cr.add(8 * h)));
+                if !epi.src.is_null() {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(epi.src.add(i * epi.lds + 8 * h)));
                 }
                 if has_bias {
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(bias.add(8 * h)));
+                    let bv = if epi.bias_rows {
+                        _mm256_set1_ps(*bias.add(i))
+                    } else {
+                        _mm256_loadu_ps(bias.add(8 * h))
+                    };
+                    v = _mm256_add_ps(v, bv);
                 }
                 if epi.clamp {
                     // `max(lo, v)` returns `v` when either is NaN: NaN passes.
@@ -141,11 +146,19 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
                     break;
                 }
                 let mut v = acc_h;
-                if epi.load {
-                    v = _mm256_add_ps(v, _mm256_maskload_ps(cr.add(8 * h), mask[h]));
+                if !epi.src.is_null() {
+                    v = _mm256_add_ps(
+                        v,
+                        _mm256_maskload_ps(epi.src.add(i * epi.lds + 8 * h), mask[h]),
+                    );
                 }
                 if has_bias {
-                    v = _mm256_add_ps(v, _mm256_maskload_ps(bias.add(8 * h), mask[h]));
+                    let bv = if epi.bias_rows {
+                        _mm256_set1_ps(*bias.add(i))
+                    } else {
+                        _mm256_maskload_ps(bias.add(8 * h), mask[h])
+                    };
+                    v = _mm256_add_ps(v, bv);
                 }
                 if epi.clamp {
                     v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));

@@ -117,11 +117,19 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
                 continue;
             }
             let mut v = acc_h;
-            if epi.load {
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, cr.add(16 * h)));
+            if !epi.src.is_null() {
+                v = _mm512_add_ps(
+                    v,
+                    _mm512_maskz_loadu_ps(k, epi.src.add(i * epi.lds + 16 * h)),
+                );
             }
             if has_bias {
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bias.add(16 * h)));
+                let bv = if epi.bias_rows {
+                    _mm512_set1_ps(*bias.add(i))
+                } else {
+                    _mm512_maskz_loadu_ps(k, bias.add(16 * h))
+                };
+                v = _mm512_add_ps(v, bv);
             }
             if epi.clamp {
                 // `max(lo, v)` returns `v` when either is NaN: NaN passes.

@@ -9,8 +9,14 @@ use super::Blocking;
 /// The epilogue as one tile applies it to its accumulators.
 #[derive(Clone, Copy)]
 pub(crate) struct TileEpi {
-    /// Add the current `C` (accumulating, or a later depth block).
-    pub load: bool,
+    /// Tile-origin address of a matrix to add (`lds` floats per row): the
+    /// current `C` when accumulating or in a later depth block, a residual
+    /// in the first; null for none.
+    pub src: *const f32,
+    pub lds: usize,
+    /// The bias pointer (passed per tile) holds one value per row of the
+    /// tile instead of one per column.
+    pub bias_rows: bool,
     /// Clamp to `[lo, hi]` (the bias pointer is passed per tile).
     pub clamp: bool,
     pub lo: f32,
@@ -62,7 +68,13 @@ pub(crate) struct Args {
     pub c: *mut f32,
     pub ldc: usize,
     pub accumulate: bool,
+    /// One value per column of `C`, or per row with `bias_rows`.
     pub bias: *const f32,
+    pub bias_rows: bool,
+    /// A matrix added to the product (`m × n`, row stride `ldr`), or null.
+    /// Never together with `accumulate`.
+    pub res: *const f32,
+    pub ldr: usize,
     pub lo: f32,
     pub hi: f32,
     pub scratch: *mut f32,
@@ -107,11 +119,11 @@ pub(crate) unsafe fn store_scalar(
         let row = c.add(i * ldc);
         for j in 0..nr {
             let mut v = acc[i * ld + j];
-            if epi.load {
-                v += *row.add(j);
+            if !epi.src.is_null() {
+                v += *epi.src.add(i * epi.lds + j);
             }
             if !bias.is_null() {
-                v += *bias.add(j);
+                v += *bias.add(if epi.bias_rows { i } else { j });
             }
             if epi.clamp {
                 v = clamp(v, epi.lo, epi.hi);
@@ -268,8 +280,11 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
-            let epi = TileEpi {
-                load: args.accumulate || pc > 0,
+            let load_c = args.accumulate || pc > 0;
+            let epi0 = TileEpi {
+                src: core::ptr::null(),
+                lds: 0,
+                bias_rows: args.bias_rows,
                 clamp: clamp_on && last,
                 lo: args.lo,
                 hi: args.hi,
@@ -294,13 +309,23 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                 while jr < nc {
                     let nrr = nr.min(nc - jr);
                     let bp = b_block.add(jr * kc);
-                    let bias = if last && !args.bias.is_null() {
-                        args.bias.add(jc + jr)
-                    } else {
-                        core::ptr::null()
-                    };
                     let mut ir = 0;
                     while ir < mc {
+                        let bias = if !last || args.bias.is_null() {
+                            core::ptr::null()
+                        } else if args.bias_rows {
+                            args.bias.add(ic + ir)
+                        } else {
+                            args.bias.add(jc + jr)
+                        };
+                        let ct = args.c.add((ic + ir) * args.ldc + jc + jr);
+                        let mut epi = epi0;
+                        if load_c {
+                            (epi.src, epi.lds) = (ct, args.ldc);
+                        } else if !args.res.is_null() {
+                            epi.src = args.res.add((ic + ir) * args.ldr + jc + jr);
+                            epi.lds = args.ldr;
+                        }
                         let (a, lda) = if direct {
                             (args.a.add((ic + ir) * args.lda + pc), args.lda)
                         } else {
@@ -311,7 +336,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                             a,
                             lda,
                             bp,
-                            args.c.add((ic + ir) * args.ldc + jc + jr),
+                            ct,
                             args.ldc,
                             mr.min(mc - ir),
                             nrr,
@@ -336,8 +361,11 @@ unsafe fn epilogue_only(args: &Args, clamp_on: bool) {
         let row = args.c.add(i * args.ldc);
         for j in 0..args.n {
             let mut v = if args.accumulate { *row.add(j) } else { 0.0 };
+            if !args.res.is_null() {
+                v += *args.res.add(i * args.ldr + j);
+            }
             if !args.bias.is_null() {
-                v += *args.bias.add(j);
+                v += *args.bias.add(if args.bias_rows { i } else { j });
             }
             if clamp_on {
                 v = clamp(v, args.lo, args.hi);

@@ -231,6 +231,8 @@ pub enum GemmError {
     Unsupported { variant: Variant },
     /// An element count overflows `usize`.
     Overflow,
+    /// The epilogue asks to accumulate into `C` and to add a residual.
+    ResidualWithAccumulate,
 }
 
 impl GemmError {
@@ -243,6 +245,7 @@ impl GemmError {
             GemmError::NotCompiled { .. } => -4,
             GemmError::Overflow => -5,
             GemmError::Unsupported { .. } => -6,
+            GemmError::ResidualWithAccumulate => -7,
         }
     }
 }
@@ -268,6 +271,9 @@ impl core::fmt::Display for GemmError {
                 )
             }
             GemmError::Overflow => write!(f, "gemm: element count overflows usize"),
+            GemmError::ResidualWithAccumulate => {
+                write!(f, "gemm: a residual cannot be added while accumulating")
+            }
             GemmError::Unsupported { variant } => {
                 write!(f, "gemm: this CPU cannot run variant {}", variant.name())
             }
@@ -301,12 +307,19 @@ impl Activation {
     }
 }
 
-/// What happens at the store: `C = act(A·B + (accumulate ? C : 0) + bias)`.
+/// What happens at the store:
+/// `C = act(A·B + (accumulate ? C : 0) + residual + bias)`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// Add into the existing `C` instead of overwriting it.
     pub accumulate: bool,
-    /// One value per column of `C` (`n` floats).
+    /// One value per column of `C` (`n` floats), or per row (`m` floats)
+    /// with `bias_rows`: convolutions in NCHW have one bias per output
+    /// channel, which is a row of `C = W·col`.
     pub bias: Option<&'a [f32]>,
+    pub bias_rows: bool,
+    /// A matrix added before the bias and activation (`m × n`, this row
+    /// stride): the skip connection of a residual block. Not with `accumulate`.
+    pub residual: Option<(&'a [f32], usize)>,
     pub activation: Activation,
 }

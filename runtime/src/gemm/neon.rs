@@ -115,11 +115,16 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
             for (q, &acc_q) in row.iter().enumerate() {
                 let cq = cr.add(4 * q);
                 let mut v = acc_q;
-                if epi.load {
-                    v = vaddq_f32(v, vld1q_f32(cq));
+                if !epi.src.is_null() {
+                    v = vaddq_f32(v, vld1q_f32(epi.src.add(i * epi.lds + 4 * q)));
                 }
                 if !bias.is_null() {
-                    v = vaddq_f32(v, vld1q_f32(bias.add(4 * q)));
+                    let bv = if epi.bias_rows {
+                        vdupq_n_f32(*bias.add(i))
+                    } else {
+                        vld1q_f32(bias.add(4 * q))
+                    };
+                    v = vaddq_f32(v, bv);
                 }
                 if epi.clamp {
                     // FMAX/FMIN return NaN when an operand is NaN: NaN passes.

@@ -52,6 +52,10 @@ struct Case {
     pad_c: usize,
     accumulate: bool,
     bias: bool,
+    /// One bias value per row instead of per column.
+    bias_rows: bool,
+    /// Add a residual matrix (only without `accumulate`).
+    residual: bool,
     act: Activation,
     transposed_b: bool,
 }
@@ -74,6 +78,8 @@ impl Case {
             pad_c: (i * 3) % 4,
             accumulate: i % 2 == 1,
             bias: (i / 2) % 2 == 1,
+            bias_rows: (i / 24) % 2 == 1,
+            residual: i % 2 == 0 && (i / 48) % 2 == 1,
             act: acts[(i / 4) % 3],
             transposed_b: (i / 12) % 2 == 1,
         }
@@ -89,7 +95,9 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
     let a = rng.vec(m.max(1) * lda);
     let b = rng.vec(k * n);
     let c0 = rng.vec(m.max(1) * ldc);
-    let bias = rng.vec(n);
+    let bias = rng.vec(m.max(n));
+    let ldr = n + case.pad_a;
+    let res = rng.vec(m.max(1) * ldr);
     // Logical B(p, j) = b[p·n + j] either way; the transposed case stores
     // it as Bᵀ (n × k) and packs with swapped strides.
     let packed = if case.transposed_b {
@@ -109,6 +117,8 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
     let epi = Epilogue {
         accumulate: case.accumulate,
         bias: case.bias.then_some(&bias[..]),
+        bias_rows: case.bias_rows,
+        residual: case.residual.then_some((&res[..], ldr)),
         activation: case.act,
     };
     sgemm(
@@ -149,9 +159,14 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
                 sum += c0[i * ldc + j] as f64;
                 mag += (c0[i * ldc + j] as f64).abs();
             }
+            if case.residual {
+                sum += res[i * ldr + j] as f64;
+                mag += (res[i * ldr + j] as f64).abs();
+            }
             if case.bias {
-                sum += bias[j] as f64;
-                mag += (bias[j] as f64).abs();
+                let bv = bias[if case.bias_rows { i } else { j }] as f64;
+                sum += bv;
+                mag += bv.abs();
             }
             let want = sum.max(lo as f64).min(hi as f64);
             let tol = (k as f64 + 3.0) * u * mag + f64::MIN_POSITIVE;
@@ -411,6 +426,8 @@ fn gemm_c_abi_matches_and_reports_errors() {
             n,
             0,
             bias.as_ptr(),
+            core::ptr::null(),
+            0,
             0.0,
             6.0,
             scratch,

@@ -38,6 +38,7 @@
 //! inside the 2 MiB stacks of the runtime's pool threads and the usual 8 MiB
 //! main-thread stack, and each parallel task gets its own copy.
 
+use super::gemm_epilogue::Operand;
 use super::kernel::{KernelCx, R};
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
@@ -133,6 +134,12 @@ pub(super) struct Plan {
     pub(super) split: Option<FuncId>,
     /// The clamp applied as C is stored (a folded epilogue; ±∞ for none).
     pub(super) act: (f32, f32),
+    /// Accumulate into C (the matmul's flag unless a bias fill was folded).
+    pub(super) accumulate: bool,
+    /// A folded bias has one value per row of C (else per column).
+    pub(super) bias_rows: bool,
+    /// Row stride of a folded residual.
+    pub(super) ldr: i64,
 }
 
 impl Plan {
@@ -154,6 +161,8 @@ type Blobs = HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId>;
 /// inside the program (the kernels are emitted from the same borrowed IR).
 pub(crate) struct Gemms {
     plans: HashMap<usize, Plan>,
+    /// Bias and residual operands folded into each call (same keys as `plans`).
+    pub(super) operands: HashMap<usize, Operands>,
     /// Per (step, kernel): the planned matmuls and the stack slot size.
     kernels: HashMap<(usize, usize), (Vec<usize>, usize)>,
     pub(super) imports: HashMap<Variant, FuncId>,
@@ -169,11 +178,18 @@ pub(crate) struct Gemms {
     folded: HashSet<usize>,
 }
 
+/// The bias and residual of a folded epilogue.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Operands {
+    pub(super) bias: Option<Operand>,
+    pub(super) residual: Option<Operand>,
+}
+
 /// The `kiln_sgemm_<variant>` C signature.
 fn signature(cc: cranelift_codegen::isa::CallConv) -> Signature {
     let mut s = Signature::new(cc);
     for t in [
-        I64, I64, I64, I64, I64, I64, I64, I64, I32, I64, F32, F32, I64, I64,
+        I64, I64, I64, I64, I64, I64, I64, I64, I32, I64, I64, I64, F32, F32, I64, I64,
     ] {
         s.params.push(AbiParam::new(t));
     }
@@ -204,11 +220,12 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
     v
 }
 
-/// Visits every `Matmul` under `body`, with the statement after it.
-fn walk<'p>(body: &'p [Stmt], f: &mut dyn FnMut(&'p Matmul, Option<&'p Stmt>)) {
+/// Visits every `Matmul` under `body`, with the statements before and after it.
+#[allow(clippy::type_complexity)]
+fn walk<'p>(body: &'p [Stmt], f: &mut dyn FnMut(&'p Matmul, Option<&'p Stmt>, Option<&'p Stmt>)) {
     for (i, s) in body.iter().enumerate() {
         match s {
-            Stmt::Matmul(m) => f(m, body.get(i + 1)),
+            Stmt::Matmul(m) => f(m, i.checked_sub(1).map(|p| &body[p]), body.get(i + 1)),
             Stmt::For { body, .. } | Stmt::While { body, .. } => walk(body, f),
             Stmt::If {
                 then_body,
@@ -244,6 +261,7 @@ impl Gemms {
         let ks = Kernels::of(module.isa());
         let mut g = Gemms {
             plans: HashMap::new(),
+            operands: HashMap::new(),
             kernels: HashMap::new(),
             imports: HashMap::new(),
             par_for: None,
@@ -256,21 +274,51 @@ impl Gemms {
         let mut blobs: Blobs = HashMap::new();
         for (si, step) in prog.steps.iter().enumerate() {
             for (ki, k) in step.program.kernels.iter().enumerate() {
-                let mut found: Vec<(&Matmul, Option<&Stmt>)> = vec![];
-                walk(&k.body, &mut |m, next| found.push((m, next)));
+                let mut found: Vec<(&Matmul, Option<&Stmt>, Option<&Stmt>)> = vec![];
+                walk(&k.body, &mut |m, prev, next| found.push((m, prev, next)));
                 let mut keys = vec![];
                 let mut stack = 0usize;
-                for (mm, next) in found {
+                for (mm, prev, next) in found {
                     let Some(mut plan) = g.plan_one(module, prog, si, mm, ks, name, &mut blobs)?
                     else {
                         continue;
                     };
-                    if let Some((lo, hi, key)) = super::gemm_epilogue::clamp(mm, next) {
-                        plan.act = (lo, hi);
-                        g.folded.insert(key);
+                    let consts = |b: u32, i: i64| match step.bindings.get(b as usize) {
+                        Some(BufferLoc::Weight(w)) => match prog.weights.get(*w).map(|w| &w.data) {
+                            Some(Storage::F32(d)) => d.get(usize::try_from(i).ok()?).copied(),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    let fold = super::gemm_epilogue::fold(mm, prev, next, &consts);
+                    let f32_buf = |o: &Operand| {
+                        step.program.buffers.get(o.buf as usize).map(|d| d.dtype)
+                            == Some(DType::F32)
+                            && o.buf != mm.c.buf
+                    };
+                    if fold.bias.as_ref().is_none_or(|(o, _)| f32_buf(o))
+                        && fold.residual.as_ref().is_none_or(|(o, _)| f32_buf(o))
+                    {
+                        plan.act = fold.act;
+                        plan.accumulate = fold.accumulate;
+                        plan.bias_rows = fold.bias.as_ref().is_some_and(|(_, r)| *r);
+                        plan.ldr = fold.residual.as_ref().map_or(0, |(_, l)| *l);
+                        g.folded.extend(fold.skip.iter().copied());
+                        g.operands.insert(
+                            mm as *const Matmul as usize,
+                            Operands {
+                                bias: fold.bias.map(|(o, _)| o),
+                                residual: fold.residual.map(|(o, _)| o),
+                            },
+                        );
                     }
                     if threads {
-                        plan.split = g.split(module, name, mm, plan)?;
+                        let ops = g
+                            .operands
+                            .get(&(mm as *const Matmul as usize))
+                            .cloned()
+                            .unwrap_or_default();
+                        plan.split = g.split(module, name, mm, plan, ops)?;
                     }
                     if let std::collections::hash_map::Entry::Vacant(e) =
                         g.imports.entry(plan.variant)
@@ -412,6 +460,9 @@ impl Gemms {
                 scratch,
                 split: None,
                 act: NO_ACT,
+                accumulate: mm.accumulate,
+                bias_rows: false,
+                ldr: 0,
             }));
         }
         if mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
@@ -441,6 +492,9 @@ impl Gemms {
             scratch,
             split: None,
             act: NO_ACT,
+            accumulate: mm.accumulate,
+            bias_rows: false,
+            ldr: 0,
         }))
     }
 
@@ -463,6 +517,7 @@ impl Gemms {
         let mut gvs: HashMap<DataId, GlobalValue> = HashMap::new();
         for key in keys {
             let plan = self.plans[key];
+            let ops = self.operands.get(key).cloned().unwrap_or_default();
             let gv = match plan.how {
                 How::Weight(id) => Some(
                     *gvs.entry(id)
@@ -470,7 +525,7 @@ impl Gemms {
                 ),
                 How::Runtime { .. } => None,
             };
-            calls.insert(*key, (plan, gv));
+            calls.insert(*key, (plan, gv, ops));
         }
         let par_for = self.par_for.map(|id| module.declare_func_in_func(id, func));
         let mut tasks = HashMap::new();
@@ -493,7 +548,7 @@ impl Gemms {
 
 /// The planned calls of one function being built.
 pub(crate) struct GemmCx {
-    calls: HashMap<usize, (Plan, Option<GlobalValue>)>,
+    calls: HashMap<usize, (Plan, Option<GlobalValue>, Operands)>,
     funcs: HashMap<Variant, FuncRef>,
     par_for: Option<FuncRef>,
     tasks: HashMap<FuncId, FuncRef>,
@@ -519,9 +574,19 @@ impl GemmCx {
     }
 
     fn emit(&mut self, cx: &mut KernelCx, mm: &Matmul, offs: [Value; 3]) -> R<bool> {
-        let Some(&(plan, gv)) = self.calls.get(&(mm as *const Matmul as usize)) else {
+        let Some((plan, gv, ops)) = self.calls.get(&(mm as *const Matmul as usize)).cloned() else {
             return Ok(false);
         };
+        let mut operand = |o: &Option<Operand>| -> R<Value> {
+            match o {
+                Some(o) => {
+                    let off = cx.eval_index(&o.offset)?;
+                    Ok(cx.elem_addr(o.buf, off)?.0)
+                }
+                None => Ok(cx.b.ins().iconst(I64, 0)),
+            }
+        };
+        let extra = [operand(&ops.bias)?, operand(&ops.residual)?];
         let pa = cx.elem_addr(mm.a.buf, offs[0])?.0;
         let pc = cx.elem_addr(mm.c.buf, offs[2])?.0;
         let pb = match plan.how {
@@ -538,7 +603,8 @@ impl GemmCx {
                 .ok_or("matmul: kiln_parallel_for not imported")?;
             let mr = plan.variant.blocking().mr as u64;
             let blocks = i64::try_from(mm.m.div_ceil(mr)).map_err(|_| "matmul too large")?;
-            super::gemm_par::call(cx, blocks, [pa, pb, pc], task, par);
+            let [pbias, pres] = extra;
+            super::gemm_par::call(cx, blocks, [pa, pb, pc, pbias, pres], task, par);
             return Ok(true);
         }
         let func = *self
@@ -560,13 +626,15 @@ impl GemmCx {
             }
         };
         let m = cx.b.ins().iconst(I64, mm.m as i64);
-        body(cx, mm, plan, func, slot, [pa, pb, pc], m)?;
+        body(cx, mm, plan, func, slot, [pa, pb, pc], extra, m)?;
         Ok(true)
     }
 }
 
 /// The calls of one planned matmul over `m` rows (a value: a task's share)
-/// from A, B (packed weight or source), C at `ptrs`.
+/// from A, B (packed weight or source), C at `ptrs`, with the folded bias
+/// and residual at `extra` (null when absent).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn body(
     cx: &mut KernelCx,
     mm: &Matmul,
@@ -574,6 +642,7 @@ pub(super) fn body(
     func: FuncRef,
     slot: StackSlot,
     ptrs: [Value; 3],
+    extra: [Value; 2],
     m: Value,
 ) -> R<()> {
     {
@@ -594,12 +663,21 @@ pub(super) fn body(
             },
             scratch,
             scratch_len: plan.scratch as i64,
+            ldr: plan.ldr,
         };
+        let flags = plan.accumulate as i64 | (plan.bias_rows as i64) << 1;
         match plan.how {
             How::Weight(_) => {
-                let acc = cx.b.ins().iconst(I32, mm.accumulate as i64);
+                let flags = cx.b.ins().iconst(I32, flags);
                 let act = act_values(cx, plan.act);
-                call.emit(cx, mm.n as i64, mm.k as i64, [pa, pb, pc], acc, act);
+                let [bias, res] = extra;
+                let epi = CallEpi {
+                    flags,
+                    bias,
+                    res,
+                    act,
+                };
+                call.emit(cx, mm.n as i64, mm.k as i64, [pa, pb, pc], epi);
             }
             How::Runtime { kch, nch } => {
                 let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
@@ -612,7 +690,10 @@ pub(super) fn body(
                     pa,
                     pc,
                     rs: mm.b.row_stride,
-                    accumulate: mm.accumulate,
+                    flags,
+                    bias: extra[0],
+                    bias_rows: plan.bias_rows,
+                    res: extra[1],
                     k: mm.k as i64,
                     act: plan.act,
                 };
@@ -631,6 +712,17 @@ pub(super) struct Call {
     ldc: i64,
     scratch: Value,
     scratch_len: i64,
+    /// Row stride of the residual (0 without one).
+    ldr: i64,
+}
+
+/// The epilogue arguments of one call: flags, bias and residual addresses
+/// (0 for none), clamp bounds.
+pub(super) struct CallEpi {
+    pub(super) flags: Value,
+    pub(super) bias: Value,
+    pub(super) res: Value,
+    pub(super) act: [Value; 2],
 }
 
 /// The clamp bounds as values.
@@ -639,24 +731,15 @@ pub(super) fn act_values(cx: &mut KernelCx, act: (f32, f32)) -> [Value; 2] {
 }
 
 impl Call {
-    /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, acc, NULL, lo, hi, scratch, len)`,
-    /// trapping on a non-zero status.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn emit(
-        &self,
-        cx: &mut KernelCx,
-        n: i64,
-        k: i64,
-        abc: [Value; 3],
-        acc: Value,
-        act: [Value; 2],
-    ) {
+    /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, flags, bias, res, ldr,
+    /// lo, hi, scratch, len)`, trapping on a non-zero status.
+    pub(super) fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, abc: [Value; 3], epi: CallEpi) {
         let [a, b, c] = abc;
-        let [lo, hi] = act;
+        let [lo, hi] = epi.act;
         let ins = |cx: &mut KernelCx, v: i64| cx.b.ins().iconst(I64, v);
         let (m, n, k) = (self.m, ins(cx, n), ins(cx, k));
         let (lda, ldc) = (ins(cx, self.lda), ins(cx, self.ldc));
-        let bias = ins(cx, 0);
+        let ldr = ins(cx, self.ldr);
         let len = ins(cx, self.scratch_len);
         let args = [
             m,
@@ -667,8 +750,10 @@ impl Call {
             b,
             c,
             ldc,
-            acc,
-            bias,
+            epi.flags,
+            epi.bias,
+            epi.res,
+            ldr,
             lo,
             hi,
             self.scratch,

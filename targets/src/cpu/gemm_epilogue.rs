@@ -1,64 +1,300 @@
-//! A clamp right after a GEMM, folded into the kernel call.
+//! The statements around a GEMM that the kernel call absorbs.
 //!
-//! Fusion leaves an activation of a GEMM's output as an epilogue loop over
-//! the tile the GEMM has just written (`compiler/src/lower/fused`):
-//! `for i in 0..m { for j in 0..n { C[f] = act(C[f]) } }` with
-//! `f = offset + i·row_stride + j·col_stride`. When `act` is ReLU or a
-//! clip — `max(x, lo)`, `min(x, hi)` or `min(max(x, lo), hi)` with f32
-//! constants — the kernels apply the same clamp as they store C (NaN passes
-//! through both, as the interpreter's `max`/`min` propagate it), and the
-//! loop is not emitted. Any other shape is left alone.
+//! Lowerings express a GEMM's epilogue in plain kernel IR, so every
+//! renderer computes it; this backend recognises two shapes and hands them
+//! to the runtime kernel, which applies them while `C` is still in
+//! registers (`C = act(A·B + residual + bias)`):
+//! - a **bias fill** right before an accumulating matmul,
+//!   `for i in 0..m { for j in 0..n { C[f] = bias[o + i] } }` (one value per
+//!   row: convolution channels) or `bias[o + j]` (per column); the call then
+//!   overwrites `C` instead of accumulating, and the fill is not emitted;
+//! - an **epilogue** right after it, over the same tile:
+//!   `for i { for j { C[f] = act(C[f] + R[r + i·ldr + j] + bias[…]) } }`
+//!   (lets inlined, f32 casts of f32 values ignored), where every term but
+//!   `C[f]` is optional and `act` is ReLU or a clip whose bounds are f32
+//!   constants or scalars of weights (`max(x, lo)`, `min(x, hi)`,
+//!   `min(max(x, lo), hi)`). NaN passes
+//!   through the kernels' clamp as through the interpreter's `max`/`min`.
+//!
+//! `f = offset + i·row_stride + j·col_stride` of the matmul's `C` view; with
+//! `m = 1` the `i` loop may be absent. Anything else is left alone.
 
-use kiln_ir::kernel::{BinOp, Expr, Matmul, Stmt};
+use kiln_ir::kernel::interp::affine_coeff;
+use kiln_ir::kernel::rewrite::subst_zero;
+use kiln_ir::kernel::{BinOp, BufId, Expr, Matmul, Stmt, VarId};
 use kiln_ir::DType;
+use std::collections::HashMap;
 
-/// The clamp bounds of the epilogue `next` of `mm`, and the address of that
-/// loop statement (the key under which it is skipped).
-pub(super) fn clamp(mm: &Matmul, next: Option<&Stmt>) -> Option<(f32, f32, usize)> {
-    let s = next?;
+/// A vector or matrix operand of the epilogue: its buffer and the element
+/// offset of the tile's origin (may use enclosing loop variables).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Operand {
+    pub buf: BufId,
+    pub offset: Expr,
+}
+
+/// What the call absorbs.
+#[derive(Clone, Debug)]
+pub(super) struct Fold {
+    /// The matmul's own accumulate flag, after a folded bias fill.
+    pub accumulate: bool,
+    /// The bias and whether it has one value per row (else per column).
+    pub bias: Option<(Operand, bool)>,
+    /// The residual and its row stride.
+    pub residual: Option<(Operand, i64)>,
+    /// Clamp bounds (±∞: none).
+    pub act: (f32, f32),
+    /// Addresses of the statements not to emit.
+    pub skip: Vec<usize>,
+}
+
+/// The tile loop nest of `s` over `mm`'s `C`: (row var or None, column var, body).
+fn tile_nest<'s>(mm: &Matmul, s: &'s Stmt) -> Option<(Option<VarId>, VarId, &'s [Stmt])> {
     let Stmt::For {
-        var: i,
+        var: outer,
         extent,
         body,
     } = s
     else {
         return None;
     };
-    let [Stmt::For {
+    if let [Stmt::For {
         var: j,
         extent: n,
         body: inner,
     }] = body.as_slice()
-    else {
+    {
+        if *extent == mm.m && *n == mm.n {
+            return Some((Some(*outer), *j, inner));
+        }
+    }
+    (mm.m == 1 && *extent == mm.n).then_some((None, *outer, body.as_slice()))
+}
+
+/// The flat index of `C(i, j)` in the tile nest's variables.
+fn c_index(mm: &Matmul, i: Option<VarId>, j: VarId) -> Expr {
+    let row = match i {
+        Some(i) => mm.c.offset.clone() + Expr::var(i) * mm.c.row_stride,
+        None => mm.c.offset.clone(),
+    };
+    row + Expr::var(j) * mm.c.col_stride
+}
+
+/// `index` as `offset + ci·i + cj·j` with `offset` free of `i` and `j`.
+fn split(index: &Expr, i: Option<VarId>, j: VarId) -> Option<(Expr, i64, i64)> {
+    let ci = match i {
+        Some(i) => affine_coeff(index, i)?,
+        None => 0,
+    };
+    let cj = affine_coeff(index, j)?;
+    let mut off = subst_zero(index.clone(), j);
+    if let Some(i) = i {
+        off = subst_zero(off, i);
+    }
+    Some((off, ci, cj))
+}
+
+/// Whether `a` and `b` compute the same index (structurally, after folding).
+fn same_index(a: &Expr, b: &Expr, i: Option<VarId>, j: VarId) -> bool {
+    match (split(a, i, j), split(b, i, j)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// `prev` as a bias fill of `mm`'s tile.
+fn bias_fill(mm: &Matmul, prev: &Stmt) -> Option<(Operand, bool)> {
+    let (i, j, body) = tile_nest(mm, prev)?;
+    let [Stmt::Store { buf, index, value }] = body else {
         return None;
     };
-    let [Stmt::Store { buf, index, value }] = inner.as_slice() else {
-        return None;
-    };
-    if *extent != mm.m || *n != mm.n || *buf != mm.c.buf {
+    if *buf != mm.c.buf || !same_index(index, &c_index(mm, i, j), i, j) {
         return None;
     }
-    let flat =
-        mm.c.offset.clone() + Expr::var(*i) * mm.c.row_stride + Expr::var(*j) * mm.c.col_stride;
-    if *index != flat {
+    let Expr::Load { buf: b, index } = value else {
         return None;
-    }
-    let load = Expr::Load {
-        buf: mm.c.buf,
-        index: Box::new(flat),
     };
-    let constant = |e: &Expr| match e {
-        Expr::F(v, DType::F32) if !v.is_nan() => Some(*v as f32),
+    vector_operand(*b, index, i, j, mm)
+}
+
+/// A load of a bias vector inside the tile nest: `o + i` or `o + j`.
+fn vector_operand(
+    buf: BufId,
+    index: &Expr,
+    i: Option<VarId>,
+    j: VarId,
+    mm: &Matmul,
+) -> Option<(Operand, bool)> {
+    let (offset, ci, cj) = split(index, i, j)?;
+    let op = Operand { buf, offset };
+    match (ci, cj) {
+        (1, 0) => Some((op, true)),
+        (0, 1) => Some((op, false)),
+        // One row: a per-row bias is one value, which the kernel reads as
+        // bias[0] of a per-row vector.
+        (0, 0) if mm.m == 1 && mm.n == 1 => Some((op, false)),
         _ => None,
-    };
-    let (lo, hi) = match value {
-        Expr::Binary(BinOp::Max, x, c) if **x == load => (constant(c)?, f32::INFINITY),
-        Expr::Binary(BinOp::Min, x, c) if **x == load => (f32::NEG_INFINITY, constant(c)?),
-        Expr::Binary(BinOp::Min, inner, h) => match &**inner {
-            Expr::Binary(BinOp::Max, x, l) if **x == load => (constant(l)?, constant(h)?),
+    }
+}
+
+/// `e` with let-bound variables replaced by their values and f32 casts of
+/// f32 expressions dropped (the kernel computes in f32 throughout).
+fn inline(e: &Expr, lets: &HashMap<VarId, Expr>) -> Expr {
+    match e {
+        Expr::Var(v) => lets.get(v).cloned().unwrap_or_else(|| e.clone()),
+        Expr::Cast(DType::F32, a) => inline(a, lets),
+        Expr::Binary(op, a, b) => {
+            Expr::Binary(*op, Box::new(inline(a, lets)), Box::new(inline(b, lets)))
+        }
+        Expr::Load { buf, index } => Expr::Load {
+            buf: *buf,
+            index: Box::new(inline(index, lets)),
+        },
+        other => other.clone(),
+    }
+}
+
+/// Reads a scalar of a weight: `Load(buf, constant index)` → its value.
+pub(super) type Consts<'a> = &'a dyn Fn(BufId, i64) -> Option<f32>;
+
+fn constant(e: &Expr, consts: Consts) -> Option<f32> {
+    let v = match e {
+        Expr::F(v, DType::F32) => *v as f32,
+        Expr::Load { buf, index } => match **index {
+            Expr::I(i, _) => consts(*buf, i)?,
             _ => return None,
         },
         _ => return None,
     };
-    (lo <= hi).then_some((lo, hi, s as *const Stmt as usize))
+    (!v.is_nan()).then_some(v)
+}
+
+/// `value` as `(sum, lo, hi)`: the clamp around the additive part.
+fn peel_clamp<'e>(value: &'e Expr, consts: Consts) -> (&'e Expr, f32, f32) {
+    match value {
+        Expr::Binary(BinOp::Max, x, c) => {
+            if let Some(lo) = constant(c, consts) {
+                return (x, lo, f32::INFINITY);
+            }
+        }
+        Expr::Binary(BinOp::Min, inner, h) => {
+            if let Some(hi) = constant(h, consts) {
+                if let Expr::Binary(BinOp::Max, x, l) = &**inner {
+                    if let Some(lo) = constant(l, consts) {
+                        return (x, lo, hi);
+                    }
+                }
+                return (inner, f32::NEG_INFINITY, hi);
+            }
+        }
+        _ => {}
+    }
+    (value, f32::NEG_INFINITY, f32::INFINITY)
+}
+
+fn terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Binary(BinOp::Add, a, b) => {
+            terms(a, out);
+            terms(b, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+/// The epilogue after `mm`: (residual, bias, clamp).
+#[allow(clippy::type_complexity)]
+fn epilogue(
+    mm: &Matmul,
+    next: &Stmt,
+    consts: Consts,
+) -> Option<(Option<(Operand, i64)>, Option<(Operand, bool)>, (f32, f32))> {
+    let (i, j, body) = tile_nest(mm, next)?;
+    let (last, lets_part) = body.split_last()?;
+    let mut lets = HashMap::new();
+    for s in lets_part {
+        let Stmt::Let { var, value } = s else {
+            return None;
+        };
+        let v = inline(value, &lets);
+        lets.insert(*var, v);
+    }
+    let Stmt::Store { buf, index, value } = last else {
+        return None;
+    };
+    let flat = c_index(mm, i, j);
+    if *buf != mm.c.buf || !same_index(index, &flat, i, j) {
+        return None;
+    }
+    let value = inline(value, &lets);
+    let (sum, lo, hi) = peel_clamp(&value, consts);
+    if lo > hi {
+        return None;
+    }
+    let mut ts = vec![];
+    terms(sum, &mut ts);
+    let (mut own, mut residual, mut bias) = (false, None, None);
+    for t in ts {
+        let Expr::Load { buf, index } = t else {
+            return None;
+        };
+        if *buf == mm.c.buf {
+            if own || !same_index(index, &flat, i, j) {
+                return None;
+            }
+            own = true;
+            continue;
+        }
+        let (offset, ci, cj) = split(index, i, j)?;
+        let ldr_ok = |ci: i64| mm.m == 1 || ci >= mm.n as i64;
+        if cj == 1 && ci != 0 && ldr_ok(ci) && residual.is_none() {
+            residual = Some((Operand { buf: *buf, offset }, ci));
+        } else if cj == 1 && ci == 0 && mm.m == 1 && residual.is_none() && bias.is_some() {
+            // One row: a second row-free term is a residual row.
+            residual = Some((Operand { buf: *buf, offset }, mm.n as i64));
+        } else if bias.is_none() {
+            bias = Some(vector_operand(*buf, index, i, j, mm)?);
+        } else {
+            return None;
+        }
+    }
+    own.then_some((residual, bias, (lo, hi)))
+}
+
+/// What the call of `mm` absorbs from the statements before and after it.
+pub(super) fn fold(mm: &Matmul, prev: Option<&Stmt>, next: Option<&Stmt>, consts: Consts) -> Fold {
+    let key = |s: &Stmt| s as *const Stmt as usize;
+    let mut f = Fold {
+        accumulate: mm.accumulate,
+        bias: None,
+        residual: None,
+        act: super::gemm::NO_ACT,
+        skip: vec![],
+    };
+    if mm.accumulate {
+        if let Some(p) = prev {
+            if let Some(b) = bias_fill(mm, p) {
+                f.bias = Some(b);
+                f.accumulate = false;
+                f.skip.push(key(p));
+            }
+        }
+    }
+    if let Some(n) = next {
+        if let Some((res, bias, act)) = epilogue(mm, n, consts) {
+            // A residual replaces the accumulation's source; a second bias
+            // has no slot.
+            let clash = res.is_some() && f.accumulate || bias.is_some() && f.bias.is_some();
+            let ok = !clash;
+            if ok {
+                f.residual = res;
+                if bias.is_some() {
+                    f.bias = bias;
+                }
+                f.act = act;
+                f.skip.push(key(n));
+            }
+        }
+    }
+    f
 }

@@ -2,7 +2,7 @@
 //! layout written by generated copy loops, chunk by chunk, each chunk
 //! followed by one kernel call.
 
-use super::gemm::{act_values, Call, NO_ACT};
+use super::gemm::{act_values, Call, CallEpi, NO_ACT};
 use super::kernel::{KernelCx, R};
 use super::ops::mflags;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -22,7 +22,12 @@ pub(super) struct Runtime {
     pub(super) pc: Value,
     /// B's row stride in elements (its column stride is 1).
     pub(super) rs: i64,
-    pub(super) accumulate: bool,
+    /// The call's flags (bit 0 accumulate, bit 1 per-row bias).
+    pub(super) flags: i64,
+    /// Bias and residual addresses at column 0 (0: none), for the first row chunk.
+    pub(super) bias: Value,
+    pub(super) bias_rows: bool,
+    pub(super) res: Value,
     /// All rows of B, and the clamp for the last row chunk.
     pub(super) k: i64,
     pub(super) act: (f32, f32),
@@ -72,11 +77,26 @@ impl Runtime {
         let p4 = cx.b.ins().ishl_imm_s(p0, 2);
         let a = cx.b.ins().iadd(self.pa, p4);
         let c = cx.b.ins().iadd(self.pc, col);
-        let acc = if self.accumulate {
-            cx.b.ins().iconst(I32, 1)
+        // The first row chunk carries the epilogue's bias and residual (at
+        // this column block); later ones accumulate onto it.
+        let bias = if self.bias_rows {
+            self.bias
         } else {
-            let nz = cx.b.ins().icmp_imm_s(IntCC::NotEqual, p0, 0);
-            cx.b.ins().uextend(I32, nz)
+            self.column(cx, self.bias, col)
+        };
+        let res = self.column(cx, self.res, col);
+        let (flags, bias, res) = if kw == self.k {
+            (cx.b.ins().iconst(I32, self.flags), bias, res)
+        } else {
+            let first = cx.b.ins().icmp_imm_s(IntCC::Equal, p0, 0);
+            let f0 = cx.b.ins().iconst(I32, self.flags);
+            let f1 = cx.b.ins().iconst(I32, self.flags | 1);
+            let z = cx.b.ins().iconst(I64, 0);
+            (
+                cx.b.ins().select(first, f0, f1),
+                cx.b.ins().select(first, bias, z),
+                cx.b.ins().select(first, res, z),
+            )
         };
         // Earlier row chunks store partial sums: only the last one clamps.
         let act = if kw == self.k || self.act == NO_ACT {
@@ -90,8 +110,21 @@ impl Runtime {
                 cx.b.ins().select(last, hi, nhi),
             ]
         };
-        self.call.emit(cx, jw, kw, [a, self.packed, c], acc, act);
+        let epi = CallEpi {
+            flags,
+            bias,
+            res,
+            act,
+        };
+        self.call.emit(cx, jw, kw, [a, self.packed, c], epi);
         Ok(())
+    }
+
+    /// `base + col` bytes, or 0 when `base` is 0 (no operand).
+    fn column(&self, cx: &mut KernelCx, base: Value, col: Value) -> Value {
+        let moved = cx.b.ins().iadd(base, col);
+        let z = cx.b.ins().iconst(I64, 0);
+        cx.b.ins().select(base, moved, z)
     }
 
     /// The variant's packed layout of a `kw × jw` block at `src` (see

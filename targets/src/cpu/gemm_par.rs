@@ -9,7 +9,7 @@
 //! copies against `2·rows·k·n` flops). Calls from inside a task run inline,
 //! so a split matmul inside an already parallel loop stays correct.
 
-use super::gemm::{body, Gemms, Plan};
+use super::gemm::{body, Gemms, Operands, Plan};
 use super::kernel::KernelCx;
 use super::CpuError;
 use cranelift_codegen::ir::types::I64;
@@ -32,6 +32,8 @@ pub(crate) struct Task {
     id: FuncId,
     mm: Matmul,
     plan: Plan,
+    /// The folded bias and residual operands.
+    ops: Operands,
     /// Rows per block (the variant's `MR`).
     rows: i64,
 }
@@ -57,6 +59,7 @@ impl Gemms {
         name: &str,
         mm: &Matmul,
         plan: Plan,
+        ops: Operands,
     ) -> Result<Option<FuncId>, CpuError> {
         let mr = plan.variant.blocking().mr as u64;
         let macs = mm.m.saturating_mul(mm.n).saturating_mul(mm.k);
@@ -84,6 +87,7 @@ impl Gemms {
                 split: Some(id),
                 ..plan
             },
+            ops,
             rows: mr as i64,
         });
         Ok(Some(id))
@@ -117,6 +121,7 @@ impl Gemms {
                 let fl = MemFlagsData::trusted().with_readonly();
                 let ld = |b: &mut FunctionBuilder, off: i32| b.ins().load(I64, fl, ps[0], off);
                 let (pa, pb, pc) = (ld(&mut b, 0), ld(&mut b, 8), ld(&mut b, 16));
+                let (pbias, pres) = (ld(&mut b, 24), ld(&mut b, 32));
                 let r0 = b.ins().imul_imm_s(ps[1], t.rows);
                 let r1 = b.ins().imul_imm_s(ps[2], t.rows);
                 let m = b.ins().iconst(I64, t.mm.m as i64);
@@ -126,6 +131,19 @@ impl Gemms {
                 let co = b.ins().imul_imm_s(r0, t.mm.c.row_stride * 4);
                 let pa = b.ins().iadd(pa, ao);
                 let pc = b.ins().iadd(pc, co);
+                // Only present operands move with the row block.
+                let pbias = if t.ops.bias.is_some() && t.plan.bias_rows {
+                    let o = b.ins().imul_imm_s(r0, 4);
+                    b.ins().iadd(pbias, o)
+                } else {
+                    pbias
+                };
+                let pres = if t.ops.residual.is_some() {
+                    let o = b.ins().imul_imm_s(r0, t.plan.ldr * 4);
+                    b.ins().iadd(pres, o)
+                } else {
+                    pres
+                };
                 let size = u32::try_from(t.plan.stack_bytes())
                     .map_err(|_| cg("matmul task: scratch too large"))?;
                 let slot = b.create_sized_stack_slot(StackSlotData::new(
@@ -135,8 +153,17 @@ impl Gemms {
                 ));
                 let helpers = HashMap::new();
                 let mut kc = KernelCx::new(&mut b, &[], vec![], &helpers, true);
-                body(&mut kc, &t.mm, t.plan, func, slot, [pa, pb, pc], rows)
-                    .map_err(|e| cg(format!("matmul task: {e}")))?;
+                body(
+                    &mut kc,
+                    &t.mm,
+                    t.plan,
+                    func,
+                    slot,
+                    [pa, pb, pc],
+                    [pbias, pres],
+                    rows,
+                )
+                .map_err(|e| cg(format!("matmul task: {e}")))?;
                 b.ins().return_(&[]);
                 b.finalize(fcfg);
             }
@@ -151,10 +178,10 @@ impl Gemms {
     }
 }
 
-/// `kiln_parallel_for(⌈m/MR⌉, task, &{a, b, c})` for a split matmul.
-pub(super) fn call(cx: &mut KernelCx, blocks: i64, ptrs: [Value; 3], task: FuncRef, par: FuncRef) {
+/// `kiln_parallel_for(⌈m/MR⌉, task, &{a, b, c, bias, residual})` for a split matmul.
+pub(super) fn call(cx: &mut KernelCx, blocks: i64, ptrs: [Value; 5], task: FuncRef, par: FuncRef) {
     let slot =
-        cx.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 24, 3));
+        cx.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 40, 3));
     for (i, p) in ptrs.into_iter().enumerate() {
         cx.b.ins().stack_store(I64, p, slot, i as i32 * 8);
     }

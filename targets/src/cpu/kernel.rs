@@ -298,7 +298,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
     }
 
     /// A scalar i64 index (evaluated with the vector loop variable at lane 0).
-    fn eval_index(&mut self, e: &Expr) -> R<Value> {
+    pub(crate) fn eval_index(&mut self, e: &Expr) -> R<Value> {
         let v = self.eval(e)?;
         if v.k != Kind::Int || v.vec {
             return Err("an index must be a scalar integer".into());

@@ -694,6 +694,35 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
     Ok(KernelProgram { buffers, kernels })
 }
 
+/// Whether, in every block on the way to the output GEMM, stores to `out`
+/// come only in statements before the one holding the GEMM (a bias fill of
+/// the tile the GEMM then accumulates onto): the epilogue after the GEMM
+/// then sees every element's final value.
+fn stores_precede_gemm(b: &[Stmt], out: BufId) -> bool {
+    let mut seen = false;
+    for s in b {
+        let mut w = Writes::default();
+        scan_writes(std::slice::from_ref(s), out, &mut w);
+        if w.matmuls > 0 {
+            if seen {
+                return false;
+            }
+            seen = true;
+            let ok = match s {
+                Stmt::Matmul(_) => true,
+                Stmt::For { body, .. } => stores_precede_gemm(body, out),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+        } else if seen && w.stores > 0 {
+            return false;
+        }
+    }
+    true
+}
+
 /// Adds the epilogue after the output GEMM, which must be the last write to
 /// the output: stores to it may only come in earlier top-level statements
 /// (bias initialisation that the GEMM accumulates onto).
@@ -713,10 +742,10 @@ fn epilogue_kernels(
             let mut w = Writes::default();
             scan_writes(std::slice::from_ref(s), tail.out, &mut w);
             if w.matmuls > 0 {
-                if w.stores > 0 {
+                if w.stores > 0 && !stores_precede_gemm(std::slice::from_ref(s), tail.out) {
                     return Err(gerr(
                         &tail.name,
-                        "the output GEMM shares a loop with stores to the output",
+                        "the output GEMM shares a loop with later stores to the output",
                     ));
                 }
                 let mut written = 0;

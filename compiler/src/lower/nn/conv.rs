@@ -70,16 +70,6 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         return Ok(());
     }
 
-    if let Some(b) = bias {
-        // The GEMMs accumulate onto the bias.
-        body.extend(pb.nest(&[n, oc, ospn], |_, i| {
-            vec![Stmt::Store {
-                buf: y,
-                index: (i[0].clone() * oc as i64 + i[1].clone()) * ospn as i64 + i[2].clone(),
-                value: Expr::load(b, i[1].clone()),
-            }]
-        }));
-    }
     let acc = bias.is_some();
     let pointwise = kernel.iter().all(|&k| k == 1)
         && st.iter().all(|&s| s == 1)
@@ -92,8 +82,9 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         let row_len = ospn / rows;
         let k_rows = rows_per_block(rows, row_len, ocg * row_len * dt.size(), OUT_BLOCK_BYTES);
         let blen = (k_rows * row_len) as i64;
-        body.extend(pb.nest(&[n, g, rows / k_rows], |_, i| {
+        body.extend(pb.nest(&[n, g, rows / k_rows], |pb, i| {
             let (ni, gi, bi) = (i[0].clone(), i[1].clone(), i[2].clone());
+            let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
             let a = (w, gi.clone() * (ocg * cg) as i64);
             let b = (
                 x,
@@ -109,7 +100,9 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
                 m.b.row_stride = isp as i64;
                 m.c.row_stride = ospn as i64;
             }
-            vec![mm]
+            let mut s = bias_fill(pb, &mm, bias_at);
+            s.push(mm);
+            s
         }));
         pb.kernel(cx.node, body);
         return Ok(());
@@ -175,6 +168,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             s
         });
         let mut s = fill;
+        let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
         let a = (w, gi.clone() * (ocg * cg * kk) as i64);
         let yo = (
             y,
@@ -185,6 +179,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             // The block is a column range of y[n, g], whose rows are ospn apart.
             m.c.row_stride = ospn as i64;
         }
+        s.extend(bias_fill(pb, &mm, bias_at));
         s.push(mm);
         s
     }));
@@ -349,6 +344,25 @@ const MIN_BLOCK_COLS: usize = 16;
 /// The largest block of the im2col matrix built at once: well inside a
 /// core's L2, so the GEMM reads it from cache.
 const COL_BLOCK_BYTES: usize = 256 << 10;
+
+/// `C[i, j] = bias[offset + i]` over the block a GEMM then accumulates
+/// onto: one bias per output channel, a row of `C`. Filled block by block,
+/// right before its GEMM, so the block is in cache when the GEMM reads it,
+/// and in the shape the CPU backend folds into the GEMM kernel's epilogue.
+fn bias_fill(pb: &mut ProgramBuilder, mm: &Stmt, bias: Option<(BufId, Expr)>) -> Vec<Stmt> {
+    let (Stmt::Matmul(m), Some((b, off))) = (mm, bias) else {
+        return vec![];
+    };
+    pb.nest(&[m.m as usize, m.n as usize], |_, i| {
+        vec![Stmt::Store {
+            buf: m.c.buf,
+            index: m.c.offset.clone()
+                + i[0].clone() * m.c.row_stride
+                + i[1].clone() * m.c.col_stride,
+            value: Expr::load(b, off.clone() + i[0].clone()),
+        }]
+    })
+}
 
 fn with_acc(s: Stmt, acc: bool) -> Stmt {
     match s {
