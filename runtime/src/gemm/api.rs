@@ -3,6 +3,7 @@
 //! checked here so that the kernels below can run unchecked.
 
 use super::driver::{self, Args};
+use super::packed_a;
 use super::{Epilogue, GemmError, Variant};
 
 /// Whether the CPU running this code can execute `variant`. With an OS the
@@ -45,6 +46,18 @@ fn check_stride(what: &'static str, stride: usize, min: usize) -> Result<(), Gem
 fn check_len(what: &'static str, needed: usize, got: usize) -> Result<(), GemmError> {
     if got < needed {
         return Err(GemmError::BufferTooSmall { what, needed, got });
+    }
+    Ok(())
+}
+
+/// The bias and residual slices against an `m × n` `C`.
+fn check_epilogue(epilogue: &Epilogue<'_>, m: usize, n: usize) -> Result<(), GemmError> {
+    if let Some(bias) = epilogue.bias {
+        check_len("bias", if epilogue.bias_rows { m } else { n }, bias.len())?;
+    }
+    if let Some((r, ldr)) = epilogue.residual {
+        check_stride("ldr", ldr, n)?;
+        check_len("residual", span(m, n, ldr)?, r.len())?;
     }
     Ok(())
 }
@@ -132,13 +145,7 @@ pub fn sgemm(
             .ok_or(GemmError::Overflow)?;
         check_len("packed B", packed, b_packed.len())?;
         check_len("C", span(m, n, ldc)?, c.len())?;
-        if let Some(bias) = epilogue.bias {
-            check_len("bias", if epilogue.bias_rows { m } else { n }, bias.len())?;
-        }
-        if let Some((r, ldr)) = epilogue.residual {
-            check_stride("ldr", ldr, n)?;
-            check_len("residual", span(m, n, ldr)?, r.len())?;
-        }
+        check_epilogue(epilogue, m, n)?;
     }
     if epilogue.accumulate && epilogue.residual.is_some() {
         return Err(GemmError::ResidualWithAccumulate);
@@ -164,21 +171,28 @@ pub fn sgemm(
         hi,
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
+        ldb: 0,
     };
     // SAFETY: every extent was checked against its slice above.
-    unsafe { run(variant, &args) }
+    unsafe { run(variant, &args, false) }
 }
 
 /// Checks what can be checked of raw operands (nulls, strides, scratch, the
-/// CPU), then runs the variant's kernel.
+/// CPU), then runs the variant's kernel; `packed_a`: `A` packed by
+/// [`pack_a`] and `B` raw with row stride `ldb` (else `A` raw, `B` packed).
 ///
 /// # Safety
 /// The pointers cover the extents their shapes and strides imply.
-unsafe fn run(variant: Variant, args: &Args) -> Result<(), GemmError> {
+unsafe fn run(variant: Variant, args: &Args, packed_a: bool) -> Result<(), GemmError> {
     if args.m == 0 || args.n == 0 {
         return Ok(());
     }
-    check_stride("lda", args.lda, args.k)?;
+    if packed_a {
+        check_stride("ldb", args.ldb, args.n)?;
+        span(args.k, args.n, args.ldb)?;
+    } else {
+        check_stride("lda", args.lda, args.k)?;
+    }
     check_stride("ldc", args.ldc, args.n)?;
     span(args.m, args.k, args.lda)?;
     span(args.m, args.n, args.ldc)?;
@@ -194,12 +208,17 @@ unsafe fn run(variant: Variant, args: &Args) -> Result<(), GemmError> {
             return Err(GemmError::NullPointer { what: "A" });
         }
         if args.b.is_null() {
-            return Err(GemmError::NullPointer { what: "packed B" });
+            return Err(GemmError::NullPointer { what: "B" });
         }
         if args.scratch.is_null() {
             return Err(GemmError::NullPointer { what: "scratch" });
         }
-        check_len("scratch", variant.min_scratch_len(args.k), args.scratch_len)?;
+        let min = if packed_a {
+            variant.min_scratch_len_pa(args.k)
+        } else {
+            variant.min_scratch_len(args.k)
+        };
+        check_len("scratch", min, args.scratch_len)?;
     }
     if !variant.is_compiled() {
         return Err(GemmError::NotCompiled { variant });
@@ -207,28 +226,149 @@ unsafe fn run(variant: Variant, args: &Args) -> Result<(), GemmError> {
     if !cpu_supports(variant) {
         return Err(GemmError::Unsupported { variant });
     }
+    macro_rules! go {
+        ($k:ty) => {
+            if packed_a {
+                packed_a::gemm::<$k>(args)
+            } else {
+                driver::gemm::<$k>(args)
+            }
+        };
+    }
     match variant {
-        Variant::Scalar => driver::gemm::<super::scalar::Scalar>(args),
+        Variant::Scalar => go!(super::scalar::Scalar),
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx2 => driver::gemm::<super::avx2::Avx2>(args),
+        Variant::Avx2 => go!(super::avx2::Avx2),
         #[cfg(target_arch = "x86_64")]
-        Variant::Avx512 => driver::gemm::<super::avx512::Avx512>(args),
+        Variant::Avx512 => go!(super::avx512::Avx512),
         #[cfg(target_arch = "aarch64")]
-        Variant::Neon => driver::gemm::<super::neon::Neon>(args),
+        Variant::Neon => go!(super::neon::Neon),
         #[allow(unreachable_patterns)]
         _ => return Err(GemmError::NotCompiled { variant }),
     }
     Ok(())
 }
 
+/// Packs `A` (`m × k`, element `(i, p)` at `a[i·rs + p·cs]`) for a
+/// packed-`A` GEMM of `variant` into `out[..variant.packed_a_len(m, k)]`
+/// (layout in `packed_a.rs`). Convolution weights `[C_out, C_in·kh·kw]`
+/// have `rs = C_in·kh·kw`, `cs = 1`. A pure function: the compiler runs it.
+pub fn pack_a(
+    variant: Variant,
+    m: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    out: &mut [f32],
+) -> Result<(), GemmError> {
+    let needed = variant.packed_a_len(m, k);
+    if needed == usize::MAX {
+        return Err(GemmError::Overflow);
+    }
+    check_len("packed A", needed, out.len())?;
+    if k > 0 && m > 0 {
+        let last = (m - 1)
+            .checked_mul(rs)
+            .and_then(|x| (k - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
+            .and_then(|x| x.checked_add(1))
+            .ok_or(GemmError::Overflow)?;
+        check_len("A", last, a.len())?;
+    }
+    packed_a::pack_a(variant.blocking(), m, k, a, rs, cs, out);
+    Ok(())
+}
+
+/// [`pack_a`] into a new vector.
+#[cfg(any(feature = "std", not(target_os = "none"), test))]
+pub fn pack_a_vec(
+    variant: Variant,
+    m: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+) -> Result<std::vec::Vec<f32>, GemmError> {
+    let mut out = std::vec![0.0; variant.packed_a_len(m, k)];
+    pack_a(variant, m, k, a, rs, cs, &mut out)?;
+    Ok(out)
+}
+
+/// `C = act(A·B + (accumulate ? C : residual) + bias)` with `A` packed by
+/// [`pack_a`] for the same `variant` and `B` (`k × n`) row-major with row
+/// stride `ldb`. `scratch` needs [`Variant::min_scratch_len_pa`] floats,
+/// [`Variant::scratch_len_pa`] for speed.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_pa(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    a_packed: &[f32],
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<(), GemmError> {
+    if !variant.is_compiled() {
+        return Err(GemmError::NotCompiled { variant });
+    }
+    check_stride("ldb", ldb, n)?;
+    check_stride("ldc", ldc, n)?;
+    if m > 0 && n > 0 {
+        check_len("packed A", variant.packed_a_len(m, k), a_packed.len())?;
+        check_len("B", span(k, n, ldb)?, b.len())?;
+        check_len("C", span(m, n, ldc)?, c.len())?;
+        check_epilogue(epilogue, m, n)?;
+    }
+    if epilogue.accumulate && epilogue.residual.is_some() {
+        return Err(GemmError::ResidualWithAccumulate);
+    }
+    let (lo, hi) = epilogue.activation.bounds();
+    let args = Args {
+        m,
+        n,
+        k,
+        a: a_packed.as_ptr(),
+        lda: 0,
+        b: b.as_ptr(),
+        c: c.as_mut_ptr(),
+        ldc,
+        accumulate: epilogue.accumulate,
+        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+        bias_rows: epilogue.bias_rows,
+        res: epilogue
+            .residual
+            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
+        ldr: epilogue.residual.map_or(0, |(_, l)| l),
+        lo,
+        hi,
+        scratch: scratch.as_mut_ptr(),
+        scratch_len: scratch.len(),
+        ldb,
+    };
+    // SAFETY: every extent was checked against its slice above.
+    unsafe { run(variant, &args, true) }
+}
+
 /// Defines the C entry point of one variant (signature in the module docs).
 macro_rules! c_entry {
     ($(#[$attr:meta])* $name:ident, $variant:expr) => {
+        c_entry!($(#[$attr])* $name, $variant, false);
+    };
+    ($(#[$attr:meta])* $name:ident, $variant:expr, $packed_a:expr) => {
         $(#[$attr])*
         ///
         /// Returns 0, or a negative [`GemmError::code`] (and leaves `C`
         /// untouched) when a pointer is null, a stride is short, the scratch
-        /// is under `MR·min(k, KC)` floats or the CPU lacks the instructions.
+        /// is under the minimum or the CPU lacks the instructions.
+        ///
+        /// Packed-`A` entries (`kiln_sgemm_pa_*`) take `(a_packed, ldb, b)`
+        /// in place of `(a, lda, b_packed)`: `A` packed by [`pack_a`], `B`
+        /// `k` rows of `n` floats `ldb` apart, scratch at least
+        /// `NR·min(k, KC)` floats ([`Variant::min_scratch_len_pa`]).
         ///
         /// # Safety
         /// `a` covers `m` rows of `k` floats `lda` apart, `b_packed` the
@@ -245,8 +385,8 @@ macro_rules! c_entry {
             n: usize,
             k: usize,
             a: *const f32,
-            lda: usize,
-            b_packed: *const f32,
+            stride: usize,
+            b: *const f32,
             c: *mut f32,
             ldc: usize,
             flags: u32,
@@ -263,8 +403,8 @@ macro_rules! c_entry {
                 n,
                 k,
                 a,
-                lda,
-                b: b_packed,
+                lda: if $packed_a { 0 } else { stride },
+                b,
                 c,
                 ldc,
                 accumulate: flags & 1 != 0,
@@ -280,8 +420,9 @@ macro_rules! c_entry {
                 hi: act_max,
                 scratch,
                 scratch_len,
+                ldb: if $packed_a { stride } else { 0 },
             };
-            match run($variant, &args) {
+            match run($variant, &args, $packed_a) {
                 Ok(()) => 0,
                 Err(e) => e.code(),
             }
@@ -311,6 +452,34 @@ c_entry!(
     #[cfg(target_arch = "aarch64")]
     kiln_sgemm_neon,
     Variant::Neon
+);
+
+c_entry!(
+    /// Portable f32 GEMM, `A` packed ahead of time.
+    kiln_sgemm_pa_scalar,
+    Variant::Scalar,
+    true
+);
+c_entry!(
+    /// AVX2+FMA f32 GEMM, `A` packed ahead of time (6×16 tile).
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_pa_avx2,
+    Variant::Avx2,
+    true
+);
+c_entry!(
+    /// AVX-512F f32 GEMM, `A` packed ahead of time (12×32 tile).
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_pa_avx512,
+    Variant::Avx512,
+    true
+);
+c_entry!(
+    /// NEON f32 GEMM, `A` packed ahead of time (8×12 tile).
+    #[cfg(target_arch = "aarch64")]
+    kiln_sgemm_pa_neon,
+    Variant::Neon,
+    true
 );
 
 /// Floats of packed `B` for `variant` (C ABI code); 0 for an unknown code.

@@ -79,6 +79,48 @@ pub(crate) struct Args {
     pub hi: f32,
     pub scratch: *mut f32,
     pub scratch_len: usize,
+    /// Row stride of a raw (unpacked) `B`, in packed-`A` calls only.
+    pub ldb: usize,
+}
+
+/// The `C` tile at `(i, j)`, its bias pointer and its epilogue, for the
+/// depth block starting at `pc` (`last`: the final one). Bias and clamp
+/// come with the last depth block, the residual with the first; later
+/// blocks add onto `C`.
+///
+/// # Safety
+/// `args` passed the checks in `api.rs`; `(i, j)` lies inside `C`.
+#[inline(always)]
+pub(crate) unsafe fn tile_epilogue(
+    args: &Args,
+    i: usize,
+    j: usize,
+    pc: usize,
+    last: bool,
+) -> (*mut f32, *const f32, TileEpi) {
+    let ct = args.c.add(i * args.ldc + j);
+    let bias = if !last || args.bias.is_null() {
+        core::ptr::null()
+    } else if args.bias_rows {
+        args.bias.add(i)
+    } else {
+        args.bias.add(j)
+    };
+    let mut epi = TileEpi {
+        src: core::ptr::null(),
+        lds: 0,
+        bias_rows: args.bias_rows,
+        clamp: last && clamps(args.lo, args.hi),
+        lo: args.lo,
+        hi: args.hi,
+    };
+    if args.accumulate || pc > 0 {
+        (epi.src, epi.lds) = (ct, args.ldc);
+    } else if !args.res.is_null() {
+        epi.src = args.res.add(i * args.ldr + j);
+        epi.lds = args.ldr;
+    }
+    (ct, bias, epi)
 }
 
 /// The clamp of the epilogue, NaN passing through: `min(max(v, lo), hi)`
@@ -257,9 +299,8 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
     if m == 0 || n == 0 {
         return;
     }
-    let clamp_on = clamps(args.lo, args.hi);
     if k == 0 {
-        epilogue_only(args, clamp_on);
+        epilogue_only(args);
         return;
     }
     // Shrink the row block to the scratch the caller could spare.
@@ -280,15 +321,6 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
-            let load_c = args.accumulate || pc > 0;
-            let epi0 = TileEpi {
-                src: core::ptr::null(),
-                lds: 0,
-                bias_rows: args.bias_rows,
-                clamp: clamp_on && last,
-                lo: args.lo,
-                hi: args.hi,
-            };
             // Panels of this depth block start at pc·n_pad; panel jc/NR of
             // them at (jc/NR)·kc·NR = jc·kc, since NC is a multiple of NR.
             let b_block = args.b.add(pc * n_pad + jc * kc);
@@ -311,21 +343,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                     let bp = b_block.add(jr * kc);
                     let mut ir = 0;
                     while ir < mc {
-                        let bias = if !last || args.bias.is_null() {
-                            core::ptr::null()
-                        } else if args.bias_rows {
-                            args.bias.add(ic + ir)
-                        } else {
-                            args.bias.add(jc + jr)
-                        };
-                        let ct = args.c.add((ic + ir) * args.ldc + jc + jr);
-                        let mut epi = epi0;
-                        if load_c {
-                            (epi.src, epi.lds) = (ct, args.ldc);
-                        } else if !args.res.is_null() {
-                            epi.src = args.res.add((ic + ir) * args.ldr + jc + jr);
-                            epi.lds = args.ldr;
-                        }
+                        let (ct, bias, epi) = tile_epilogue(args, ic + ir, jc + jr, pc, last);
                         let (a, lda) = if direct {
                             (args.a.add((ic + ir) * args.lda + pc), args.lda)
                         } else {
@@ -356,7 +374,11 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
 }
 
 /// `k == 0`: the product is zero and only the epilogue remains.
-unsafe fn epilogue_only(args: &Args, clamp_on: bool) {
+///
+/// # Safety
+/// `args` passed the checks in `api.rs`.
+pub(crate) unsafe fn epilogue_only(args: &Args) {
+    let clamp_on = clamps(args.lo, args.hi);
     for i in 0..args.m {
         let row = args.c.add(i * args.ldc);
         for j in 0..args.n {

@@ -1,4 +1,4 @@
-//! f32 GEMM with a fused epilogue, `C = act(A·B [+ C] [+ bias])`, built on
+//! f32 GEMM with a fused epilogue, `C = act(A·B [+ C | + R] [+ bias])`, built on
 //! hand-written register-tile micro-kernels.
 //!
 //! Why here and not in generated code: Cranelift emits 128-bit vectors only,
@@ -22,6 +22,8 @@
 //!   Total length: [`Variant::packed_b_len`] `= k · n_pad`. Each `kc × NC`
 //!   block the kernel streams is contiguous.
 //! - `C` (`m × n`): row-major with row stride `ldc`.
+//! - Packed-`A` mode (`sgemm_pa`, `kiln_sgemm_pa_*`): the transpose of the
+//!   above for convolutions, whose weights are `A`; see `packed_a.rs`.
 //!
 //! # Scratch
 //! The packed copy of `A` needs `MR · min(k, KC)` floats at least (asked of
@@ -34,10 +36,14 @@
 //! ```c
 //! int kiln_sgemm_<variant>(size_t m, size_t n, size_t k,
 //!                          const float *a, size_t lda, const float *b_packed,
-//!                          float *c, size_t ldc, uint32_t accumulate,
-//!                          const float *bias /* n floats or NULL */,
-//!                          float act_min, float act_max,
+//!                          float *c, size_t ldc,
+//!                          uint32_t flags /* 1 accumulate, 2 bias per row */,
+//!                          const float *bias /* n (or m) floats or NULL */,
+//!                          const float *residual /* m×n or NULL */,
+//!                          size_t ldr, float act_min, float act_max,
 //!                          float *scratch, size_t scratch_len);
+//! int kiln_sgemm_pa_<variant>(/* the same, with */ const float *a_packed,
+//!                             size_t ldb, const float *b /* in place of a, lda, b_packed */ ...);
 //! size_t kiln_sgemm_packed_b_len(uint32_t variant, size_t k, size_t n);
 //! size_t kiln_sgemm_scratch_len(uint32_t variant, size_t m, size_t k);
 //! ```
@@ -48,6 +54,7 @@
 //! [`GemmError::code`].
 
 mod driver;
+mod packed_a;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]

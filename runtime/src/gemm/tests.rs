@@ -135,7 +135,65 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
         &mut scratch,
     )
     .unwrap_or_else(|e| panic!("{variant:?} {case:?}: {e}"));
+    verify(variant, case, &a, &b, &c0, &bias, &res, &c, "packed B");
 
+    // The same product with A packed ahead of time and B read in place
+    // (transposed A when the case transposes B, to cover both strides).
+    let packed_a = if case.transposed_b {
+        let mut at = vec![0.0; m.max(1) * k];
+        for i in 0..m {
+            for p in 0..k {
+                at[p * m + i] = a[i * lda + p];
+            }
+        }
+        pack_a_vec(variant, m, k, &at, 1, m).unwrap()
+    } else {
+        pack_a_vec(variant, m, k, &a, lda, 1).unwrap()
+    };
+    let ldb = n + case.pad_c;
+    let mut braw = vec![0.0; k.max(1) * ldb];
+    for p in 0..k {
+        braw[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
+    }
+    let mut c2 = c0.clone();
+    let len = scratch_len.map_or(variant.scratch_len_pa(n, k), |l| {
+        l.max(variant.min_scratch_len_pa(k))
+    });
+    let mut scratch = vec![0.0; len];
+    sgemm_pa(
+        variant,
+        m,
+        n,
+        k,
+        &packed_a,
+        &braw,
+        ldb,
+        &mut c2,
+        ldc,
+        &epi,
+        &mut scratch,
+    )
+    .unwrap_or_else(|e| panic!("{variant:?} {case:?} packed A: {e}"));
+    verify(variant, case, &a, &b, &c0, &bias, &res, &c2, "packed A");
+}
+
+/// Checks `c` against the f64 reference of `case`.
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    variant: Variant,
+    case: Case,
+    a: &[f32],
+    b: &[f32],
+    c0: &[f32],
+    bias: &[f32],
+    res: &[f32],
+    c: &[f32],
+    mode: &str,
+) {
+    let Case { m, n, k, .. } = case;
+    let lda = k + case.pad_a;
+    let ldc = n + case.pad_c;
+    let ldr = n + case.pad_a;
     let (lo, hi) = case.act.bounds();
     let u = f32::EPSILON as f64 / 2.0;
     for i in 0..m {
@@ -145,7 +203,7 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
                 assert_eq!(
                     got,
                     c0[i * ldc + j],
-                    "{variant:?} {case:?}: padding ({i},{j}) written"
+                    "{variant:?} {case:?} {mode}: padding ({i},{j}) written"
                 );
                 continue;
             }
@@ -172,7 +230,7 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
             let tol = (k as f64 + 3.0) * u * mag + f64::MIN_POSITIVE;
             assert!(
                 (got as f64 - want).abs() <= tol,
-                "{variant:?} {case:?}: C({i},{j}) = {got}, want {want} (tol {tol:e})"
+                "{variant:?} {case:?} {mode}: C({i},{j}) = {got}, want {want} (tol {tol:e})"
             );
         }
     }

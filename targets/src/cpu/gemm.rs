@@ -120,6 +120,9 @@ impl Kernels {
 pub(super) enum How {
     /// B was packed at compile time into this data object.
     Weight(DataId),
+    /// A (the weights of a convolution in NCHW) was packed at compile time
+    /// into this data object; the kernel packs B from its rows.
+    WeightA(DataId),
     /// B is packed at run time, `kch` rows × `nch` columns at a time.
     Runtime { kch: usize, nch: usize },
 }
@@ -143,19 +146,24 @@ pub(super) struct Plan {
 }
 
 impl Plan {
+    /// The kernel entry it calls: variant, and whether A is the packed operand.
+    pub(super) fn import(&self) -> (Variant, bool) {
+        (self.variant, matches!(self.how, How::WeightA(_)))
+    }
+
     /// Bytes of stack the call needs: scratch, then (64-byte aligned) the packed chunk.
     pub(super) fn stack_bytes(&self) -> usize {
         let pack = match self.how {
-            How::Weight(_) => 0,
+            How::Weight(_) | How::WeightA(_) => 0,
             How::Runtime { kch, nch } => kch * nch,
         };
         (self.scratch * 4).next_multiple_of(64) + pack * 4
     }
 }
 
-/// Packed weight blobs by (weight, offset, row stride, column stride, k, n,
-/// variant): one blob per distinct view.
-type Blobs = HashMap<(usize, i64, i64, i64, u64, u64, Variant), DataId>;
+/// Packed weight blobs by (weight, offset, row stride, column stride, rows,
+/// columns, variant, packed as A): one blob per distinct view.
+type Blobs = HashMap<(usize, i64, i64, i64, u64, u64, Variant, bool), DataId>;
 
 /// Every planned call of one program, keyed by the address of its `Matmul`
 /// inside the program (the kernels are emitted from the same borrowed IR).
@@ -165,7 +173,8 @@ pub(crate) struct Gemms {
     pub(super) operands: HashMap<usize, Operands>,
     /// Per (step, kernel): the planned matmuls and the stack slot size.
     kernels: HashMap<(usize, usize), (Vec<usize>, usize)>,
-    pub(super) imports: HashMap<Variant, FuncId>,
+    /// Kernel imports by variant and whether A is the packed operand.
+    pub(super) imports: HashMap<(Variant, bool), FuncId>,
     /// `kiln_parallel_for`, when the code is multi-threaded.
     pub(super) par_for: Option<FuncId>,
     /// The row-block tasks to define (see `gemm_par.rs`).
@@ -211,12 +220,26 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             "kiln_sgemm_avx512",
             kiln_runtime::gemm::kiln_sgemm_avx512 as *const u8,
         ));
+        v.push((
+            "kiln_sgemm_pa_avx2",
+            kiln_runtime::gemm::kiln_sgemm_pa_avx2 as *const u8,
+        ));
+        v.push((
+            "kiln_sgemm_pa_avx512",
+            kiln_runtime::gemm::kiln_sgemm_pa_avx512 as *const u8,
+        ));
     }
     #[cfg(target_arch = "aarch64")]
-    v.push((
-        "kiln_sgemm_neon",
-        kiln_runtime::gemm::kiln_sgemm_neon as *const u8,
-    ));
+    v.extend([
+        (
+            "kiln_sgemm_neon",
+            kiln_runtime::gemm::kiln_sgemm_neon as *const u8,
+        ),
+        (
+            "kiln_sgemm_pa_neon",
+            kiln_runtime::gemm::kiln_sgemm_pa_neon as *const u8,
+        ),
+    ]);
     v
 }
 
@@ -321,12 +344,13 @@ impl Gemms {
                         plan.split = g.split(module, name, mm, plan, ops)?;
                     }
                     if let std::collections::hash_map::Entry::Vacant(e) =
-                        g.imports.entry(plan.variant)
+                        g.imports.entry(plan.import())
                     {
                         let cc = module.isa().default_call_conv();
+                        let pa = if plan.import().1 { "pa_" } else { "" };
                         let id = module
                             .declare_function(
-                                &format!("kiln_sgemm_{}", plan.variant.name()),
+                                &format!("kiln_sgemm_{pa}{}", plan.variant.name()),
                                 Linkage::Import,
                                 &signature(cc),
                             )
@@ -348,7 +372,7 @@ impl Gemms {
         let packed: HashSet<usize> = g
             .plans
             .iter()
-            .filter(|(_, p)| matches!(p.how, How::Weight(_)))
+            .filter(|(_, p)| matches!(p.how, How::Weight(_) | How::WeightA(_)))
             .map(|(k, _)| *k)
             .collect();
         g.unread_weights = super::gemm_weights::unread_weights(prog, &packed);
@@ -372,7 +396,6 @@ impl Gemms {
         if !(f32_buf(mm.a.buf) && f32_buf(mm.b.buf) && f32_buf(mm.c.buf))
             || mm.c.buf == mm.a.buf
             || mm.c.buf == mm.b.buf
-            || mm.a.col_stride != 1
             || mm.c.col_stride != 1
             || mm.m == 0
             || mm.n == 0
@@ -387,85 +410,59 @@ impl Gemms {
         ) else {
             return Ok(None);
         };
-        // The kernels want lda ≥ k and ldc ≥ n; a single row has no stride.
-        let lda_ok = m == 1 || usize_of(mm.a.row_stride).is_some_and(|s| s >= k);
+        // The kernels want lda ≥ k, ldb ≥ n and ldc ≥ n; a single row has no stride.
+        let a_rows_ok =
+            mm.a.col_stride == 1 && (m == 1 || usize_of(mm.a.row_stride).is_some_and(|s| s >= k));
+        let b_rows_ok =
+            mm.b.col_stride == 1 && (k == 1 || usize_of(mm.b.row_stride).is_some_and(|s| s >= n));
         let ldc_ok = m == 1 || usize_of(mm.c.row_stride).is_some_and(|s| s >= n);
-        if !lda_ok || !ldc_ok {
+        if !ldc_ok {
             return Ok(None);
         }
-        let weight = match (step.bindings.get(mm.b.buf as usize), &mm.b.offset) {
-            (Some(BufferLoc::Weight(w)), Expr::I(off, _)) => Some((*w, *off)),
-            _ => None,
+        let weight =
+            |v: &kiln_ir::kernel::MatView| match (step.bindings.get(v.buf as usize), &v.offset) {
+                (Some(BufferLoc::Weight(w)), Expr::I(off, _)) => Some((*w, *off)),
+                _ => None,
+            };
+        let plan = |variant: Variant, how: How, scratch: usize| Plan {
+            variant,
+            how,
+            scratch,
+            split: None,
+            act: NO_ACT,
+            accumulate: mm.accumulate,
+            bias_rows: false,
+            ldr: 0,
         };
-        if let Some((wi, off)) = weight {
+        if let (Some(w), true) = (weight(&mm.b), a_rows_ok) {
             let Some(variant) = ks.pick(n) else {
                 return Ok(None);
             };
-            let Some(Storage::F32(data)) = prog.weights.get(wi).map(|w| &w.data) else {
+            let view = (&mm.b, k, n, false);
+            let Some(id) = self.blob(module, prog, si, w, view, variant, name, blobs)? else {
                 return Ok(None);
-            };
-            let (Some(off), Some(rs), Some(cs)) = (
-                usize_of(off),
-                usize_of(mm.b.row_stride),
-                usize_of(mm.b.col_stride),
-            ) else {
-                return Ok(None);
-            };
-            let key = (
-                wi,
-                off as i64,
-                mm.b.row_stride,
-                mm.b.col_stride,
-                mm.k,
-                mm.n,
-                variant,
-            );
-            let id = match blobs.get(&key) {
-                Some(id) => *id,
-                None => {
-                    let src = data.get(off..).unwrap_or(&[]);
-                    let packed = kiln_runtime::gemm::pack_b_vec(variant, k, n, src, rs, cs)
-                        .map_err(|e| CpuError::Kernel {
-                            node: step.node.clone(),
-                            kernel: "-".into(),
-                            msg: format!("packing weight '{}': {e}", prog.weights[wi].name),
-                        })?;
-                    let bytes: Vec<u8> = packed.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    self.packed_bytes += bytes.len();
-                    let id = module
-                        .declare_data(
-                            &format!("{name}_gemm_b{}", blobs.len()),
-                            Linkage::Local,
-                            false,
-                            false,
-                        )
-                        .map_err(|e| CpuError::Codegen(e.to_string()))?;
-                    let mut d = DataDescription::new();
-                    d.define(bytes.into_boxed_slice());
-                    d.set_align(64);
-                    module
-                        .define_data(id, &d)
-                        .map_err(|e| CpuError::Codegen(e.to_string()))?;
-                    blobs.insert(key, id);
-                    id
-                }
             };
             let scratch = variant
                 .scratch_len(m, k)
                 .min(SCRATCH_CAP_FLOATS)
                 .max(variant.min_scratch_len(k));
-            return Ok(Some(Plan {
-                variant,
-                how: How::Weight(id),
-                scratch,
-                split: None,
-                act: NO_ACT,
-                accumulate: mm.accumulate,
-                bias_rows: false,
-                ldr: 0,
-            }));
+            return Ok(Some(plan(variant, How::Weight(id), scratch)));
         }
-        if mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
+        if let (Some(w), true) = (weight(&mm.a), b_rows_ok) {
+            let Some(variant) = ks.pick(n) else {
+                return Ok(None);
+            };
+            let view = (&mm.a, m, k, true);
+            let Some(id) = self.blob(module, prog, si, w, view, variant, name, blobs)? else {
+                return Ok(None);
+            };
+            let scratch = variant
+                .scratch_len_pa(n, k)
+                .min(SCRATCH_CAP_FLOATS)
+                .max(variant.min_scratch_len_pa(k));
+            return Ok(Some(plan(variant, How::WeightA(id), scratch)));
+        }
+        if !a_rows_ok || mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
             return Ok(None);
         }
         let kch = k.min(K_CHUNK);
@@ -486,16 +483,77 @@ impl Gemms {
             .scratch_len(m, kch)
             .min(SCRATCH_CAP_FLOATS)
             .max(variant.min_scratch_len(kch));
-        Ok(Some(Plan {
+        Ok(Some(plan(variant, How::Runtime { kch, nch }, scratch)))
+    }
+
+    /// The compile-time packed copy of a weight operand, declared once per
+    /// distinct view: `view` is (matrix view, rows, columns, whether it is A).
+    /// `None` when the weight is not f32 data the view fits.
+    #[allow(clippy::too_many_arguments)]
+    fn blob<M: Module>(
+        &mut self,
+        module: &mut M,
+        prog: &AotProgram,
+        si: usize,
+        (wi, off): (usize, i64),
+        view: (&kiln_ir::kernel::MatView, usize, usize, bool),
+        variant: Variant,
+        name: &str,
+        blobs: &mut Blobs,
+    ) -> Result<Option<DataId>, CpuError> {
+        let (v, rows, cols, is_a) = view;
+        let Some(Storage::F32(data)) = prog.weights.get(wi).map(|w| &w.data) else {
+            return Ok(None);
+        };
+        let (Some(offu), Some(rs), Some(cs)) = (
+            usize_of(off),
+            usize_of(v.row_stride),
+            usize_of(v.col_stride),
+        ) else {
+            return Ok(None);
+        };
+        let key = (
+            wi,
+            off,
+            v.row_stride,
+            v.col_stride,
+            rows as u64,
+            cols as u64,
             variant,
-            how: How::Runtime { kch, nch },
-            scratch,
-            split: None,
-            act: NO_ACT,
-            accumulate: mm.accumulate,
-            bias_rows: false,
-            ldr: 0,
-        }))
+            is_a,
+        );
+        if let Some(id) = blobs.get(&key) {
+            return Ok(Some(*id));
+        }
+        let src = data.get(offu..).unwrap_or(&[]);
+        let packed = if is_a {
+            kiln_runtime::gemm::pack_a_vec(variant, rows, cols, src, rs, cs)
+        } else {
+            kiln_runtime::gemm::pack_b_vec(variant, rows, cols, src, rs, cs)
+        }
+        .map_err(|e| CpuError::Kernel {
+            node: prog.steps[si].node.clone(),
+            kernel: "-".into(),
+            msg: format!("packing weight '{}': {e}", prog.weights[wi].name),
+        })?;
+        let bytes: Vec<u8> = packed.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.packed_bytes += bytes.len();
+        let id = module
+            .declare_data(
+                &format!("{name}_gemm_b{}", blobs.len()),
+                Linkage::Local,
+                false,
+                false,
+            )
+            .map_err(|e| CpuError::Codegen(e.to_string()))?;
+        let mut d = DataDescription::new();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(64);
+        module
+            .define_data(id, &d)
+            .map_err(|e| CpuError::Codegen(e.to_string()))?;
+        blobs.insert(key, id);
+        Ok(Some(id))
     }
 
     /// What a function emitted for kernel `ki` of step `si` needs: the
@@ -519,7 +577,7 @@ impl Gemms {
             let plan = self.plans[key];
             let ops = self.operands.get(key).cloned().unwrap_or_default();
             let gv = match plan.how {
-                How::Weight(id) => Some(
+                How::Weight(id) | How::WeightA(id) => Some(
                     *gvs.entry(id)
                         .or_insert_with(|| module.declare_data_in_func(id, func)),
                 ),
@@ -549,7 +607,7 @@ impl Gemms {
 /// The planned calls of one function being built.
 pub(crate) struct GemmCx {
     calls: HashMap<usize, (Plan, Option<GlobalValue>, Operands)>,
-    funcs: HashMap<Variant, FuncRef>,
+    funcs: HashMap<(Variant, bool), FuncRef>,
     par_for: Option<FuncRef>,
     tasks: HashMap<FuncId, FuncRef>,
     folded: HashSet<usize>,
@@ -589,27 +647,29 @@ impl GemmCx {
         let extra = [operand(&ops.bias)?, operand(&ops.residual)?];
         let pa = cx.elem_addr(mm.a.buf, offs[0])?.0;
         let pc = cx.elem_addr(mm.c.buf, offs[2])?.0;
-        let pb = match plan.how {
-            How::Weight(_) => {
-                let gv = gv.ok_or("matmul: packed weight not imported")?;
-                cx.b.ins().symbol_value(I64, gv)
-            }
-            How::Runtime { .. } => cx.elem_addr(mm.b.buf, offs[1])?.0,
+        let packed = |cx: &mut KernelCx| -> R<Value> {
+            let gv = gv.ok_or("matmul: packed weight not imported")?;
+            Ok(cx.b.ins().symbol_value(I64, gv))
+        };
+        let (pa, pb) = match plan.how {
+            How::Weight(_) => (pa, packed(cx)?),
+            How::WeightA(_) => (packed(cx)?, cx.elem_addr(mm.b.buf, offs[1])?.0),
+            How::Runtime { .. } => (pa, cx.elem_addr(mm.b.buf, offs[1])?.0),
         };
         if let Some(id) = plan.split {
             let task = *self.tasks.get(&id).ok_or("matmul: task not imported")?;
             let par = self
                 .par_for
                 .ok_or("matmul: kiln_parallel_for not imported")?;
-            let mr = plan.variant.blocking().mr as u64;
-            let blocks = i64::try_from(mm.m.div_ceil(mr)).map_err(|_| "matmul too large")?;
+            let blocks = i64::try_from(super::gemm_par::blocks(mm, &plan))
+                .map_err(|_| "matmul too large")?;
             let [pbias, pres] = extra;
             super::gemm_par::call(cx, blocks, [pa, pb, pc, pbias, pres], task, par);
             return Ok(true);
         }
         let func = *self
             .funcs
-            .get(&plan.variant)
+            .get(&plan.import())
             .ok_or("matmul: kernel not imported")?;
         let slot = match self.slot {
             Some(s) => s,
@@ -626,14 +686,15 @@ impl GemmCx {
             }
         };
         let m = cx.b.ins().iconst(I64, mm.m as i64);
-        body(cx, mm, plan, func, slot, [pa, pb, pc], extra, m)?;
+        let n = cx.b.ins().iconst(I64, mm.n as i64);
+        body(cx, mm, plan, func, slot, [pa, pb, pc], extra, [m, n])?;
         Ok(true)
     }
 }
 
-/// The calls of one planned matmul over `m` rows (a value: a task's share)
-/// from A, B (packed weight or source), C at `ptrs`, with the folded bias
-/// and residual at `extra` (null when absent).
+/// The calls of one planned matmul over `mn` rows and columns (values: a
+/// task's share) from A, B (packed weight or source), C at `ptrs`, with the
+/// folded bias and residual at `extra` (null when absent).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn body(
     cx: &mut KernelCx,
@@ -643,18 +704,21 @@ pub(super) fn body(
     slot: StackSlot,
     ptrs: [Value; 3],
     extra: [Value; 2],
-    m: Value,
+    mn: [Value; 2],
 ) -> R<()> {
+    let [m, n] = mn;
     {
         let [pa, pb, pc] = ptrs;
         let scratch = cx.b.ins().stack_addr(I64, slot, 0);
         let call = Call {
             func,
             m,
-            lda: if mm.m == 1 {
-                mm.k as i64
-            } else {
-                mm.a.row_stride
+            // A packed-A call takes B's row stride in this slot.
+            lda: match plan.how {
+                How::WeightA(_) if mm.k == 1 => mm.n as i64,
+                How::WeightA(_) => mm.b.row_stride,
+                _ if mm.m == 1 => mm.k as i64,
+                _ => mm.a.row_stride,
             },
             ldc: if mm.m == 1 {
                 mm.n as i64
@@ -667,7 +731,7 @@ pub(super) fn body(
         };
         let flags = plan.accumulate as i64 | (plan.bias_rows as i64) << 1;
         match plan.how {
-            How::Weight(_) => {
+            How::Weight(_) | How::WeightA(_) => {
                 let flags = cx.b.ins().iconst(I32, flags);
                 let act = act_values(cx, plan.act);
                 let [bias, res] = extra;
@@ -677,7 +741,7 @@ pub(super) fn body(
                     res,
                     act,
                 };
-                call.emit(cx, mm.n as i64, mm.k as i64, [pa, pb, pc], epi);
+                call.emit(cx, n, mm.k as i64, [pa, pb, pc], epi);
             }
             How::Runtime { kch, nch } => {
                 let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
@@ -733,11 +797,11 @@ pub(super) fn act_values(cx: &mut KernelCx, act: (f32, f32)) -> [Value; 2] {
 impl Call {
     /// `kiln_sgemm_<v>(m, n, k, a, lda, b, c, ldc, flags, bias, res, ldr,
     /// lo, hi, scratch, len)`, trapping on a non-zero status.
-    pub(super) fn emit(&self, cx: &mut KernelCx, n: i64, k: i64, abc: [Value; 3], epi: CallEpi) {
+    pub(super) fn emit(&self, cx: &mut KernelCx, n: Value, k: i64, abc: [Value; 3], epi: CallEpi) {
         let [a, b, c] = abc;
         let [lo, hi] = epi.act;
         let ins = |cx: &mut KernelCx, v: i64| cx.b.ins().iconst(I64, v);
-        let (m, n, k) = (self.m, ins(cx, n), ins(cx, k));
+        let (m, k) = (self.m, ins(cx, k));
         let (lda, ldc) = (ins(cx, self.lda), ins(cx, self.ldc));
         let ldr = ins(cx, self.ldr);
         let len = ins(cx, self.scratch_len);

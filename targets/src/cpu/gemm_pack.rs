@@ -116,6 +116,7 @@ impl Runtime {
             res,
             act,
         };
+        let jw = cx.b.ins().iconst(I64, jw);
         self.call.emit(cx, jw, kw, [a, self.packed, c], epi);
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Multi-threaded GEMM calls: a large planned matmul is split by rows of A
-//! and C over the runtime's `kiln_parallel_for`.
+//! and C (or, when A is the compile-time packed operand, by columns of B and
+//! C) over the runtime's `kiln_parallel_for`.
 //!
 //! The call site stores the three operand addresses in a small stack block
 //! and passes it as the loop's context; a task function per matmul takes a
@@ -9,7 +10,7 @@
 //! copies against `2·rows·k·n` flops). Calls from inside a task run inline,
 //! so a split matmul inside an already parallel loop stays correct.
 
-use super::gemm::{body, Gemms, Operands, Plan};
+use super::gemm::{body, Gemms, How, Operands, Plan};
 use super::kernel::KernelCx;
 use super::CpuError;
 use cranelift_codegen::ir::types::I64;
@@ -34,8 +35,6 @@ pub(crate) struct Task {
     plan: Plan,
     /// The folded bias and residual operands.
     ops: Operands,
-    /// Rows per block (the variant's `MR`).
-    rows: i64,
 }
 
 /// `(ctx, begin, end)`, the task signature of `kiln_parallel_for`.
@@ -61,9 +60,8 @@ impl Gemms {
         plan: Plan,
         ops: Operands,
     ) -> Result<Option<FuncId>, CpuError> {
-        let mr = plan.variant.blocking().mr as u64;
         let macs = mm.m.saturating_mul(mm.n).saturating_mul(mm.k);
-        if mm.m < 2 * mr || macs < MIN_SPLIT_MACS {
+        if blocks(mm, &plan) < 2 || macs < MIN_SPLIT_MACS {
             return Ok(None);
         }
         let cc = module.isa().default_call_conv();
@@ -88,7 +86,6 @@ impl Gemms {
                 ..plan
             },
             ops,
-            rows: mr as i64,
         });
         Ok(Some(id))
     }
@@ -108,7 +105,7 @@ impl Gemms {
             ctx.func.name = UserFuncName::user(0, t.id.as_u32());
             let kid = *self
                 .imports
-                .get(&t.plan.variant)
+                .get(&t.plan.import())
                 .ok_or_else(|| cg("matmul task: kernel not declared"))?;
             let func = module.declare_func_in_func(kid, &mut ctx.func);
             {
@@ -122,27 +119,49 @@ impl Gemms {
                 let ld = |b: &mut FunctionBuilder, off: i32| b.ins().load(I64, fl, ps[0], off);
                 let (pa, pb, pc) = (ld(&mut b, 0), ld(&mut b, 8), ld(&mut b, 16));
                 let (pbias, pres) = (ld(&mut b, 24), ld(&mut b, 32));
-                let r0 = b.ins().imul_imm_s(ps[1], t.rows);
-                let r1 = b.ins().imul_imm_s(ps[2], t.rows);
-                let m = b.ins().iconst(I64, t.mm.m as i64);
-                let r1 = b.ins().umin(r1, m);
-                let rows = b.ins().isub(r1, r0);
-                let ao = b.ins().imul_imm_s(r0, t.mm.a.row_stride * 4);
-                let co = b.ins().imul_imm_s(r0, t.mm.c.row_stride * 4);
-                let pa = b.ins().iadd(pa, ao);
-                let pc = b.ins().iadd(pc, co);
-                // Only present operands move with the row block.
-                let pbias = if t.ops.bias.is_some() && t.plan.bias_rows {
-                    let o = b.ins().imul_imm_s(r0, 4);
-                    b.ins().iadd(pbias, o)
+                let by_cols = matches!(t.plan.how, How::WeightA(_));
+                let bl = t.plan.variant.blocking();
+                let (unit, total) = if by_cols {
+                    (bl.nr as i64, t.mm.n as i64)
                 } else {
-                    pbias
+                    (bl.mr as i64, t.mm.m as i64)
                 };
-                let pres = if t.ops.residual.is_some() {
-                    let o = b.ins().imul_imm_s(r0, t.plan.ldr * 4);
-                    b.ins().iadd(pres, o)
+                let r0 = b.ins().imul_imm_s(ps[1], unit);
+                let r1 = b.ins().imul_imm_s(ps[2], unit);
+                let lim = b.ins().iconst(I64, total);
+                let r1 = b.ins().umin(r1, lim);
+                let part = b.ins().isub(r1, r0);
+                // Move a present operand by `r0` times `stride` floats.
+                let at = |b: &mut FunctionBuilder, p: Value, stride: i64, present: bool| {
+                    if present {
+                        let o = b.ins().imul_imm_s(r0, stride * 4);
+                        b.ins().iadd(p, o)
+                    } else {
+                        p
+                    }
+                };
+                let has_bias = t.ops.bias.is_some();
+                let has_res = t.ops.residual.is_some();
+                let (pa, pb, pc, pbias, pres, mn) = if by_cols {
+                    let m = b.ins().iconst(I64, t.mm.m as i64);
+                    (
+                        pa,
+                        at(&mut b, pb, 1, true),
+                        at(&mut b, pc, 1, true),
+                        at(&mut b, pbias, 1, has_bias && !t.plan.bias_rows),
+                        at(&mut b, pres, 1, has_res),
+                        [m, part],
+                    )
                 } else {
-                    pres
+                    let n = b.ins().iconst(I64, t.mm.n as i64);
+                    (
+                        at(&mut b, pa, t.mm.a.row_stride, true),
+                        pb,
+                        at(&mut b, pc, t.mm.c.row_stride, true),
+                        at(&mut b, pbias, 1, has_bias && t.plan.bias_rows),
+                        at(&mut b, pres, t.plan.ldr, has_res),
+                        [part, n],
+                    )
                 };
                 let size = u32::try_from(t.plan.stack_bytes())
                     .map_err(|_| cg("matmul task: scratch too large"))?;
@@ -161,7 +180,7 @@ impl Gemms {
                     slot,
                     [pa, pb, pc],
                     [pbias, pres],
-                    rows,
+                    mn,
                 )
                 .map_err(|e| cg(format!("matmul task: {e}")))?;
                 b.ins().return_(&[]);
@@ -178,7 +197,17 @@ impl Gemms {
     }
 }
 
-/// `kiln_parallel_for(⌈m/MR⌉, task, &{a, b, c, bias, residual})` for a split matmul.
+/// The units a split matmul's range counts: `MR`-row blocks, or `NR`-column
+/// blocks when A is the packed operand (its panels cannot be cut by row).
+pub(super) fn blocks(mm: &Matmul, plan: &Plan) -> u64 {
+    let bl = plan.variant.blocking();
+    match plan.how {
+        How::WeightA(_) => mm.n.div_ceil(bl.nr as u64),
+        _ => mm.m.div_ceil(bl.mr as u64),
+    }
+}
+
+/// `kiln_parallel_for(blocks, task, &{a, b, c, bias, residual})` for a split matmul.
 pub(super) fn call(cx: &mut KernelCx, blocks: i64, ptrs: [Value; 5], task: FuncRef, par: FuncRef) {
     let slot =
         cx.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 40, 3));

@@ -1,0 +1,183 @@
+//! GEMM with `A` packed ahead of time and `B` packed by the kernel: the
+//! shape of a convolution in NCHW, `C (C_out × pixels) = W · col`, whose
+//! weights are `A`.
+//!
+//! Why a second mode: with the weights on the left, packing them on every
+//! call (as [`super::driver::gemm`] packs `A`) repeats the same copy for
+//! every block of pixels, and the activation `B` would have to be packed by
+//! generated code. Here the compiler packs `A` once ([`pack_a`]) and the
+//! kernel packs `B` from its rows with wide copies, block by block, into
+//! scratch.
+//!
+//! # Layout of packed `A`
+//! `k` is cut into depth blocks of `KC` (the last one shorter); within a
+//! block of depth `kc`, rows are cut into panels of `MR` (the last one
+//! zero-padded), and a panel stores its depth steps one after another, `MR`
+//! floats each. Element `(i, p)` lives at
+//! `pc·m_pad + (i / MR)·kc·MR + (p − pc)·MR + i % MR` with `pc` the start of
+//! `p`'s block and `m_pad = ⌈m/MR⌉·MR`; total [`Variant::packed_a_len`] `= m_pad · k`.
+//!
+//! # Scratch
+//! One `kc × NR` panel of `B` at least ([`Variant::min_scratch_len_pa`]);
+//! with [`Variant::scratch_len_pa`] a whole `KC × NC` block of `B` is packed
+//! at once and every `A` panel sweeps it from L2.
+
+use super::driver::{Args, Kernel};
+use super::{Blocking, Variant};
+
+impl Variant {
+    /// Floats [`pack_a`] writes for an `m × k` `A`: `⌈m/MR⌉·MR · k`.
+    pub const fn packed_a_len(self, m: usize, k: usize) -> usize {
+        let mr = self.blocking().mr;
+        k.saturating_mul(m.div_ceil(mr).saturating_mul(mr))
+    }
+
+    /// Scratch floats of a packed-`A` call for full speed: one `KC × NC`
+    /// block of `B` (`min(k, KC) · min(⌈n/NR⌉·NR, NC)`).
+    pub const fn scratch_len_pa(self, n: usize, k: usize) -> usize {
+        let b = self.blocking();
+        let cols = n.div_ceil(b.nr) * b.nr;
+        let cols = if cols < b.nc { cols } else { b.nc };
+        cols * if k < b.kc { k } else { b.kc }
+    }
+
+    /// The least scratch of a packed-`A` call: one `min(k, KC) × NR` panel.
+    pub const fn min_scratch_len_pa(self, k: usize) -> usize {
+        let b = self.blocking();
+        b.nr * if k < b.kc { k } else { b.kc }
+    }
+}
+
+/// Writes `A` (`m × k`, element `(i, p)` at `a[i·rs + p·cs]`) in the packed
+/// layout of the module docs into `out[..m_pad·k]`.
+pub(crate) fn pack_a(
+    bl: Blocking,
+    m: usize,
+    k: usize,
+    a: &[f32],
+    rs: usize,
+    cs: usize,
+    out: &mut [f32],
+) {
+    let m_pad = m.div_ceil(bl.mr) * bl.mr;
+    let mut pc = 0;
+    while pc < k {
+        let kc = bl.kc.min(k - pc);
+        let block = &mut out[pc * m_pad..(pc + kc) * m_pad];
+        for (panel, dst) in block.chunks_exact_mut(kc * bl.mr).enumerate() {
+            let i0 = panel * bl.mr;
+            for p in 0..kc {
+                for ii in 0..bl.mr {
+                    let i = i0 + ii;
+                    dst[p * bl.mr + ii] = if i < m {
+                        a[i * rs + (pc + p) * cs]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        pc += kc;
+    }
+}
+
+/// Copies columns `0..nc` of `kc` rows of `B` (row stride `ldb`) into
+/// `⌈nc/NR⌉` panels of `kc × NR` (columns past `nc` zero) at `dst`.
+///
+/// Always inlined so that `NR`, a constant of the calling kernel, turns
+/// each row copy into a few vector moves.
+///
+/// # Safety
+/// `b` addresses `kc` rows of `nc` floats; `dst` holds `⌈nc/NR⌉·NR·kc`.
+#[inline(always)]
+#[allow(non_snake_case)]
+unsafe fn pack_b_rows(NR: usize, kc: usize, nc: usize, b: *const f32, ldb: usize, dst: *mut f32) {
+    let mut j0 = 0;
+    let mut out = dst;
+    while j0 < nc {
+        let cols = (nc - j0).min(NR);
+        for p in 0..kc {
+            let src = b.add(p * ldb + j0);
+            let d = out.add(p * NR);
+            if cols == NR {
+                core::ptr::copy_nonoverlapping(src, d, NR);
+            } else {
+                core::ptr::copy_nonoverlapping(src, d, cols);
+                core::ptr::write_bytes(d.add(cols), 0, NR - cols);
+            }
+        }
+        out = out.add(kc * NR);
+        j0 += NR;
+    }
+}
+
+/// `C = act(A·B + (accumulate ? C : residual) + bias)` with `A` packed by
+/// [`pack_a`] at `args.a`, `B` row-major at `args.b` with row stride
+/// `args.ldb`, kernel `K`.
+///
+/// # Safety
+/// `args` passed the checks in `api.rs`, `scratch_len ≥ NR·min(k, KC)`,
+/// and the CPU runs `K`'s instructions.
+pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
+    let Blocking {
+        mr,
+        nr,
+        kc: kc_max,
+        nc: nc_max,
+        ..
+    } = K::B;
+    let (m, n, k) = (args.m, args.n, args.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        super::driver::epilogue_only(args);
+        return;
+    }
+    let m_pad = m.div_ceil(mr) * mr;
+    let kc0 = k.min(kc_max);
+    // Columns of B packed per block: what the scratch holds, at most NC.
+    let nc_block = nc_max.min(args.scratch_len / kc0 / nr * nr).max(nr);
+    let mut jc = 0;
+    while jc < n {
+        let nc = nc_block.min(n - jc);
+        let mut pc = 0;
+        while pc < k {
+            let kc = kc_max.min(k - pc);
+            let last = pc + kc == k;
+            pack_b_rows(
+                nr,
+                kc,
+                nc,
+                args.b.add(pc * args.ldb + jc),
+                args.ldb,
+                args.scratch,
+            );
+            let a_block = args.a.add(pc * m_pad);
+            let mut ir = 0;
+            while ir < m {
+                let ap = a_block.add(ir * kc);
+                let mut jr = 0;
+                while jr < nc {
+                    let (ct, bias, epi) = super::driver::tile_epilogue(args, ir, jc + jr, pc, last);
+                    K::tile(
+                        kc,
+                        ap,
+                        0,
+                        args.scratch.add(jr * kc),
+                        ct,
+                        args.ldc,
+                        mr.min(m - ir),
+                        nr.min(nc - jr),
+                        bias,
+                        &epi,
+                    );
+                    jr += nr;
+                }
+                ir += mr;
+            }
+            pc += kc;
+        }
+        jc += nc;
+    }
+}
