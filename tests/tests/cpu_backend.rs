@@ -387,3 +387,94 @@ fn profile_steps() {
     let m = std::env::var("KILN_CPU_PROFILE").expect("set KILN_CPU_PROFILE to a model name");
     check_steps(&m, true);
 }
+
+/// Depthwise convolutions lower with a library call; the CPU backend calls
+/// the runtime routine instead of rendering the body. Over geometries the
+/// shared models do not all reach (5×5 and 7×1 windows, strides 2 and 3,
+/// dilation 2, asymmetric pads, batch 2, no bias), the routine must give
+/// what the interpreter computes from the body.
+#[test]
+fn depthwise_library_call_matches_the_body() {
+    use kiln_compiler::lower::{lower, LowerCtx};
+    use kiln_ir::TensorType;
+    // (batch, channels, h, w, kh, kw, stride, dilation, pads [t, l, b, r], bias)
+    let cases: [(
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 4],
+        bool,
+    ); 8] = [
+        (1, 8, 12, 12, 3, 3, 1, 1, [1, 1, 1, 1], true),
+        (1, 5, 13, 17, 3, 3, 2, 1, [1, 1, 1, 1], true),
+        (2, 3, 9, 11, 5, 5, 1, 1, [2, 2, 2, 2], false),
+        (1, 4, 20, 9, 5, 5, 2, 1, [1, 2, 2, 1], true),
+        (1, 6, 15, 15, 3, 3, 1, 2, [2, 2, 2, 2], true),
+        (1, 2, 10, 31, 7, 1, 3, 1, [3, 0, 3, 0], true),
+        (1, 3, 40, 40, 3, 3, 2, 1, [0, 0, 1, 1], false),
+        (2, 16, 7, 7, 3, 3, 1, 1, [1, 1, 1, 1], true),
+    ];
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    for (n, c, h, w, kh, kw, s, d, pads, with_bias) in cases {
+        let oh = (h + pads[0] + pads[2] - ((kh - 1) * d + 1)) / s + 1;
+        let ow = (w + pads[1] + pads[3] - ((kw - 1) * d + 1)) / s + 1;
+        let op = kiln_ir::Op::Conv {
+            kernel: vec![kh, kw],
+            strides: vec![s, s],
+            pads: vec![pads[0], pads[1], pads[2], pads[3]],
+            dilations: vec![d, d],
+            group: c,
+        };
+        let mut inputs = vec![
+            Some(TensorType::known(DType::F32, &[n, c, h, w])),
+            Some(TensorType::known(DType::F32, &[c, 1, kh, kw])),
+        ];
+        if with_bias {
+            inputs.push(Some(TensorType::known(DType::F32, &[c])));
+        }
+        let consts = vec![None; inputs.len()];
+        let outputs = [TensorType::known(DType::F32, &[n, c, oh, ow])];
+        let p = lower(&LowerCtx {
+            node: "dw",
+            op: &op,
+            inputs: &inputs,
+            outputs: &outputs,
+            consts: &consts,
+        })
+        .unwrap_or_else(|e| panic!("lowering: {}", e.msg));
+        assert!(
+            p.kernels.iter().any(|k| k.call.is_some()),
+            "no library call for {n}x{c}x{h}x{w} k{kh}x{kw}"
+        );
+        let mut ins: Vec<_> = p
+            .buffers
+            .iter()
+            .filter_map(|b| match b.role {
+                BufferRole::Input(i) => Some((i, b.len)),
+                _ => None,
+            })
+            .collect();
+        ins.sort_by_key(|(i, _)| *i);
+        let data: Vec<Storage> = ins
+            .iter()
+            .map(|(_, len)| random(&mut seed, DType::F32, *len))
+            .collect();
+        let refs: Vec<Option<&Storage>> = data.iter().map(Some).collect();
+        let want = run_program(&p, &refs).expect("interpreter");
+        let single = AotProgram::single_step("dw", p.clone());
+        let jit = JitModel::compile(&single).expect("jit");
+        let ts: Vec<Tensor> = data
+            .iter()
+            .map(|x| Tensor::new(vec![x.len()], x.clone()).expect("flat tensor"))
+            .collect();
+        let got = run_jit(&jit, &single, &ts).expect("run");
+        let w0 = Tensor::new(got[0].shape.clone(), want[0].clone()).expect("size");
+        compare_within(&got[0], &w0, 1e-5, 1e-5)
+            .unwrap_or_else(|e| panic!("{n}x{c}x{h}x{w} k{kh}x{kw} s{s} d{d} pads {pads:?}: {e}"));
+    }
+}

@@ -286,6 +286,7 @@ pub(super) fn lower_control(m: &Model, n: &Node) -> Result<Lowered, AotError> {
             kernels: vec![kiln_ir::kernel::Kernel {
                 name: n.op.name(),
                 body,
+                call: None,
             }],
         },
         inputs: c.inputs,

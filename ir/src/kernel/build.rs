@@ -223,6 +223,21 @@ impl ProgramBuilder {
         self.program.kernels.push(Kernel {
             name: name.into(),
             body,
+            call: None,
+        });
+    }
+
+    /// A kernel whose body a library routine may replace (see [`super::call`]).
+    pub fn kernel_with_call(
+        &mut self,
+        name: impl Into<String>,
+        body: Vec<Stmt>,
+        call: super::call::LibraryCall,
+    ) {
+        self.program.kernels.push(Kernel {
+            name: name.into(),
+            body,
+            call: Some(call),
         });
     }
 

@@ -20,6 +20,7 @@
 
 pub mod analysis;
 pub mod build;
+pub mod call;
 pub mod interp;
 pub mod print;
 pub mod rewrite;
@@ -64,6 +65,10 @@ pub struct KernelProgram {
 pub struct Kernel {
     pub name: String,
     pub body: Vec<Stmt>,
+    /// A library routine computing exactly what `body` computes, which a
+    /// renderer may call instead (see [`call`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<call::LibraryCall>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -171,27 +171,45 @@ pub fn sgemm(
         hi,
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
-        ldb: 0,
+        ldb_cs: (0, 0),
     };
     // SAFETY: every extent was checked against its slice above.
-    unsafe { run(variant, &args, false) }
+    unsafe { run(variant, &args, Mode::PackedB) }
+}
+
+/// Which operand was packed ahead of time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `B` packed by [`pack_b`], `A` raw (packed by the call).
+    PackedB,
+    /// `A` packed by [`pack_a`], `B` raw (packed by the call).
+    PackedA,
+    /// Neither: both packed by the call (two activations, as in attention).
+    Raw,
 }
 
 /// Checks what can be checked of raw operands (nulls, strides, scratch, the
-/// CPU), then runs the variant's kernel; `packed_a`: `A` packed by
-/// [`pack_a`] and `B` raw with row stride `ldb` (else `A` raw, `B` packed).
+/// CPU), then runs the variant's kernel in `mode`.
 ///
 /// # Safety
 /// The pointers cover the extents their shapes and strides imply.
-unsafe fn run(variant: Variant, args: &Args, packed_a: bool) -> Result<(), GemmError> {
+unsafe fn run(variant: Variant, args: &Args, mode: Mode) -> Result<(), GemmError> {
     if args.m == 0 || args.n == 0 {
         return Ok(());
     }
-    if packed_a {
-        check_stride("ldb", args.ldb, args.n)?;
-        span(args.k, args.n, args.ldb)?;
-    } else {
+    if mode != Mode::PackedA {
         check_stride("lda", args.lda, args.k)?;
+    }
+    if mode != Mode::PackedB && args.k > 0 {
+        let (rs, cs) = args.ldb_cs;
+        if cs == 0 || rs == 0 {
+            return Err(GemmError::Stride {
+                what: "B stride",
+                stride: 0,
+                min: 1,
+            });
+        }
+        raw_span(args.k, args.n, rs, cs)?;
     }
     check_stride("ldc", args.ldc, args.n)?;
     span(args.m, args.k, args.lda)?;
@@ -213,10 +231,10 @@ unsafe fn run(variant: Variant, args: &Args, packed_a: bool) -> Result<(), GemmE
         if args.scratch.is_null() {
             return Err(GemmError::NullPointer { what: "scratch" });
         }
-        let min = if packed_a {
-            variant.min_scratch_len_pa(args.k)
-        } else {
-            variant.min_scratch_len(args.k)
+        let min = match mode {
+            Mode::PackedB => variant.min_scratch_len(args.k),
+            Mode::PackedA => variant.min_scratch_len_pa(args.k),
+            Mode::Raw => variant.min_scratch_len_raw(args.k),
         };
         check_len("scratch", min, args.scratch_len)?;
     }
@@ -228,7 +246,7 @@ unsafe fn run(variant: Variant, args: &Args, packed_a: bool) -> Result<(), GemmE
     }
     macro_rules! go {
         ($k:ty) => {
-            if packed_a {
+            if mode == Mode::PackedA {
                 packed_a::gemm::<$k>(args)
             } else {
                 driver::gemm::<$k>(args)
@@ -347,10 +365,83 @@ pub fn sgemm_pa(
         hi,
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
-        ldb,
+        ldb_cs: (ldb, 1),
     };
     // SAFETY: every extent was checked against its slice above.
-    unsafe { run(variant, &args, true) }
+    unsafe { run(variant, &args, Mode::PackedA) }
+}
+
+/// `C = act(A·B + (accumulate ? C : residual) + bias)` with neither operand
+/// packed ahead of time: `A` row-major (row stride `lda`), `B` element
+/// `(p, j)` at `b[p·rs + j·cs]` (`cs = 1`: row-major; `rs = 1`: a transposed
+/// matrix). `scratch` needs [`Variant::min_scratch_len_raw`] floats,
+/// [`Variant::scratch_len_raw`] for speed.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_raw(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    (rs, cs): (usize, usize),
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<(), GemmError> {
+    if !variant.is_compiled() {
+        return Err(GemmError::NotCompiled { variant });
+    }
+    check_stride("lda", lda, k)?;
+    check_stride("ldc", ldc, n)?;
+    if m > 0 && n > 0 {
+        check_len("A", span(m, k, lda)?, a.len())?;
+        check_len("B", raw_span(k, n, rs, cs)?, b.len())?;
+        check_len("C", span(m, n, ldc)?, c.len())?;
+        check_epilogue(epilogue, m, n)?;
+    }
+    if epilogue.accumulate && epilogue.residual.is_some() {
+        return Err(GemmError::ResidualWithAccumulate);
+    }
+    let (lo, hi) = epilogue.activation.bounds();
+    let args = Args {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        b: b.as_ptr(),
+        c: c.as_mut_ptr(),
+        ldc,
+        accumulate: epilogue.accumulate,
+        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+        bias_rows: epilogue.bias_rows,
+        res: epilogue
+            .residual
+            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
+        ldr: epilogue.residual.map_or(0, |(_, l)| l),
+        lo,
+        hi,
+        scratch: scratch.as_mut_ptr(),
+        scratch_len: scratch.len(),
+        ldb_cs: (rs, cs),
+    };
+    // SAFETY: every extent was checked against its slice above.
+    unsafe { run(variant, &args, Mode::Raw) }
+}
+
+/// Floats spanned by a `rows × cols` matrix with strides `(rs, cs)`.
+fn raw_span(rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize, GemmError> {
+    if rows == 0 || cols == 0 {
+        return Ok(0);
+    }
+    (rows - 1)
+        .checked_mul(rs)
+        .and_then(|x| (cols - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
+        .and_then(|x| x.checked_add(1))
+        .ok_or(GemmError::Overflow)
 }
 
 /// Defines the C entry point of one variant (signature in the module docs).
@@ -420,9 +511,10 @@ macro_rules! c_entry {
                 hi: act_max,
                 scratch,
                 scratch_len,
-                ldb: if $packed_a { stride } else { 0 },
+                ldb_cs: if $packed_a { (stride, 1) } else { (0, 0) },
             };
-            match run($variant, &args, $packed_a) {
+            let mode = if $packed_a { Mode::PackedA } else { Mode::PackedB };
+            match run($variant, &args, mode) {
                 Ok(()) => 0,
                 Err(e) => e.code(),
             }
@@ -480,6 +572,97 @@ c_entry!(
     kiln_sgemm_pa_neon,
     Variant::Neon,
     true
+);
+
+/// Defines the C entry point of one variant with both operands raw:
+/// `kiln_sgemm_raw_<variant>(m, n, k, a, lda, b, c, ldc, flags, bias,
+/// residual, ldr, act_min, act_max, scratch, scratch_len, b_rs, b_cs)`.
+macro_rules! c_entry_raw {
+    ($(#[$attr:meta])* $name:ident, $variant:expr) => {
+        $(#[$attr])*
+        ///
+        /// As the packed-`B` entries, with `B` raw: element `(p, j)` at
+        /// `b[p·b_rs + j·b_cs]`; scratch at least `(MR + NR)·min(k, KC)`
+        /// floats ([`Variant::min_scratch_len_raw`]).
+        ///
+        /// # Safety
+        /// As the packed-`B` entries, `b` covering its strided extent.
+        #[no_mangle]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "C" fn $name(
+            m: usize,
+            n: usize,
+            k: usize,
+            a: *const f32,
+            lda: usize,
+            b: *const f32,
+            c: *mut f32,
+            ldc: usize,
+            flags: u32,
+            bias: *const f32,
+            residual: *const f32,
+            ldr: usize,
+            act_min: f32,
+            act_max: f32,
+            scratch: *mut f32,
+            scratch_len: usize,
+            b_rs: usize,
+            b_cs: usize,
+        ) -> i32 {
+            let args = Args {
+                m,
+                n,
+                k,
+                a,
+                lda,
+                b,
+                c,
+                ldc,
+                accumulate: flags & 1 != 0,
+                bias,
+                bias_rows: flags & 2 != 0,
+                res: if flags & 1 != 0 {
+                    core::ptr::null()
+                } else {
+                    residual
+                },
+                ldr,
+                lo: act_min,
+                hi: act_max,
+                scratch,
+                scratch_len,
+                ldb_cs: (b_rs, b_cs),
+            };
+            match run($variant, &args, Mode::Raw) {
+                Ok(()) => 0,
+                Err(e) => e.code(),
+            }
+        }
+    };
+}
+
+c_entry_raw!(
+    /// Portable f32 GEMM of two raw operands.
+    kiln_sgemm_raw_scalar,
+    Variant::Scalar
+);
+c_entry_raw!(
+    /// AVX2+FMA f32 GEMM of two raw operands.
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_raw_avx2,
+    Variant::Avx2
+);
+c_entry_raw!(
+    /// AVX-512F f32 GEMM of two raw operands.
+    #[cfg(target_arch = "x86_64")]
+    kiln_sgemm_raw_avx512,
+    Variant::Avx512
+);
+c_entry_raw!(
+    /// NEON f32 GEMM of two raw operands.
+    #[cfg(target_arch = "aarch64")]
+    kiln_sgemm_raw_neon,
+    Variant::Neon
 );
 
 /// Floats of packed `B` for `variant` (C ABI code); 0 for an unknown code.

@@ -79,8 +79,10 @@ pub(crate) struct Args {
     pub hi: f32,
     pub scratch: *mut f32,
     pub scratch_len: usize,
-    /// Row stride of a raw (unpacked) `B`, in packed-`A` calls only.
-    pub ldb: usize,
+    /// Row and column strides of a raw `B` (`ldb_cs`), packed by the call
+    /// itself; `ldb_cs.1 == 0`: `B` was packed ahead of time (in packed-`A`
+    /// calls `B` is always raw).
+    pub ldb_cs: (usize, usize),
 }
 
 /// The `C` tile at `(i, j)`, its bias pointer and its epilogue, for the
@@ -279,6 +281,62 @@ pub(crate) fn pack_b(
     }
 }
 
+/// Copies columns `0..nc` of `kc` rows of a raw `B` (element `(p, j)` at
+/// `b[p·rs + j·cs]`) into `⌈nc/NR⌉` panels of `kc × NR` (columns past `nc`
+/// zero) at `dst`: contiguous row runs when `cs == 1` (an activation), runs
+/// along the depth otherwise (a transposed operand, as `Kᵀ` in attention).
+///
+/// Always inlined so that `NR`, a constant of the calling kernel, turns
+/// each row copy into a few vector moves.
+///
+/// # Safety
+/// `b` addresses the `kc × nc` elements; `dst` holds `⌈nc/NR⌉·NR·kc`.
+#[inline(always)]
+#[allow(non_snake_case)]
+pub(crate) unsafe fn pack_b_raw(
+    NR: usize,
+    kc: usize,
+    nc: usize,
+    b: *const f32,
+    rs: usize,
+    cs: usize,
+    dst: *mut f32,
+) {
+    let mut j0 = 0;
+    let mut out = dst;
+    while j0 < nc {
+        let cols = (nc - j0).min(NR);
+        if cs == 1 {
+            for p in 0..kc {
+                let src = b.add(p * rs + j0);
+                let d = out.add(p * NR);
+                if cols == NR {
+                    core::ptr::copy_nonoverlapping(src, d, NR);
+                } else {
+                    core::ptr::copy_nonoverlapping(src, d, cols);
+                    core::ptr::write_bytes(d.add(cols), 0, NR - cols);
+                }
+            }
+        } else {
+            for jj in 0..NR {
+                let d = out.add(jj);
+                if jj < cols {
+                    let src = b.add((j0 + jj) * cs);
+                    for p in 0..kc {
+                        *d.add(p * NR) = *src.add(p * rs);
+                    }
+                } else {
+                    for p in 0..kc {
+                        *d.add(p * NR) = 0.0;
+                    }
+                }
+            }
+        }
+        out = out.add(kc * NR);
+        j0 += NR;
+    }
+}
+
 /// `C = act(A·B + (accumulate ? C : 0) + bias)` with kernel `K`.
 ///
 /// Depth blocks after the first add into `C`; bias and clamp are applied by
@@ -303,10 +361,22 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         epilogue_only(args);
         return;
     }
-    // Shrink the row block to the scratch the caller could spare.
     let kc0 = k.min(kc_max);
-    let mc_block = mc_max.min(args.scratch_len / kc0 / mr * mr).max(mr);
     let n_pad = n.div_ceil(nr) * nr;
+    // A raw B is packed block by block into the end of the scratch: as many
+    // column panels as leave room for one row panel of A, at most NC.
+    let raw_b = args.ldb_cs.1 != 0;
+    let (nc_block, b_area) = if raw_b {
+        let room = args.scratch_len.saturating_sub(mr * kc0) / kc0 / nr * nr;
+        let nc = nc_max.min(n_pad).min(room).max(nr);
+        (nc, nc * kc0)
+    } else {
+        (nc_max, 0)
+    };
+    let b_scratch = args.scratch.add(args.scratch_len - b_area);
+    // Shrink the row block to the scratch the caller could spare.
+    let a_room = args.scratch_len - b_area;
+    let mc_block = mc_max.min(a_room / kc0 / mr * mr).max(mr);
     // With few column panels, packing A costs more than it saves: each
     // packed float would be read only `n/NR` times. The tiles then read A's
     // rows in place.
@@ -316,14 +386,20 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
 
     let mut jc = 0;
     while jc < n {
-        let nc = nc_max.min(n - jc);
+        let nc = nc_block.min(n - jc);
         let mut pc = 0;
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
             // Panels of this depth block start at pc·n_pad; panel jc/NR of
             // them at (jc/NR)·kc·NR = jc·kc, since NC is a multiple of NR.
-            let b_block = args.b.add(pc * n_pad + jc * kc);
+            let b_block = if raw_b {
+                let (rs, cs) = args.ldb_cs;
+                pack_b_raw(nr, kc, nc, args.b.add(pc * rs + jc * cs), rs, cs, b_scratch);
+                b_scratch.cast_const()
+            } else {
+                args.b.add(pc * n_pad + jc * kc)
+            };
             let mut ic = 0;
             while ic < m {
                 let mc = mc_block.min(m - ic);

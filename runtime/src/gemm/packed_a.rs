@@ -22,7 +22,7 @@
 //! with [`Variant::scratch_len_pa`] a whole `KC × NC` block of `B` is packed
 //! at once and every `A` panel sweeps it from L2.
 
-use super::driver::{Args, Kernel};
+use super::driver::{pack_b_raw, Args, Kernel};
 use super::{Blocking, Variant};
 
 impl Variant {
@@ -39,6 +39,18 @@ impl Variant {
         let cols = n.div_ceil(b.nr) * b.nr;
         let cols = if cols < b.nc { cols } else { b.nc };
         cols * if k < b.kc { k } else { b.kc }
+    }
+
+    /// Scratch floats of a call with both operands raw, for full speed: the
+    /// packed-`B` call's plus one `KC × NC` block of `B`.
+    pub const fn scratch_len_raw(self, m: usize, n: usize, k: usize) -> usize {
+        self.scratch_len(m, k) + self.scratch_len_pa(n, k)
+    }
+
+    /// The least scratch of a call with both operands raw: one row panel of
+    /// `A` and one column panel of `B`.
+    pub const fn min_scratch_len_raw(self, k: usize) -> usize {
+        self.min_scratch_len(k) + self.min_scratch_len_pa(k)
     }
 
     /// The least scratch of a packed-`A` call: one `min(k, KC) × NR` panel.
@@ -81,39 +93,9 @@ pub(crate) fn pack_a(
     }
 }
 
-/// Copies columns `0..nc` of `kc` rows of `B` (row stride `ldb`) into
-/// `⌈nc/NR⌉` panels of `kc × NR` (columns past `nc` zero) at `dst`.
-///
-/// Always inlined so that `NR`, a constant of the calling kernel, turns
-/// each row copy into a few vector moves.
-///
-/// # Safety
-/// `b` addresses `kc` rows of `nc` floats; `dst` holds `⌈nc/NR⌉·NR·kc`.
-#[inline(always)]
-#[allow(non_snake_case)]
-unsafe fn pack_b_rows(NR: usize, kc: usize, nc: usize, b: *const f32, ldb: usize, dst: *mut f32) {
-    let mut j0 = 0;
-    let mut out = dst;
-    while j0 < nc {
-        let cols = (nc - j0).min(NR);
-        for p in 0..kc {
-            let src = b.add(p * ldb + j0);
-            let d = out.add(p * NR);
-            if cols == NR {
-                core::ptr::copy_nonoverlapping(src, d, NR);
-            } else {
-                core::ptr::copy_nonoverlapping(src, d, cols);
-                core::ptr::write_bytes(d.add(cols), 0, NR - cols);
-            }
-        }
-        out = out.add(kc * NR);
-        j0 += NR;
-    }
-}
-
 /// `C = act(A·B + (accumulate ? C : residual) + bias)` with `A` packed by
-/// [`pack_a`] at `args.a`, `B` row-major at `args.b` with row stride
-/// `args.ldb`, kernel `K`.
+/// [`pack_a`] at `args.a`, `B` raw at `args.b` with strides `args.ldb_cs`,
+/// kernel `K`.
 ///
 /// # Safety
 /// `args` passed the checks in `api.rs`, `scratch_len ≥ NR·min(k, KC)`,
@@ -145,12 +127,14 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
-            pack_b_rows(
+            let (rs, cs) = args.ldb_cs;
+            pack_b_raw(
                 nr,
                 kc,
                 nc,
-                args.b.add(pc * args.ldb + jc),
-                args.ldb,
+                args.b.add(pc * rs + jc * cs),
+                rs,
+                cs,
                 args.scratch,
             );
             let a_block = args.a.add(pc * m_pad);

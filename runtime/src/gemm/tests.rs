@@ -175,6 +175,40 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
     )
     .unwrap_or_else(|e| panic!("{variant:?} {case:?} packed A: {e}"));
     verify(variant, case, &a, &b, &c0, &bias, &res, &c2, "packed A");
+
+    // Both raw: B row-major (padded rows), or transposed (Bᵀ stored n × k).
+    let (bsrc, strides) = if case.transposed_b {
+        let mut bt = vec![0.0; n.max(1) * k];
+        for p in 0..k {
+            for j in 0..n {
+                bt[j * k + p] = b[p * n + j];
+            }
+        }
+        (bt, (1, k.max(1)))
+    } else {
+        (braw, (ldb, 1))
+    };
+    let mut c3 = c0.clone();
+    let len = scratch_len.map_or(variant.scratch_len_raw(m, n, k), |l| {
+        l.max(variant.min_scratch_len_raw(k))
+    });
+    let mut scratch = vec![0.0; len];
+    sgemm_raw(
+        variant,
+        m,
+        n,
+        k,
+        &a,
+        lda,
+        &bsrc,
+        strides,
+        &mut c3,
+        ldc,
+        &epi,
+        &mut scratch,
+    )
+    .unwrap_or_else(|e| panic!("{variant:?} {case:?} raw: {e}"));
+    verify(variant, case, &a, &b, &c0, &bias, &res, &c3, "raw");
 }
 
 /// Checks `c` against the f64 reference of `case`.

@@ -127,6 +127,23 @@ pub(crate) fn emit_program<M: Module>(
     } else {
         None
     };
+    // Runtime routines for kernels that carry a library call.
+    let dw_variant = super::library::variant(module.isa());
+    let uses_library = prog.steps.iter().any(|s| {
+        s.program
+            .kernels
+            .iter()
+            .any(|k| super::library::depthwise(k.call.as_ref(), &s.program.buffers).is_some())
+    });
+    let library = match dw_variant {
+        Some(v) if uses_library => {
+            let l =
+                super::library::Library::declare(module, name, v, threads, &mut ctx, &mut fctx)?;
+            functions += 1;
+            Some(l)
+        }
+        _ => None,
+    };
     let mut kernel_ids: Vec<Vec<FuncId>> = vec![];
     for (si, step) in prog.steps.iter().enumerate() {
         let step_err = |kernel: &str, msg: String| CpuError::Kernel {
@@ -148,6 +165,18 @@ pub(crate) fn emit_program<M: Module>(
         }
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {
+            if let (Some(lib), Some(d)) = (
+                &library,
+                super::library::depthwise(k.call.as_ref(), &step.program.buffers),
+            ) {
+                let id = module
+                    .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
+                    .map_err(cg)?;
+                code_bytes += lib.define_depthwise(module, id, d, &mut ctx, &mut fctx)?;
+                functions += 1;
+                ids.push(id);
+                continue;
+            }
             // Outline the parallel top-level loops into task functions first.
             let mut tasks: Vec<Option<FuncId>> = vec![None; k.body.len()];
             if par_for.is_some() {

@@ -3,27 +3,26 @@
 //!
 //! Why: Cranelift emits 128-bit vectors only, so the generated 4×8 tile of
 //! [`super::matmul`] reaches a fraction of what the runtime's 256/512-bit
-//! kernels do. A matmul qualifies when its dtype is f32 and A and C have
-//! unit column stride (the kernels read row-major A and write row-major C).
-//! B then comes in one of two ways:
+//! kernels do. A matmul qualifies when its dtype is f32 and C has unit
+//! column stride (the kernels write row-major C). Then, in this order:
 //! - **weight B** (the step binds B to a weight and its offset is a
-//!   constant): packed at compile time with `kiln_runtime::gemm::pack_b`
-//!   into a new read-only blob in the variant's layout;
-//! - **activation B** with unit column stride (convolutions lower to
-//!   `W · im2col`, so B is the column matrix): packed at run time by
-//!   generated copy loops into a stack buffer, in chunks of at most
-//!   `K_CHUNK` rows × as many columns as fit `PACK_CAP_FLOATS`, each chunk
-//!   followed by one kernel call (accumulating after the first row chunk).
-//!   Only for `m ≥ RUNTIME_MIN_M`: with fewer rows the copy costs as much as
-//!   the product.
+//!   constant), A row-major: B packed at compile time with
+//!   `kiln_runtime::gemm::pack_b` into a read-only blob in the variant's
+//!   layout (`kiln_sgemm_<v>`);
+//! - **weight A** (a convolution `W · col` in NCHW), B with unit column
+//!   stride: A packed at compile time with `pack_a`, B packed by the kernel
+//!   from its rows (`kiln_sgemm_pa_<v>`);
+//! - **two activations**, A row-major, B with any strides (attention's
+//!   `Q·Kᵀ` reads B transposed): both packed by the kernel
+//!   (`kiln_sgemm_raw_<v>`), for `m ≥ RAW_MIN_M` (with fewer rows the copy
+//!   of B costs as much as the product).
 //!
 //! Everything else keeps the generated loop nest.
 //!
 //! Around the calls: with threads, large matmuls are split by rows over
 //! `kiln_parallel_for` (`gemm_par.rs`); a ReLU/Clip epilogue loop right after
 //! a matmul becomes the kernel's clamp (`gemm_epilogue.rs`); a weight read
-//! only through its packed copy is stored as one byte (`gemm_weights.rs`);
-//! run-time packing is in `gemm_pack.rs`.
+//! only through its packed copy is stored as one byte (`gemm_weights.rs`).
 //!
 //! Variant: x86_64 with AVX-512F → avx512, except for `n ≤ 64` where its
 //! 32-wide tile is mostly padding and avx2 is faster; AVX2+FMA → avx2;
@@ -32,11 +31,11 @@
 //! refusal (non-zero status) traps rather than leaving C unwritten.
 //!
 //! Stack: every function that calls a kernel has one stack slot holding the
-//! kernel's scratch (packed A panels, at most `SCRATCH_CAP_FLOATS`, 256 KiB,
-//! enough for full speed with every variant) and, for activation B, the
-//! packed chunk (at most `PACK_CAP_FLOATS`, 256 KiB). Half a MiB stays well
-//! inside the 2 MiB stacks of the runtime's pool threads and the usual 8 MiB
-//! main-thread stack, and each parallel task gets its own copy.
+//! kernel's scratch (packed panels, at most `SCRATCH_CAP_FLOATS`, 256 KiB,
+//! enough for full speed with every variant; twice that with both operands
+//! raw). Half a MiB stays well inside the 2 MiB stacks of the runtime's
+//! pool threads and the usual 8 MiB main-thread stack, and each parallel
+//! task gets its own copy.
 
 use super::gemm_epilogue::Operand;
 use super::kernel::{KernelCx, R};
@@ -58,12 +57,8 @@ use target_lexicon::Architecture;
 /// Floats of kernel scratch per call (256 KiB): covers `scratch_len` of
 /// every variant (avx512's largest is 240·256 floats).
 const SCRATCH_CAP_FLOATS: usize = 64 << 10;
-/// Floats of run-time packed B per chunk (256 KiB, about half an L2).
-const PACK_CAP_FLOATS: usize = 64 << 10;
-/// Rows of B packed per chunk: a multiple of every variant's `KC` (256).
-const K_CHUNK: usize = 512;
-/// The fewest rows of A for which packing B at run time pays off.
-const RUNTIME_MIN_M: u64 = 16;
+/// The fewest rows of A for which packing an activation B at run time pays off.
+const RAW_MIN_M: u64 = 8;
 /// The trap code of a kernel that refused its arguments or the CPU.
 const GEMM_TRAP: u8 = 0x6b;
 /// No clamp.
@@ -123,8 +118,8 @@ pub(super) enum How {
     /// A (the weights of a convolution in NCHW) was packed at compile time
     /// into this data object; the kernel packs B from its rows.
     WeightA(DataId),
-    /// B is packed at run time, `kch` rows × `nch` columns at a time.
-    Runtime { kch: usize, nch: usize },
+    /// Both operands are activations, packed by the kernel.
+    Raw,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,18 +141,19 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    /// The kernel entry it calls: variant, and whether A is the packed operand.
-    pub(super) fn import(&self) -> (Variant, bool) {
-        (self.variant, matches!(self.how, How::WeightA(_)))
+    /// The kernel entry it calls: variant and symbol infix.
+    pub(super) fn import(&self) -> (Variant, &'static str) {
+        let infix = match self.how {
+            How::Weight(_) => "",
+            How::WeightA(_) => "pa_",
+            How::Raw => "raw_",
+        };
+        (self.variant, infix)
     }
 
-    /// Bytes of stack the call needs: scratch, then (64-byte aligned) the packed chunk.
+    /// Bytes of stack the call needs: its scratch.
     pub(super) fn stack_bytes(&self) -> usize {
-        let pack = match self.how {
-            How::Weight(_) | How::WeightA(_) => 0,
-            How::Runtime { kch, nch } => kch * nch,
-        };
-        (self.scratch * 4).next_multiple_of(64) + pack * 4
+        self.scratch * 4
     }
 }
 
@@ -173,8 +169,8 @@ pub(crate) struct Gemms {
     pub(super) operands: HashMap<usize, Operands>,
     /// Per (step, kernel): the planned matmuls and the stack slot size.
     kernels: HashMap<(usize, usize), (Vec<usize>, usize)>,
-    /// Kernel imports by variant and whether A is the packed operand.
-    pub(super) imports: HashMap<(Variant, bool), FuncId>,
+    /// Kernel imports by variant and symbol infix (see [`Plan::import`]).
+    pub(super) imports: HashMap<(Variant, &'static str), FuncId>,
     /// `kiln_parallel_for`, when the code is multi-threaded.
     pub(super) par_for: Option<FuncId>,
     /// The row-block tasks to define (see `gemm_par.rs`).
@@ -194,19 +190,24 @@ pub(crate) struct Operands {
     pub(super) residual: Option<Operand>,
 }
 
-/// The `kiln_sgemm_<variant>` C signature.
-fn signature(cc: cranelift_codegen::isa::CallConv) -> Signature {
+/// The `kiln_sgemm_[pa_]<variant>` C signature; `raw` adds B's two strides.
+fn signature(cc: cranelift_codegen::isa::CallConv, raw: bool) -> Signature {
     let mut s = Signature::new(cc);
     for t in [
         I64, I64, I64, I64, I64, I64, I64, I64, I32, I64, I64, I64, F32, F32, I64, I64,
     ] {
         s.params.push(AbiParam::new(t));
     }
+    if raw {
+        s.params.push(AbiParam::new(I64));
+        s.params.push(AbiParam::new(I64));
+    }
     s.returns.push(AbiParam::new(I32));
     s
 }
 
-/// Symbols the JIT resolves to this process's kernels.
+/// Symbols the JIT resolves to this process's kernels (GEMM and the
+/// library routines of `library.rs`).
 pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
     #[allow(unused_mut)]
     let mut v: Vec<(&'static str, *const u8)> = vec![];
@@ -221,8 +222,24 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             kiln_runtime::gemm::kiln_sgemm_avx512 as *const u8,
         ));
         v.push((
+            "kiln_sgemm_raw_avx2",
+            kiln_runtime::gemm::kiln_sgemm_raw_avx2 as *const u8,
+        ));
+        v.push((
+            "kiln_sgemm_raw_avx512",
+            kiln_runtime::gemm::kiln_sgemm_raw_avx512 as *const u8,
+        ));
+        v.push((
             "kiln_sgemm_pa_avx2",
             kiln_runtime::gemm::kiln_sgemm_pa_avx2 as *const u8,
+        ));
+        v.push((
+            "kiln_dwconv_f32_avx2",
+            kiln_runtime::dwconv::kiln_dwconv_f32_avx2 as *const u8,
+        ));
+        v.push((
+            "kiln_dwconv_f32_avx512",
+            kiln_runtime::dwconv::kiln_dwconv_f32_avx512 as *const u8,
         ));
         v.push((
             "kiln_sgemm_pa_avx512",
@@ -236,8 +253,16 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             kiln_runtime::gemm::kiln_sgemm_neon as *const u8,
         ),
         (
+            "kiln_sgemm_raw_neon",
+            kiln_runtime::gemm::kiln_sgemm_raw_neon as *const u8,
+        ),
+        (
             "kiln_sgemm_pa_neon",
             kiln_runtime::gemm::kiln_sgemm_pa_neon as *const u8,
+        ),
+        (
+            "kiln_dwconv_f32_neon",
+            kiln_runtime::dwconv::kiln_dwconv_f32_neon as *const u8,
         ),
     ]);
     v
@@ -347,12 +372,13 @@ impl Gemms {
                         g.imports.entry(plan.import())
                     {
                         let cc = module.isa().default_call_conv();
-                        let pa = if plan.import().1 { "pa_" } else { "" };
+                        let infix = plan.import().1;
+                        let raw = matches!(plan.how, How::Raw);
                         let id = module
                             .declare_function(
-                                &format!("kiln_sgemm_{pa}{}", plan.variant.name()),
+                                &format!("kiln_sgemm_{infix}{}", plan.variant.name()),
                                 Linkage::Import,
-                                &signature(cc),
+                                &signature(cc, raw),
                             )
                             .map_err(|e| CpuError::Codegen(e.to_string()))?;
                         e.insert(id);
@@ -462,28 +488,28 @@ impl Gemms {
                 .max(variant.min_scratch_len_pa(k));
             return Ok(Some(plan(variant, How::WeightA(id), scratch)));
         }
-        if !a_rows_ok || mm.b.col_stride != 1 || mm.m < RUNTIME_MIN_M {
+        // B's strides as the kernel takes them (a single row or column has none).
+        let bs = |s: i64, single: bool| {
+            if single {
+                Some(1)
+            } else {
+                usize_of(s).filter(|&s| s > 0)
+            }
+        };
+        let (Some(_), Some(_)) = (bs(mm.b.row_stride, k == 1), bs(mm.b.col_stride, n == 1)) else {
+            return Ok(None);
+        };
+        if !a_rows_ok || mm.m < RAW_MIN_M {
             return Ok(None);
         }
-        let kch = k.min(K_CHUNK);
-        let chunk = |v: Variant| {
-            let nr = v.blocking().nr;
-            let fit = (PACK_CAP_FLOATS / kch / nr).max(1) * nr;
-            fit.min(n.next_multiple_of(nr))
-        };
-        let Some(mut variant) = ks.pick(n) else {
+        let Some(variant) = ks.pick(n) else {
             return Ok(None);
         };
-        let mut nch = chunk(variant);
-        if variant == Variant::Avx512 && nch.min(n) <= 64 {
-            variant = Variant::Avx2;
-            nch = chunk(variant);
-        }
         let scratch = variant
-            .scratch_len(m, kch)
-            .min(SCRATCH_CAP_FLOATS)
-            .max(variant.min_scratch_len(kch));
-        Ok(Some(plan(variant, How::Runtime { kch, nch }, scratch)))
+            .scratch_len_raw(m, n, k)
+            .min(2 * SCRATCH_CAP_FLOATS)
+            .max(variant.min_scratch_len_raw(k));
+        Ok(Some(plan(variant, How::Raw, scratch)))
     }
 
     /// The compile-time packed copy of a weight operand, declared once per
@@ -581,7 +607,7 @@ impl Gemms {
                     *gvs.entry(id)
                         .or_insert_with(|| module.declare_data_in_func(id, func)),
                 ),
-                How::Runtime { .. } => None,
+                How::Raw => None,
             };
             calls.insert(*key, (plan, gv, ops));
         }
@@ -607,7 +633,7 @@ impl Gemms {
 /// The planned calls of one function being built.
 pub(crate) struct GemmCx {
     calls: HashMap<usize, (Plan, Option<GlobalValue>, Operands)>,
-    funcs: HashMap<(Variant, bool), FuncRef>,
+    funcs: HashMap<(Variant, &'static str), FuncRef>,
     par_for: Option<FuncRef>,
     tasks: HashMap<FuncId, FuncRef>,
     folded: HashSet<usize>,
@@ -654,7 +680,7 @@ impl GemmCx {
         let (pa, pb) = match plan.how {
             How::Weight(_) => (pa, packed(cx)?),
             How::WeightA(_) => (packed(cx)?, cx.elem_addr(mm.b.buf, offs[1])?.0),
-            How::Runtime { .. } => (pa, cx.elem_addr(mm.b.buf, offs[1])?.0),
+            How::Raw => (pa, cx.elem_addr(mm.b.buf, offs[1])?.0),
         };
         if let Some(id) = plan.split {
             let task = *self.tasks.get(&id).ok_or("matmul: task not imported")?;
@@ -728,42 +754,25 @@ pub(super) fn body(
             scratch,
             scratch_len: plan.scratch as i64,
             ldr: plan.ldr,
+            b_strides: matches!(plan.how, How::Raw).then(|| {
+                let single = |s: i64, one: bool| if one { 1 } else { s };
+                (
+                    single(mm.b.row_stride, mm.k == 1),
+                    single(mm.b.col_stride, mm.n == 1),
+                )
+            }),
         };
         let flags = plan.accumulate as i64 | (plan.bias_rows as i64) << 1;
-        match plan.how {
-            How::Weight(_) | How::WeightA(_) => {
-                let flags = cx.b.ins().iconst(I32, flags);
-                let act = act_values(cx, plan.act);
-                let [bias, res] = extra;
-                let epi = CallEpi {
-                    flags,
-                    bias,
-                    res,
-                    act,
-                };
-                call.emit(cx, n, mm.k as i64, [pa, pb, pc], epi);
-            }
-            How::Runtime { kch, nch } => {
-                let pack_off = (plan.scratch * 4).next_multiple_of(64) as i64;
-                let packed = cx.b.ins().iadd_imm_s(scratch, pack_off);
-                let rt = super::gemm_pack::Runtime {
-                    call,
-                    variant: plan.variant,
-                    src: pb,
-                    packed,
-                    pa,
-                    pc,
-                    rs: mm.b.row_stride,
-                    flags,
-                    bias: extra[0],
-                    bias_rows: plan.bias_rows,
-                    res: extra[1],
-                    k: mm.k as i64,
-                    act: plan.act,
-                };
-                rt.emit(cx, mm.n as i64, mm.k as i64, nch as i64, kch as i64)?;
-            }
-        }
+        let flags = cx.b.ins().iconst(I32, flags);
+        let act = act_values(cx, plan.act);
+        let [bias, res] = extra;
+        let epi = CallEpi {
+            flags,
+            bias,
+            res,
+            act,
+        };
+        call.emit(cx, n, mm.k as i64, [pa, pb, pc], epi);
         Ok(())
     }
 }
@@ -778,6 +787,8 @@ pub(super) struct Call {
     scratch_len: i64,
     /// Row stride of the residual (0 without one).
     ldr: i64,
+    /// B's row and column strides, for a call with both operands raw.
+    b_strides: Option<(i64, i64)>,
 }
 
 /// The epilogue arguments of one call: flags, bias and residual addresses
@@ -823,6 +834,11 @@ impl Call {
             self.scratch,
             len,
         ];
+        let mut args = args.to_vec();
+        if let Some((rs, cs)) = self.b_strides {
+            args.push(ins(cx, rs));
+            args.push(ins(cx, cs));
+        }
         let inst = cx.b.ins().call(self.func, &args);
         let rc = cx.b.inst_results(inst)[0];
         cx.b.ins().trapnz(rc, TrapCode::unwrap_user(GEMM_TRAP));

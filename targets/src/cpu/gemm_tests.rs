@@ -257,7 +257,12 @@ fn large_matmuls_are_split_over_threads() {
             .filter(|s| s.is_undefined())
             .filter_map(|s| s.name().ok().map(str::to_string))
             .collect();
-        assert!(names.iter().any(|n| n == "kiln_sgemm_avx2"), "{names:?}");
+        let want = if weight {
+            "kiln_sgemm_avx2"
+        } else {
+            "kiln_sgemm_raw_avx2"
+        };
+        assert!(names.iter().any(|n| n == want), "{names:?}");
         // The row-block task function (the batch loop around the matmul is
         // parallel on its own, so `kiln_parallel_for` alone proves nothing).
         f.symbols()

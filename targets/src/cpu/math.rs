@@ -21,7 +21,7 @@ use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I32, I32X4, I64, I64X
 use cranelift_codegen::ir::{ConstantData, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::kernel::UnOp;
-use tables::{ERF0, ERF_C};
+use tables::{ERF0, ERF32_OFF, ERF32_ONE, ERF32_P, ERF32_SPLIT, ERF_C};
 
 mod native;
 mod tables;
@@ -48,6 +48,8 @@ pub(crate) fn emit_unary(b: &mut FunctionBuilder, op: UnOp, ty: Type, x: Value) 
         UnOp::Exp if single => Some(native_f32(b, ty, x, &|m, v| m.exp_f32(v))),
         UnOp::Log if single => Some(native_f32(b, ty, x, &|m, v| m.log_f32(v))),
         UnOp::Tanh if single => Some(native_f32(b, ty, x, &|m, v| m.tanh_f32(v))),
+        // GELU's erf too, with per-lane coefficient tables (within 1 ulp).
+        UnOp::Erf if single => Some(erf_f32(b, ty, x)),
         UnOp::Exp
         | UnOp::Log
         | UnOp::Sin
@@ -148,6 +150,18 @@ fn native_f32(
     let r = f(&mut m, x);
     let nan = m.is_nan(r);
     m.selc(nan, f64::NAN, r)
+}
+
+/// Single-precision erf in f32x4 lanes. The scalar form runs the vector
+/// code on a splat and takes lane 0: its per-lane table lookups have no
+/// scalar counterpart, and this keeps both forms bit-identical.
+fn erf_f32(b: &mut FunctionBuilder, ty: Type, x: Value) -> Value {
+    if ty == F32X4 {
+        return native_f32(b, ty, x, &|m, v| m.erf_f32(v));
+    }
+    let v = b.ins().splat(F32X4, x);
+    let r = native_f32(b, F32X4, v, &|m, v| m.erf_f32(v));
+    b.ins().extractlane(r, 0)
 }
 
 /// Bitcasts that change the lane count must name a byte order.
@@ -631,6 +645,63 @@ impl<'a, 'b> M<'a, 'b> {
         let r = self.copysign(r, x);
         let nan = self.is_nan(x);
         self.sel(nan, x, r)
+    }
+
+    /// erf in f32x4 lanes (`ty` must be `F32X4`), within 1 ulp: one
+    /// degree-7 polynomial whose coefficients each lane picks from a
+    /// four-entry table (one byte shuffle per coefficient), which costs far
+    /// less than evaluating every interval's polynomial and selecting.
+    /// Slot 0 (|x| < 1.2) returns a + a·P(a² - 0.7) so that tiny and
+    /// subnormal inputs keep their precision; slots 1-3 return
+    /// 1 + P(a - c). See `ERF32_P`.
+    fn erf_f32(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let above: Vec<Mask> = ERF32_SPLIT
+            .iter()
+            .map(|&s| self.cmpc(FloatCC::GreaterThanOrEqual, a, f64::from(s)))
+            .collect();
+        // Byte offsets 4·slot + 0..3 of each lane's table entry.
+        let step = self.ci(0x0404_0404);
+        let mut idx = self.ci(0x0302_0100);
+        for &m in &above {
+            let d = self.b.ins().band(m, step);
+            idx = self.b.ins().iadd(idx, d);
+        }
+        let idx = self.b.ins().bitcast(I8X16, lane_flags(), idx);
+        // erf = base + base·P(t). Slot 0: base = a, t = a·a - 0.7;
+        // slots 1-3: base = 1, t = a - c.
+        let base = self.selc(above[0], 1.0, a);
+        let off = self.lookup(idx, &ERF32_OFF);
+        let t = self.mul(a, base);
+        let t = self.sub(t, off);
+        let mut p = self.lookup(idx, &ERF32_P[ERF32_P.len() - 1]);
+        for row in ERF32_P[..ERF32_P.len() - 1].iter().rev() {
+            let k = self.lookup(idx, row);
+            p = self.mul(p, t);
+            p = self.add(p, k);
+        }
+        let r = self.mul(base, p);
+        let r = self.add(r, base);
+        // Also turns the NaN that ±inf produced above into ±1.
+        let one = self.cmpc(FloatCC::GreaterThanOrEqual, a, f64::from(ERF32_ONE));
+        let r = self.selc(one, 1.0, r);
+        // r ≥ 0 (or NaN): or in the sign of x.
+        let sign = self.ci(0x8000_0000);
+        let sx = self.bits(x);
+        let sx = self.b.ins().band(sx, sign);
+        let r = self.bits(r);
+        let r = self.b.ins().bor(r, sx);
+        self.float_of(r)
+    }
+
+    /// `tab[slot]` in each f32x4 lane, where `idx` holds the lane's byte
+    /// offsets 4·slot + 0..3 into the 16-byte table.
+    fn lookup(&mut self, idx: Value, tab: &[f32; 4]) -> Value {
+        let bytes: Vec<u8> = tab.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let k = self.b.func.dfg.constants.insert(ConstantData::from(bytes));
+        let t = self.b.ins().vconst(I8X16, k);
+        let r = self.b.ins().swizzle(t, idx);
+        self.b.ins().bitcast(F32X4, lane_flags(), r)
     }
 
     fn pow(&mut self, x: Value, y: Value) -> Value {

@@ -13,13 +13,13 @@ mod emit;
 mod fallback;
 mod gemm;
 mod gemm_epilogue;
-mod gemm_pack;
 mod gemm_par;
 #[cfg(test)]
 mod gemm_tests;
 mod gemm_weights;
 mod half;
 mod kernel;
+mod library;
 mod math;
 mod matmul;
 #[cfg(test)]

@@ -28,6 +28,7 @@ use super::{lower, LowerCtx, LowerError, Result};
 use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
+use kiln_ir::kernel::call::{inline_lets, peel_clamp, Depthwise2d, LibraryCall};
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
 };
@@ -634,6 +635,12 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         .map(|k| Kernel {
             name: k.name.clone(),
             body: remap_bufs(&k.body, &map),
+            // Folded transposes change what the body reads: the call would not.
+            call: k
+                .call
+                .as_ref()
+                .filter(|_| prologue.is_empty())
+                .map(|c| remap_call(c, &map)),
         })
         .collect();
     if rest.is_empty() {
@@ -666,6 +673,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         return Err(gerr(name, "the root reads its own output back"));
     }
     let mut next = max_var(&rp).map_or(0, |v| v + 1);
+    let clamp = tail_clamp(g, &tail, root_t, &buffers);
     let kernels = match (w.stores, w.matmuls) {
         (_, 0) => kernels
             .iter()
@@ -673,6 +681,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
                 Ok(Kernel {
                     name: k.name.clone(),
                     body: rewrite_stores(&k.body, &tail, root_t, &mut next, &buffers)?,
+                    call: k.call.clone().and_then(|c| with_clamp(c, clamp)),
                 })
             })
             .collect::<Result<Vec<_>>>()?,
@@ -692,6 +701,77 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         _ => return Err(gerr(name, "the root writes its output with several GEMMs")),
     };
     Ok(KernelProgram { buffers, kernels })
+}
+
+/// `call` with its buffers renumbered as `map` renumbers the body's.
+fn remap_call(call: &LibraryCall, map: &[BufId]) -> LibraryCall {
+    let m = |b: BufId| map.get(b as usize).copied().unwrap_or(b);
+    match call {
+        LibraryCall::Depthwise2d(d) => LibraryCall::Depthwise2d(Depthwise2d {
+            x: m(d.x),
+            w: m(d.w),
+            bias: d.bias.map(m),
+            y: m(d.y),
+            ..d.clone()
+        }),
+    }
+}
+
+/// The tail as a clamp of the root's value, if it is one (ReLU, Clip with
+/// constant bounds): applied to a placeholder value, the tail's statements
+/// must store `min(max(placeholder, lo), hi)` or one side of it.
+fn tail_clamp(g: &Group, tail: &Tail, root_t: DType, bufs: &[BufferDecl]) -> Option<(f32, f32)> {
+    let mut consts: HashMap<BufId, &Tensor> = HashMap::new();
+    for m in &g.members {
+        for (k, i) in m.inputs.iter().enumerate() {
+            if let (Some(Operand::Param(p)), Some(Some(t))) = (i, m.consts.get(k)) {
+                consts.insert(tail.param_buf[*p], *t);
+            }
+        }
+    }
+    let lookup = |b: BufId, i: i64| -> Option<f32> {
+        let t = consts.get(&b)?;
+        let i = usize::try_from(i).ok().filter(|&i| i < t.data.len())?;
+        Some(t.data.get_f64(i) as f32)
+    };
+    let placeholder = VarId::MAX;
+    let mut next = placeholder - 1_000_000;
+    let stmts = tail
+        .apply(
+            &Expr::i(0),
+            &[],
+            Expr::Var(placeholder),
+            root_t,
+            &mut next,
+            bufs,
+        )
+        .ok()?;
+    let (last, lets) = stmts.split_last()?;
+    let mut env = HashMap::new();
+    for s in lets {
+        let Stmt::Let { var, value } = s else {
+            return None;
+        };
+        let v = inline_lets(value, &env);
+        env.insert(*var, v);
+    }
+    let Stmt::Store { value, .. } = last else {
+        return None;
+    };
+    let value = inline_lets(value, &env);
+    let (inner, lo, hi) = peel_clamp(&value, &lookup);
+    (*inner == Expr::Var(placeholder) && lo <= hi).then_some((lo, hi))
+}
+
+/// `call` applying `clamp` last, or `None` when the tail is no clamp.
+fn with_clamp(call: LibraryCall, clamp: Option<(f32, f32)>) -> Option<LibraryCall> {
+    let (lo, hi) = clamp?;
+    match call {
+        LibraryCall::Depthwise2d(mut d) => {
+            d.act = (d.act.0.max(lo), d.act.1.min(hi));
+            Some(LibraryCall::Depthwise2d(d))
+        }
+    }
 }
 
 /// Whether, in every block on the way to the output GEMM, stores to `out`
@@ -775,6 +855,7 @@ fn epilogue_kernels(
         res.push(Kernel {
             name: k.name.clone(),
             body,
+            call: None,
         });
     }
     Ok(res)

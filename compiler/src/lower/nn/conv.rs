@@ -15,6 +15,7 @@ use super::window::{
     over_taps, pad_phased, pad_source, row_nest, tap_list, Source, Window, MAX_UNROLLED_TAPS,
 };
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
+use kiln_ir::kernel::call::{Depthwise2d, LibraryCall};
 use kiln_ir::kernel::{BufId, Expr, RedOp, Stmt};
 use kiln_ir::Op;
 
@@ -65,8 +66,11 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             osp,
             win: &win,
         };
-        direct_depthwise(pb, &mut body, &geo, dt, (x, w, bias, y));
-        pb.kernel(cx.node, body);
+        let call = direct_depthwise(pb, &mut body, &geo, dt, (x, w, bias, y));
+        match call {
+            Some(call) => pb.kernel_with_call(cx.node, body, call),
+            None => pb.kernel(cx.node, body),
+        }
         return Ok(());
     }
 
@@ -213,7 +217,7 @@ fn direct_depthwise(
     geo: &Direct,
     dt: kiln_ir::DType,
     (x, w, bias, y): (BufId, BufId, Option<BufId>, BufId),
-) {
+) -> Option<LibraryCall> {
     let (win, osp) = (geo.win, geo.osp);
     let sp = osp.len();
     let (st, dil, kernel) = (win.strides, win.dilations, win.kernel);
@@ -316,6 +320,32 @@ fn direct_depthwise(
         };
         (pre, vec![store])
     }));
+    // The same computation as a library call, for renderers that have one:
+    // 2-D, f32, one output channel per input channel.
+    let u = |v: usize| v as u64;
+    (sp == 2 && mult == 1 && dt == kiln_ir::DType::F32).then(|| {
+        LibraryCall::Depthwise2d(Depthwise2d {
+            x,
+            w,
+            bias,
+            y,
+            batch: u(geo.n),
+            channels: u(c),
+            in_h: u(geo.xd[2]),
+            in_w: u(geo.xd[3]),
+            out_h: u(osp[0]),
+            out_w: u(osp[1]),
+            k_h: u(kernel[0]),
+            k_w: u(kernel[1]),
+            stride_h: u(st[0]),
+            stride_w: u(st[1]),
+            pad_top: u(win.pads[0]),
+            pad_left: u(win.pads[1]),
+            dil_h: u(dil[0]),
+            dil_w: u(dil[1]),
+            act: (f32::NEG_INFINITY, f32::INFINITY),
+        })
+    })
 }
 
 /// Rows per GEMM block (a divisor of `rows`): the most whose bytes fit in

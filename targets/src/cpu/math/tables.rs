@@ -1,4 +1,5 @@
-//! Series coefficients for erf, generated in 120-digit decimal arithmetic.
+//! Coefficients for erf: the f64 series generated in 120-digit decimal
+//! arithmetic, and the f32 piecewise polynomials described at `ERF32_P`.
 
 /// erf on |x| < 0.5: x·P(x²), the Maclaurin series 2/√π·(-1)^n/(n!(2n+1)).
 pub(super) const ERF0: [f64; 12] = [
@@ -185,5 +186,65 @@ pub(super) const ERF_C: [[f64; 26]; 6] = [
         2.275580658339698e-17,
         -3.3951872637371783e-18,
         -1.1492195146658965e-19,
+    ],
+];
+
+/// Single-precision erf splits |x| into four slots at these points:
+/// [0, 1.2), [1.2, 2), [2, 2.9), [2.9, ERF32_ONE).
+pub(super) const ERF32_SPLIT: [f32; 3] = [1.2, 2.0, 2.9];
+/// The smallest f32 whose erf rounds to 1 in single precision.
+pub(super) const ERF32_ONE: f32 = 3.919_206;
+/// Per slot, the value subtracted from the polynomial argument: slot 0
+/// evaluates in t = x² - 0.7, the others in t = |x| - (slot midpoint). The
+/// midpoints lie within a factor of two of every |x| in their slot, so
+/// |x| - c is exact.
+pub(super) const ERF32_OFF: [f32; 4] = [0.7, 1.6, 2.45, 3.409_603];
+/// `ERF32_P[k][s]` multiplies t^k in slot s. Slot 0 approximates
+/// erf(x)/x - 1 (so erf = x + x·P keeps x exact), slots 1-3 approximate
+/// erf(x) - 1 (so erf = 1 + P). Near-minimax fits of degree 7: Lawson
+/// iteratively reweighted least squares against 50-digit mpmath erf on 2000
+/// Chebyshev nodes per slot, then each coefficient rounded to f32 in turn
+/// (constant term first) with the remaining ones refitted. Approximation
+/// errors are below 2^-27; the f32 evaluation in `erf_f32` stays within
+/// 1 ulp of the correctly rounded erf for every f32 input (checked
+/// exhaustively against glibc's double erf).
+pub(super) const ERF32_P: [[f32; 4]; 8] = [
+    [
+        -0.087_710_17,
+        -0.023_651_61,
+        -0.000_530_585_3,
+        -1.420_115_6e-6,
+    ],
+    [
+        -0.251_395_23,
+        0.087_229_006,
+        0.002_790_017_3,
+        1.007_798_3e-5,
+    ],
+    [0.069_231_87, -0.139_567_48, -0.006_834_625_3, -3.460_308e-5],
+    [-0.015_712_13, 0.119_798_206, 0.010_233_008, 7.502_184_6e-5],
+    [
+        0.002_963_218_8,
+        -0.049_282_406,
+        -0.010_279_716,
+        -0.000_111_775_065,
+    ],
+    [
+        -0.000_474_881_06,
+        -0.004_452_269,
+        0.007_007_837_8,
+        0.000_133_041_79,
+    ],
+    [
+        6.682_612e-5,
+        0.015_177_309,
+        -0.002_804_993_4,
+        -0.000_149_439_69,
+    ],
+    [
+        -8.072_624e-6,
+        -0.005_466_264_7,
+        0.000_271_118_9,
+        0.000_100_535_624,
     ],
 ];

@@ -1,0 +1,180 @@
+//! x86_64 vectors for the shared loop nest: 256-bit AVX2+FMA and 512-bit
+//! AVX-512F.
+//!
+//! Tiles (output rows × vectors), sized to the register file: AVX-512
+//! keeps a 3×3 kernel's 9 weight vectors and a 4 × 2 tile of accumulators
+//! in its 32 `zmm`, and a 5×5 kernel's 25 weights with a 2 × 2 tile; AVX2
+//! keeps 9 weights and a 3 × 1 tile in its 16 `ymm`, and for 5×5 a 2 × 2
+//! tile whose weights come from memory as FMA operands. Rows of a single
+//! vector use 4 × 1 tiles (see `simd::run`).
+
+use core::arch::x86_64::*;
+
+use super::simd::{self, Simd};
+use super::KilnDwArgs;
+
+/// 256-bit vectors (AVX2 + FMA).
+pub(crate) struct Avx2;
+
+/// Lanes `0..n` (`n ≤ 4`) of `p`, zero above, reading nothing past them.
+#[inline(always)]
+unsafe fn load4(p: *const f32, n: usize) -> __m128 {
+    match n {
+        0 => _mm_setzero_ps(),
+        1 => _mm_load_ss(p),
+        2 => _mm_castpd_ps(_mm_load_sd(p.cast())),
+        3 => _mm_movelh_ps(_mm_castpd_ps(_mm_load_sd(p.cast())), _mm_load_ss(p.add(2))),
+        _ => _mm_loadu_ps(p),
+    }
+}
+
+/// Stores lanes `0..n` (`n ≤ 4`) of `v` at `p`.
+#[inline(always)]
+unsafe fn store4(p: *mut f32, v: __m128, n: usize) {
+    match n {
+        0 => {}
+        1 => _mm_store_ss(p, v),
+        2 => _mm_store_sd(p.cast(), _mm_castps_pd(v)),
+        3 => {
+            _mm_store_sd(p.cast(), _mm_castps_pd(v));
+            _mm_store_ss(p.add(2), _mm_movehl_ps(v, v));
+        }
+        _ => _mm_storeu_ps(p, v),
+    }
+}
+
+impl Simd for Avx2 {
+    type V = __m256;
+    const L: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+    // Not `vmaskmovps`: its store form is microcoded on AMD cores (tens of
+    // cycles); a part is assembled from 128-, 64- and 32-bit moves.
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> __m256 {
+        if n >= 4 {
+            _mm256_set_m128(load4(p.add(4), n - 4), _mm_loadu_ps(p))
+        } else {
+            _mm256_castps128_ps256(load4(p, n))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: __m256, n: usize) {
+        let lo = _mm256_castps256_ps128(v);
+        if n >= 4 {
+            _mm_storeu_ps(p, lo);
+            store4(p.add(4), _mm256_extractf128_ps::<1>(v), n - 4);
+        } else {
+            store4(p, lo, n);
+        }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, acc: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, acc)
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: __m256, lo: __m256, hi: __m256) -> __m256 {
+        // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+        _mm256_min_ps(hi, _mm256_max_ps(lo, v))
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // Within 128-bit lanes: [a0 a2 b0 b2 | a4 a6 b4 b6]; then the
+        // middle 64-bit quarters swap places to order them.
+        let even = _mm256_castps_pd(_mm256_shuffle_ps::<0x88>(a, b));
+        let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(a, b));
+        (
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)),
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)),
+        )
+    }
+}
+
+/// 512-bit vectors (AVX-512F).
+pub(crate) struct Avx512;
+
+impl Simd for Avx512 {
+    type V = __m512;
+    const L: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, n: usize) -> __m512 {
+        _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p)
+    }
+    #[inline(always)]
+    unsafe fn store_part(p: *mut f32, v: __m512, n: usize) {
+        _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v)
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, acc: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, acc)
+    }
+    #[inline(always)]
+    unsafe fn clamp(v: __m512, lo: __m512, hi: __m512) -> __m512 {
+        // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+        _mm512_min_ps(hi, _mm512_max_ps(lo, v))
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m512, b: __m512) -> (__m512, __m512) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        (
+            _mm512_permutex2var_ps(a, even, b),
+            _mm512_permutex2var_ps(a, odd, b),
+        )
+    }
+}
+
+/// The AVX2 variant.
+///
+/// # Safety
+/// As `scalar::run`, and the CPU has AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn run_avx2(a: &KilnDwArgs) {
+    simd::run::<Avx2, 3, 1, 2, 2>(a)
+}
+
+/// The AVX-512 variant. Rows of at most 8 outputs use 256-bit vectors:
+/// a 512-bit one would leave half its lanes idle, and on cores that split
+/// 512-bit operations in two (Zen 4) that halves the throughput. Every
+/// AVX-512F CPU has AVX2 and FMA (rustc's `avx512f` implies both).
+///
+/// # Safety
+/// As `scalar::run`, and the CPU has AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn run_avx512(a: &KilnDwArgs) {
+    if a.out_w <= 8 {
+        simd::run::<Avx2, 3, 1, 2, 2>(a)
+    } else {
+        simd::run::<Avx512, 4, 2, 2, 2>(a)
+    }
+}

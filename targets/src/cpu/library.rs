@@ -1,0 +1,304 @@
+//! Kernels replaced by a call into the runtime: a kernel whose lowering
+//! attached a [`LibraryCall`] (its body computes exactly what the routine
+//! computes) becomes a call of the runtime's hand-vectorised routine when
+//! the target has one. The body is then not emitted.
+//!
+//! Depthwise convolution: `kiln_dwconv_f32_<variant>(const KilnDwArgs *)`
+//! (see `kiln_runtime::dwconv`) over a range of channels. With threads the
+//! channels of each image are split over `kiln_parallel_for` by one task
+//! function per object, which narrows the argument block to its range.
+
+use super::CpuError;
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, TrapCode,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Linkage, Module};
+use kiln_ir::kernel::call::{Depthwise2d, LibraryCall};
+use kiln_ir::kernel::BufferDecl;
+use kiln_ir::DType;
+use target_lexicon::Architecture;
+
+/// Bytes of `KilnDwArgs`: 4 pointers, 13 sizes, 2 floats.
+const ARGS_BYTES: u32 = 4 * 8 + 13 * 8 + 8;
+/// Offsets of the fields the task narrows.
+const OFF_X: i32 = 0;
+const OFF_W: i32 = 8;
+const OFF_BIAS: i32 = 16;
+const OFF_Y: i32 = 24;
+const OFF_CHANNELS: i32 = 32;
+const OFF_ACT: i32 = 32 + 13 * 8;
+/// Images emitted as separate calls; more falls back to the body.
+const MAX_BATCH: u64 = 16;
+/// The trap code of a routine that refused its arguments or the CPU.
+const DW_TRAP: u8 = 0x6c;
+
+/// The routine variant the target's flags allow (None: render the body).
+pub(crate) fn variant(isa: &dyn TargetIsa) -> Option<&'static str> {
+    let flag = |n: &str| {
+        isa.isa_flags()
+            .iter()
+            .any(|f| f.name == n && f.as_bool() == Some(true))
+    };
+    match isa.triple().architecture {
+        Architecture::X86_64 if flag("has_avx512f") => Some("avx512"),
+        Architecture::X86_64 if flag("has_avx2") && flag("has_fma") && flag("has_avx") => {
+            Some("avx2")
+        }
+        Architecture::Aarch64(_) => Some("neon"),
+        _ => None,
+    }
+}
+
+/// The depthwise call of a kernel, if it can replace the body here.
+pub(crate) fn depthwise<'k>(
+    call: Option<&'k LibraryCall>,
+    bufs: &[BufferDecl],
+) -> Option<&'k Depthwise2d> {
+    let LibraryCall::Depthwise2d(d) = call?;
+    let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
+    let ok = f32_buf(d.x)
+        && f32_buf(d.w)
+        && f32_buf(d.y)
+        && d.bias.is_none_or(f32_buf)
+        && d.batch >= 1
+        && d.batch <= MAX_BATCH
+        && d.channels >= 1
+        && d.stride_h >= 1
+        && d.stride_w >= 1
+        && d.dil_h >= 1
+        && d.dil_w >= 1;
+    ok.then_some(d)
+}
+
+/// The imports and the shared task function of the depthwise calls.
+pub(crate) struct Library {
+    routine: FuncId,
+    /// `NAME_dw_task(ctx, begin, end)` with threads.
+    task: Option<(FuncId, FuncId)>,
+}
+
+fn cg(e: impl std::fmt::Display) -> CpuError {
+    CpuError::Codegen(e.to_string())
+}
+
+fn ptr_sig(cc: cranelift_codegen::isa::CallConv, n: usize, ret: bool) -> Signature {
+    let mut s = Signature::new(cc);
+    for _ in 0..n {
+        s.params.push(AbiParam::new(I64));
+    }
+    if ret {
+        s.returns.push(AbiParam::new(I32));
+    }
+    s
+}
+
+impl Library {
+    /// Declares the routine (and, with threads, defines the task).
+    pub(crate) fn declare<M: Module>(
+        module: &mut M,
+        name: &str,
+        variant: &str,
+        threads: bool,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<Library, CpuError> {
+        let cc = module.isa().default_call_conv();
+        let routine = module
+            .declare_function(
+                &format!("kiln_dwconv_f32_{variant}"),
+                Linkage::Import,
+                &ptr_sig(cc, 1, true),
+            )
+            .map_err(cg)?;
+        let task = if threads {
+            let par = module
+                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
+                .map_err(cg)?;
+            let id = module
+                .declare_function(
+                    &format!("{name}_dw_task"),
+                    Linkage::Local,
+                    &ptr_sig(cc, 3, false),
+                )
+                .map_err(cg)?;
+            define_task(module, id, routine, ctx, fctx)?;
+            Some((id, par))
+        } else {
+            None
+        };
+        Ok(Library { routine, task })
+    }
+
+    /// Defines kernel `id` (`(table)`) as the calls computing `d`, reading
+    /// the buffer addresses from the step's table.
+    pub(crate) fn define_depthwise<M: Module>(
+        &self,
+        module: &mut M,
+        id: FuncId,
+        d: &Depthwise2d,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<usize, CpuError> {
+        let cc = module.isa().default_call_conv();
+        ctx.func.signature = ptr_sig(cc, 1, false);
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let routine = module.declare_func_in_func(self.routine, &mut ctx.func);
+        let task = self.task.map(|(t, p)| {
+            (
+                module.declare_func_in_func(t, &mut ctx.func),
+                module.declare_func_in_func(p, &mut ctx.func),
+            )
+        });
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let table = b.block_params(entry)[0];
+            let fl = MemFlagsData::trusted();
+            let base = |b: &mut FunctionBuilder, buf: u32| {
+                b.ins()
+                    .load(I64, fl.with_readonly(), table, (buf as i32) * 8)
+            };
+            let (x, w, y) = (base(&mut b, d.x), base(&mut b, d.w), base(&mut b, d.y));
+            let bias = match d.bias {
+                Some(bb) => base(&mut b, bb),
+                None => b.ins().iconst(I64, 0),
+            };
+            let slot = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                ARGS_BYTES,
+                3,
+            ));
+            let sizes = [
+                d.channels, d.in_h, d.in_w, d.out_h, d.out_w, d.k_h, d.k_w, d.stride_h, d.stride_w,
+                d.pad_top, d.pad_left, d.dil_h, d.dil_w,
+            ];
+            for (i, v) in sizes.iter().enumerate() {
+                let c = b.ins().iconst(I64, *v as i64);
+                b.ins()
+                    .stack_store(I64, c, slot, OFF_CHANNELS + 8 * i as i32);
+            }
+            let lo = b.ins().f32const(d.act.0);
+            let hi = b.ins().f32const(d.act.1);
+            b.ins().stack_store(I64, lo, slot, OFF_ACT);
+            b.ins().stack_store(I64, hi, slot, OFF_ACT + 4);
+            b.ins().stack_store(I64, w, slot, OFF_W);
+            b.ins().stack_store(I64, bias, slot, OFF_BIAS);
+            let args = b.ins().stack_addr(I64, slot, 0);
+            let in_img = (d.channels * d.in_h * d.in_w * 4) as i64;
+            let out_img = (d.channels * d.out_h * d.out_w * 4) as i64;
+            for img in 0..d.batch as i64 {
+                let xi = b.ins().iadd_imm_s(x, img * in_img);
+                let yi = b.ins().iadd_imm_s(y, img * out_img);
+                b.ins().stack_store(I64, xi, slot, OFF_X);
+                b.ins().stack_store(I64, yi, slot, OFF_Y);
+                match task {
+                    Some((t, par)) => {
+                        let n = b.ins().iconst(I64, d.channels as i64);
+                        let f = b.ins().func_addr(I64, t);
+                        b.ins().call(par, &[n, f, args]);
+                    }
+                    None => {
+                        let inst = b.ins().call(routine, &[args]);
+                        let rc = b.inst_results(inst)[0];
+                        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+                    }
+                }
+            }
+            b.ins().return_(&[]);
+            b.finalize(module.target_config());
+        }
+        define(module, id, ctx)
+    }
+}
+
+fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, CpuError> {
+    module.define_function(id, ctx).map_err(cg)?;
+    let size = ctx
+        .compiled_code()
+        .map(|c| c.code_buffer().len())
+        .unwrap_or(0);
+    module.clear_context(ctx);
+    Ok(size)
+}
+
+/// `task(ctx, begin, end)`: the routine on channels `begin..end` of the
+/// argument block at `ctx` (copied, then narrowed).
+fn define_task<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    routine: FuncId,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<usize, CpuError> {
+    let cc = module.isa().default_call_conv();
+    ctx.func.signature = ptr_sig(cc, 3, false);
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let routine = module.declare_func_in_func(routine, &mut ctx.func);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let ps = b.block_params(entry).to_vec();
+        let (src, begin, end) = (ps[0], ps[1], ps[2]);
+        let fl = MemFlagsData::trusted();
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            ARGS_BYTES,
+            3,
+        ));
+        let field = |b: &mut FunctionBuilder, off: i32| -> Value {
+            let v = b.ins().load(I64, fl, src, off);
+            b.ins().stack_store(I64, v, slot, off);
+            v
+        };
+        let x = field(&mut b, OFF_X);
+        let w = field(&mut b, OFF_W);
+        let bias = field(&mut b, OFF_BIAS);
+        let y = field(&mut b, OFF_Y);
+        let mut sizes = vec![];
+        for i in 0..13 {
+            sizes.push(field(&mut b, OFF_CHANNELS + 8 * i));
+        }
+        let act = b.ins().load(I64, fl, src, OFF_ACT);
+        b.ins().stack_store(I64, act, slot, OFF_ACT);
+        let (in_h, in_w, out_h, out_w, k_h, k_w) =
+            (sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]);
+        // Move each per-channel pointer to channel `begin`.
+        let advance = |b: &mut FunctionBuilder, p: Value, per: Value, off: i32| {
+            let bytes = b.ins().imul(begin, per);
+            let bytes = b.ins().ishl_imm_s(bytes, 2);
+            let q = b.ins().iadd(p, bytes);
+            b.ins().stack_store(I64, q, slot, off);
+        };
+        let in_plane = b.ins().imul(in_h, in_w);
+        let out_plane = b.ins().imul(out_h, out_w);
+        let taps = b.ins().imul(k_h, k_w);
+        advance(&mut b, x, in_plane, OFF_X);
+        advance(&mut b, y, out_plane, OFF_Y);
+        advance(&mut b, w, taps, OFF_W);
+        // A bias is moved only if there is one (null stays null).
+        let moved = b.ins().ishl_imm_s(begin, 2);
+        let moved = b.ins().iadd(bias, moved);
+        let nb = b.ins().select(bias, moved, bias);
+        b.ins().stack_store(I64, nb, slot, OFF_BIAS);
+        let n = b.ins().isub(end, begin);
+        b.ins().stack_store(I64, n, slot, OFF_CHANNELS);
+        let args = b.ins().stack_addr(I64, slot, 0);
+        let inst = b.ins().call(routine, &[args]);
+        let rc = b.inst_results(inst)[0];
+        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    define(module, id, ctx)
+}
