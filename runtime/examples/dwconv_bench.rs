@@ -2,12 +2,13 @@
 //! depthwise layers of MobileNet-V2 (3×3) and MobileNet-V3 (5×5).
 //!
 //! `dwconv_bench [VARIANT,...] [SAMPLES] [FILTER]` prints, per layer (those
-//! whose label contains FILTER, e.g. `56x56`) and variant,
-//! the median GFLOP/s over SAMPLES samples (2 FLOPs per multiply-add, taps
-//! in the padding counted as the layer's nominal work) and the ratio to the
-//! scalar variant measured in the same run. Every call adds a bias and
-//! clamps to ReLU6, as the fused layers do. Defaults: every variant this
-//! CPU runs, 15 samples.
+//! whose label contains FILTER, e.g. `56x56`) and variant, the median and
+//! the best GFLOP/s over SAMPLES samples (2 FLOPs per multiply-add, taps in
+//! the padding counted as the layer's nominal work) and the ratio of the
+//! medians to the scalar variant's. The variants take turns sample by
+//! sample, so that a busy machine slows them alike. Every call adds a bias
+//! and clamps to ReLU6, as the fused layers do. Defaults: every variant
+//! this CPU runs, 15 samples.
 
 use std::time::Instant;
 
@@ -72,18 +73,73 @@ impl Layer {
 
 const LAYERS: [Layer; 11] = [
     // MobileNet-V2, 224×224 input.
-    Layer { channels: 32, side: 112, k: 3, stride: 1 },
-    Layer { channels: 96, side: 112, k: 3, stride: 2 },
-    Layer { channels: 144, side: 56, k: 3, stride: 1 },
-    Layer { channels: 144, side: 56, k: 3, stride: 2 },
-    Layer { channels: 192, side: 28, k: 3, stride: 1 },
-    Layer { channels: 384, side: 14, k: 3, stride: 1 },
-    Layer { channels: 960, side: 7, k: 3, stride: 1 },
+    Layer {
+        channels: 32,
+        side: 112,
+        k: 3,
+        stride: 1,
+    },
+    Layer {
+        channels: 96,
+        side: 112,
+        k: 3,
+        stride: 2,
+    },
+    Layer {
+        channels: 144,
+        side: 56,
+        k: 3,
+        stride: 1,
+    },
+    Layer {
+        channels: 144,
+        side: 56,
+        k: 3,
+        stride: 2,
+    },
+    Layer {
+        channels: 192,
+        side: 28,
+        k: 3,
+        stride: 1,
+    },
+    Layer {
+        channels: 384,
+        side: 14,
+        k: 3,
+        stride: 1,
+    },
+    Layer {
+        channels: 960,
+        side: 7,
+        k: 3,
+        stride: 1,
+    },
     // MobileNet-V3-Large's 5×5 layers.
-    Layer { channels: 72, side: 56, k: 5, stride: 2 },
-    Layer { channels: 120, side: 28, k: 5, stride: 1 },
-    Layer { channels: 672, side: 14, k: 5, stride: 2 },
-    Layer { channels: 960, side: 7, k: 5, stride: 1 },
+    Layer {
+        channels: 72,
+        side: 56,
+        k: 5,
+        stride: 2,
+    },
+    Layer {
+        channels: 120,
+        side: 28,
+        k: 5,
+        stride: 1,
+    },
+    Layer {
+        channels: 672,
+        side: 14,
+        k: 5,
+        stride: 2,
+    },
+    Layer {
+        channels: 960,
+        side: 7,
+        k: 5,
+        stride: 1,
+    },
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -110,7 +166,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let filter = args.get(2).map_or("", String::as_str);
     let act = Activation::Clip { min: 0.0, max: 6.0 };
 
-    println!("{:<28} {:>8} {:>9} {:>8}", "layer", "variant", "GFLOP/s", "x scalar");
+    println!(
+        "{:<28} {:>8} {:>9} {:>9} {:>8}",
+        "layer", "variant", "median", "best", "x scalar"
+    );
     for layer in LAYERS.iter().filter(|l| l.label().contains(filter)) {
         let g = layer.geometry();
         let (mut sx, mut sw, mut sb, mut sy) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -122,33 +181,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fill(b, 3);
         let y = aligned(&mut sy, g.channels * g.out_h * g.out_w);
         let flops = 2.0 * (g.channels * g.out_h * g.out_w * g.k_h * g.k_w) as f64;
-        // Enough calls per sample that one sample lasts about 10 ms with
-        // the vector variants.
+        // Enough calls per sample that one sample lasts about 5 ms with
+        // the vector variants (tens of ms with the scalar one).
         let inner = ((2.0e8 / flops) as usize).max(1);
-        let mut scalar_gflops = None;
         for &variant in &variants {
             if !variant.is_supported() {
                 return Err(format!("this CPU cannot run {}", variant.name()).into());
             }
             dwconv(variant, &g, x, w, Some(b), y, act)?;
-            let mut rates: Vec<f64> = (0..samples)
-                .map(|_| {
-                    let t = Instant::now();
-                    for _ in 0..inner {
-                        // Checked above with the same operands.
-                        let _ = dwconv(variant, &g, x, w, Some(b), y, act);
-                    }
-                    flops * inner as f64 / t.elapsed().as_secs_f64() / 1e9
-                })
-                .collect();
-            rates.sort_by(f64::total_cmp);
-            let median = rates[rates.len() / 2];
-            let base = *scalar_gflops.get_or_insert(median);
+        }
+        let mut rates = vec![Vec::with_capacity(samples); variants.len()];
+        for _ in 0..samples {
+            for (&variant, r) in variants.iter().zip(&mut rates) {
+                let t = Instant::now();
+                for _ in 0..inner {
+                    // Checked above with the same operands.
+                    let _ = dwconv(variant, &g, x, w, Some(b), y, act);
+                }
+                r.push(flops * inner as f64 / t.elapsed().as_secs_f64() / 1e9);
+            }
+        }
+        let mut scalar_median = None;
+        for (&variant, r) in variants.iter().zip(&mut rates) {
+            r.sort_by(f64::total_cmp);
+            let median = r[r.len() / 2];
+            let base = *scalar_median.get_or_insert(median);
             println!(
-                "{:<28} {:>8} {:>9.2} {:>8.2}",
+                "{:<28} {:>8} {:>9.2} {:>9.2} {:>8.2}",
                 layer.label(),
                 variant.name(),
                 median,
+                r[r.len() - 1],
                 median / base
             );
         }

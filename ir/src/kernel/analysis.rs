@@ -229,6 +229,7 @@ mod tests {
             kernels: vec![Kernel {
                 name: "k".into(),
                 body,
+                call: None,
             }],
         }
     }

@@ -15,6 +15,33 @@ impl fmt::Display for KernelProgram {
             writeln!(f, "buf b{i}: {}[{}] {role}  // {}", b.dtype, b.len, b.name)?;
         }
         for k in &self.kernels {
+            if let Some(super::call::LibraryCall::Depthwise2d(d)) = &k.call {
+                writeln!(
+                    f,
+                    "// same as depthwise2d(x=b{}, w=b{}, bias={}, y=b{}, {}x{}x{}x{} -> {}x{}, \
+                     kernel {}x{}, stride {}x{}, pads {},{}, dilation {}x{}, clamp [{}, {}])",
+                    d.x,
+                    d.w,
+                    d.bias.map_or("none".into(), |b| format!("b{b}")),
+                    d.y,
+                    d.batch,
+                    d.channels,
+                    d.in_h,
+                    d.in_w,
+                    d.out_h,
+                    d.out_w,
+                    d.k_h,
+                    d.k_w,
+                    d.stride_h,
+                    d.stride_w,
+                    d.pad_top,
+                    d.pad_left,
+                    d.dil_h,
+                    d.dil_w,
+                    d.act.0,
+                    d.act.1
+                )?;
+            }
             writeln!(f, "kernel {} {{", k.name)?;
             let mut s = String::new();
             block(&mut s, &k.body, 1);

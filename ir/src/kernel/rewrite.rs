@@ -22,7 +22,11 @@ pub fn peel_unit_loops(body: Vec<Stmt>) -> Vec<Stmt> {
                 extent: 1,
                 body,
             } => {
-                let inner = body.into_iter().map(|s| subst_stmt(s, var)).collect();
+                let zero = Expr::I(0, DType::I64);
+                let inner = body
+                    .into_iter()
+                    .map(|s| subst_stmt(s, var, &zero))
+                    .collect();
                 out.extend(peel_unit_loops(inner));
             }
             s => out.push(s),
@@ -31,10 +35,10 @@ pub fn peel_unit_loops(body: Vec<Stmt>) -> Vec<Stmt> {
     out
 }
 
-/// `s` with variable `v` replaced by the constant 0.
-fn subst_stmt(s: Stmt, v: VarId) -> Stmt {
-    let e = |x: Expr| subst(x, v);
-    let b = |xs: Vec<Stmt>| xs.into_iter().map(|s| subst_stmt(s, v)).collect();
+/// `s` with variable `v` replaced by `by`.
+fn subst_stmt(s: Stmt, v: VarId, by: &Expr) -> Stmt {
+    let e = |x: Expr| subst(x, v, by);
+    let b = |xs: Vec<Stmt>| xs.into_iter().map(|s| subst_stmt(s, v, by)).collect();
     match s {
         Stmt::For { var, extent, body } => Stmt::For {
             var,
@@ -79,13 +83,14 @@ fn is_zero(e: &Expr) -> bool {
 /// `x` with `v` replaced by an i64 zero, folding the `0·y` and `y + 0` it
 /// creates: the part of an affine index that does not depend on `v`.
 pub fn subst_zero(x: Expr, v: VarId) -> Expr {
-    subst(x, v)
+    subst(x, v, &Expr::I(0, DType::I64))
 }
 
-fn subst(x: Expr, v: VarId) -> Expr {
-    let go = |y: Box<Expr>| Box::new(subst(*y, v));
+/// `x` with `v` replaced by `by`, folding the `0·y` and `y + 0` it creates.
+fn subst(x: Expr, v: VarId, by: &Expr) -> Expr {
+    let go = |y: Box<Expr>| Box::new(subst(*y, v, by));
     match x {
-        Expr::Var(w) if w == v => Expr::I(0, DType::I64),
+        Expr::Var(w) if w == v => by.clone(),
         Expr::Load { buf, index } => Expr::Load {
             buf,
             index: go(index),
@@ -115,6 +120,129 @@ fn subst(x: Expr, v: VarId) -> Expr {
         },
         other => other,
     }
+}
+
+/// `for v in 0..n { body }` as `for o in 0..n/chunk { for i in 0..chunk {
+/// body[v := o·chunk + i] } }` plus, when `chunk` does not divide `n`, the
+/// remainder `for i in 0..n%chunk { body[v := n − n%chunk + i] }`: the same
+/// iterations in the same order, with an outer loop a renderer can split
+/// over threads while the inner one stays vectorisable. `outer` and `inner`
+/// must be variables unused in the kernel. `None` if `s` is not a loop or
+/// has fewer than two chunks.
+pub fn chunk_loop(
+    s: &Stmt,
+    chunk: u64,
+    outer: VarId,
+    inner: VarId,
+) -> Option<(Stmt, Option<Stmt>)> {
+    let Stmt::For { var, extent, body } = s else {
+        return None;
+    };
+    if chunk == 0 || *extent / chunk < 2 {
+        return None;
+    }
+    let full = *extent / chunk;
+    let at = Expr::Binary(
+        BinOp::Add,
+        Box::new(Expr::Binary(
+            BinOp::Mul,
+            Box::new(Expr::Var(outer)),
+            Box::new(Expr::I(chunk as i64, DType::I64)),
+        )),
+        Box::new(Expr::Var(inner)),
+    );
+    let main = Stmt::For {
+        var: outer,
+        extent: full,
+        body: vec![Stmt::For {
+            var: inner,
+            extent: chunk,
+            body: body
+                .iter()
+                .map(|s| subst_stmt(s.clone(), *var, &at))
+                .collect(),
+        }],
+    };
+    let rest = (*extent % chunk > 0).then(|| {
+        let at = Expr::Binary(
+            BinOp::Add,
+            Box::new(Expr::I((full * chunk) as i64, DType::I64)),
+            Box::new(Expr::Var(inner)),
+        );
+        Stmt::For {
+            var: inner,
+            extent: *extent % chunk,
+            body: body
+                .iter()
+                .map(|s| subst_stmt(s.clone(), *var, &at))
+                .collect(),
+        }
+    });
+    Some((main, rest))
+}
+
+/// The largest variable id bound in `body` (loops, lets, reductions), if any.
+pub fn max_var(body: &[Stmt]) -> Option<VarId> {
+    fn expr(e: &Expr, m: &mut Option<VarId>) {
+        match e {
+            Expr::Load { index, .. } => expr(index, m),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => expr(a, m),
+            Expr::Binary(_, a, b) => {
+                expr(a, m);
+                expr(b, m);
+            }
+            Expr::Select(c, a, b) => {
+                expr(c, m);
+                expr(a, m);
+                expr(b, m);
+            }
+            Expr::Reduce { var, body, .. } => {
+                *m = Some(m.map_or(*var, |x| x.max(*var)));
+                expr(body, m);
+            }
+            Expr::Var(v) => *m = Some(m.map_or(*v, |x| x.max(*v))),
+            _ => {}
+        }
+    }
+    fn block(b: &[Stmt], m: &mut Option<VarId>) {
+        for s in b {
+            match s {
+                Stmt::For { var, body, .. } => {
+                    *m = Some(m.map_or(*var, |x| x.max(*var)));
+                    block(body, m);
+                }
+                Stmt::Let { var, value } => {
+                    *m = Some(m.map_or(*var, |x| x.max(*var)));
+                    expr(value, m);
+                }
+                Stmt::Store { index, value, .. } => {
+                    expr(index, m);
+                    expr(value, m);
+                }
+                Stmt::If {
+                    cond,
+                    then_body,
+                    else_body,
+                } => {
+                    expr(cond, m);
+                    block(then_body, m);
+                    block(else_body, m);
+                }
+                Stmt::Matmul(mm) => {
+                    for v in [&mm.a, &mm.b, &mm.c] {
+                        expr(&v.offset, m);
+                    }
+                }
+                Stmt::While { cond, body } => {
+                    expr(cond, m);
+                    block(body, m);
+                }
+            }
+        }
+    }
+    let mut m = None;
+    block(body, &mut m);
+    m
 }
 
 #[cfg(test)]

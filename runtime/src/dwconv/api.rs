@@ -137,7 +137,11 @@ unsafe fn run(variant: Variant, a: &KilnDwArgs) -> Result<(), DwError> {
     if ext.y == 0 {
         return Ok(());
     }
-    for (what, null) in [("x", a.x.is_null()), ("w", a.w.is_null()), ("y", a.y.is_null())] {
+    for (what, null) in [
+        ("x", a.x.is_null()),
+        ("w", a.w.is_null()),
+        ("y", a.y.is_null()),
+    ] {
         if null {
             return Err(DwError::NullPointer { what });
         }

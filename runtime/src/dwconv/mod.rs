@@ -19,20 +19,27 @@
 //! ```
 //! with `X` the input where in bounds and 0 outside (bottom and right
 //! padding follow from `out_h`/`out_w`), `bias` 0 when absent, and
-//! `clamp(v, lo, hi) = min(max(v, lo), hi)` letting NaN through. Rows that
-//! fall into the top/bottom padding are skipped; taps in the left/right
-//! padding multiply a zero, which is the same for finite weights.
+//! `clamp(v, lo, hi) = min(max(v, lo), hi)` letting NaN through (a NaN
+//! bound clamps nothing on x86_64; on NEON it makes the output NaN).
+//!
+//! Taps in the padding add nothing: the portable variant skips them, the
+//! vector variants multiply a staged zero (which keeps their tiles free of
+//! tests). The two agree for finite weights; an infinite or NaN weight
+//! times a padding zero is NaN in the vector variants, as IEEE arithmetic
+//! on the formula above has it.
 //!
 //! # How the vector variants work
-//! Each input row a tile needs is copied once into a small stack buffer,
-//! zero-padded on both sides and, for stride `s > 1`, split into `s`
-//! phases (`phase[p][j] = row[j·s + p − pad_left]`). Tap `kx` of output
-//! `ox` is then element `ox + kx·dil/s` of phase `kx·dil mod s`: for every
-//! stride, `T` consecutive output vectors read `T` consecutive vectors of
-//! one phase, with no bounds checks, and the borders cost nothing extra.
-//! Small planes are copied whole per channel; larger ones go through a
-//! ring of `k_h` row buffers reused between output rows. Geometries whose
-//! rows do not fit the 48 KiB buffer take the portable path.
+//! Each input row is copied once into a small stack buffer, zero-padded
+//! on both sides and, for stride `s > 1`, split into `s` phases
+//! (`phase[p][j] = row[j·s + p − pad_left]`). Tap `kx` of output `ox` is
+//! then element `ox + kx·dil/s` of phase `kx·dil mod s`: for every stride,
+//! consecutive output vectors read consecutive vectors of one phase, with
+//! no bounds checks, and the borders cost nothing extra. Small planes are
+//! copied whole per channel; larger ones go through a ring of row buffers
+//! reused between output rows. The 3×3 and 5×5 kernels at stride 1 and 2
+//! keep a tile of several output rows × vectors in registers across all
+//! taps (see `simd.rs`); other geometries take a general tile. Geometries
+//! whose rows do not fit the 48 KiB buffer take the portable path.
 //!
 //! # C ABI
 //! ```c
@@ -44,6 +51,7 @@
 
 mod api;
 mod scalar;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
 mod simd;
 
 #[cfg(target_arch = "x86_64")]

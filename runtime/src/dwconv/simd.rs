@@ -2,8 +2,9 @@
 //! staging of input rows in a stack buffer, the register tiles, and the
 //! per-geometry dispatch. A variant provides the vector type and a handful
 //! of operations, and instantiates [`run`] inside a function compiled with
-//! its target features; everything here is `#[inline(always)]` so that it
-//! is compiled with those features too.
+//! its target features; everything here is `#[inline(always)]` (and free
+//! of closures, which would not inherit the features) so that it is
+//! compiled with those features too.
 //!
 //! # Staging
 //! An input row is copied into a *row buffer* of `stride_w` phases of `p`
@@ -13,12 +14,26 @@
 //! [ox + (kx·dil_w) / stride_w]`, so a vector of consecutive outputs reads
 //! a contiguous vector of one phase whatever the stride, padding included.
 //! `p` covers every vector of the row (the last one rounded up to whole
-//! lanes) plus the largest tap offset, so tiles never test bounds.
+//! lanes) plus the largest tap offset, so tiles never test bounds. Rows in
+//! the top and bottom padding are a buffer of zeros.
 //!
-//! Row buffers hold either the whole plane of a channel (row `iy` in buffer
-//! `iy`, filled once per channel), or, for planes that do not fit, a ring
-//! of `k_h` buffers tagged with the row they hold: an output row reuses the
-//! rows it shares with the previous one and refills only the others.
+//! Row buffers hold either the whole padded plane of a channel (padded row
+//! `py` in buffer `py`, staged once per channel), or, for planes that do
+//! not fit, a ring of buffers: a sliding window over consecutive rows for
+//! the fixed kernels, buffers tagged with the row they hold otherwise.
+//!
+//! Staging costs a copy of the input, but measured no slower than reading
+//! the interior of rows in place and staging only their ends: the tiles
+//! then load from a small buffer that stays in L1 rather than from the
+//! input, and the copy doubles as the stride-2 split.
+//!
+//! # Tiles
+//! The 3×3 and 5×5 kernels with stride 1 or 2 (both ways) and dilation 1
+//! compute `R` output rows × `T` vectors at a time: each input vector is
+//! loaded once and feeds every output row of the block whose taps include
+//! it, and the `R·T` accumulators stay in registers across all taps, as
+//! do the kernel's weights where the register file holds them. Anything
+//! else takes a general tile of one output row with the taps in a loop.
 
 use core::mem::MaybeUninit;
 
@@ -78,12 +93,11 @@ struct Layout {
     plane: bool,
     rows: usize,
     /// Where row buffers start in the stack buffer: chosen so that the
-    /// vector stores of [`fill_row`] are aligned (a misaligned 512-bit
-    /// store costs several times an aligned one; misaligned loads from the
-    /// input are cheap in comparison).
+    /// whole-vector stores of [`fill_row`] are aligned (misaligned stores
+    /// cost more than the misaligned loads from the input they become).
     lead: usize,
-    /// Offset of a row of zeros (`max(slot, p)` floats) standing for the
-    /// rows in the top and bottom padding.
+    /// Ring mode: offset of a row buffer of zeros standing for the rows in
+    /// the top and bottom padding (the plane has those rows itself).
     zero: usize,
     /// Floats of the buffer in use from `lead` on, zeroed once per call:
     /// refills write the same extent of every buffer, so the padding
@@ -114,22 +128,30 @@ fn layout(a: &KilnDwArgs, l: usize, need: usize) -> Option<Layout> {
     };
     let lead = (l - first % l) % l;
     let room = BUF_FLOATS - lead;
-    let zeros = slot.max(p);
     // The padded rows the outputs reach (no overflow: see `extents`). The
     // whole plane is staged only when the vertical stride skips no row.
     let reach = (a.out_h - 1) * a.stride_h + (a.k_h - 1) * a.dil_h + 1;
     let dense = a.stride_h <= (a.k_h - 1) * a.dil_h + 1;
-    let (plane, rows) = match reach.checked_mul(slot)?.checked_add(zeros) {
-        Some(n) if dense && n <= room => (true, reach),
-        _ => (false, need),
-    };
-    let zero = rows.checked_mul(slot)?;
-    let used = zero.checked_add(zeros)?;
+    if let Some(n) = reach.checked_mul(slot) {
+        if dense && n <= room {
+            return Some(Layout {
+                p,
+                slot,
+                plane: true,
+                rows: reach,
+                lead,
+                zero: 0,
+                used: n,
+            });
+        }
+    }
+    let zero = need.checked_mul(slot)?;
+    let used = zero.checked_add(slot)?;
     (used <= room).then_some(Layout {
         p,
         slot,
-        plane,
-        rows,
+        plane: false,
+        rows: need,
         lead,
         zero,
         used,
@@ -168,7 +190,14 @@ unsafe fn split2<S: Simd>(dst: *mut f32, src: *const f32, i: usize, pl: usize, p
 /// As [`split2`] for the `n < 2·L` sources from `i`, with partial loads
 /// and stores (rows too short for one whole pair of vectors).
 #[inline(always)]
-unsafe fn split2_part<S: Simd>(dst: *mut f32, src: *const f32, i: usize, n: usize, pl: usize, p: usize) {
+unsafe fn split2_part<S: Simd>(
+    dst: *mut f32,
+    src: *const f32,
+    i: usize,
+    n: usize,
+    pl: usize,
+    p: usize,
+) {
     let lo = S::load_part(src.add(i), n.min(S::L));
     let hi = if n > S::L {
         S::load_part(src.add(i + S::L), n - S::L)
@@ -190,6 +219,9 @@ unsafe fn fill_row<S: Simd>(dst: *mut f32, src: *const f32, a: &KilnDwArgs, s: u
     // Source `i` goes to phase `(i + pl) % s`, element `(i + pl) / s`;
     // sources from `s·p − pl` on land past every phase and are not needed.
     let n = a.in_w.min((s * p).saturating_sub(pl));
+    if n == 0 {
+        return;
+    }
     if s == 1 {
         copy::<S>(dst.add(pl), src, n);
         return;
@@ -200,7 +232,7 @@ unsafe fn fill_row<S: Simd>(dst: *mut f32, src: *const f32, a: &KilnDwArgs, s: u
         // padding's (then even lanes go to phase 0 and odd ones to phase
         // 1, at the same index), the last one overlapping the one before.
         let two = 2 * S::L;
-        if pl % 2 == 1 && n > 0 {
+        if pl % 2 == 1 {
             *dst.add(p + pl / 2) = *src;
             i = 1;
         }
@@ -289,10 +321,10 @@ impl Stage {
         let n = self.lay.rows;
         let zeros = self.base.add(self.lay.zero);
         let mut k = if self.lay.plane { 0 } else { top % n };
-        for i in 0..count {
+        for (i, r) in rows.iter_mut().enumerate().take(count) {
             let py = top + i;
             if self.lay.plane {
-                rows[i] = self.base.add(py * slot);
+                *r = self.base.add(py * slot);
                 continue;
             }
             if py >= a.pad_top && py - a.pad_top < a.in_h {
@@ -302,9 +334,9 @@ impl Stage {
                     self.stage::<S>(dst, src, a, sw);
                     self.next = py + 1;
                 }
-                rows[i] = dst;
+                *r = dst;
             } else {
-                rows[i] = zeros;
+                *r = zeros;
             }
             k += 1;
             if k == n {
@@ -404,6 +436,8 @@ unsafe fn store_tile<S: Simd, const R: usize, const T: usize>(
 /// registers across all taps. The loops have constant bounds and unroll
 /// completely, so the tap tests fold away.
 #[inline(always)]
+// `kx` indexes a weight row chosen per accumulator, not one slice.
+#[allow(clippy::needless_range_loop)]
 unsafe fn tile_fixed<S: Simd, const K: usize, const ST: usize, const R: usize, const T: usize>(
     rows: &[*const f32; MAX_ROWS],
     w: &[[S::V; K]; K],
@@ -430,7 +464,8 @@ unsafe fn tile_fixed<S: Simd, const K: usize, const ST: usize, const R: usize, c
 }
 
 /// `R` whole output rows at `out` with [`tile_fixed`]: tiles of `T`
-/// vectors, then single vectors, then a partial one.
+/// vectors, then single vectors, then one that ends the row (overlapping
+/// the one before, or partial in a row shorter than a vector).
 #[inline(always)]
 unsafe fn rows_fixed<S: Simd, const K: usize, const ST: usize, const R: usize, const T: usize>(
     rows: &[*const f32; MAX_ROWS],
@@ -549,7 +584,8 @@ unsafe fn channel<S: Simd>(
 }
 
 /// The whole call for a `K × K` kernel with stride `ST` both ways and
-/// dilation 1, in blocks of `R` output rows (then single rows): the
+/// dilation 1, in blocks of `R` output rows, the last overlapping the one
+/// before (single rows only in planes shorter than a block): the
 /// channel's weights stay in registers as far as the register file holds
 /// them.
 #[inline(always)]
@@ -624,8 +660,8 @@ unsafe fn conv_any<S: Simd, const T: usize>(a: &KilnDwArgs, st: &mut Stage) {
 
 /// Runs the whole call with vectors `S`. The 3×3 kernels work in tiles of
 /// `R3` output rows × `T3` vectors, the 5×5 ones in `R5 × T5`, which each
-/// variant sizes to its register file; the general path in single rows of
-/// `T3` vectors.
+/// variant sizes to its register file (rows of a single vector in 4 × 1);
+/// the general path in single rows of `T3` vectors.
 ///
 /// Taps in the padding, vertical included, multiply a staged zero: for
 /// finite weights the same as skipping them, and it keeps every tile free

@@ -162,7 +162,12 @@ fn check(runner: Runner, g: &DwGeometry, bias: bool, act: Activation, rng: &mut 
         .run(g, &x, &w, bias, &mut y, act)
         .unwrap_or_else(|e| panic!("{runner:?} {g:?}: {e}"));
     for (i, v) in y[ext.y..].iter().enumerate() {
-        assert_eq!(v.to_bits(), 0x7f80_1234, "{runner:?} {g:?}: y[{}] written", ext.y + i);
+        assert_eq!(
+            v.to_bits(),
+            0x7f80_1234,
+            "{runner:?} {g:?}: y[{}] written",
+            ext.y + i
+        );
     }
     let (lo, hi) = act.bounds();
     let u = f32::EPSILON as f64 / 2.0;
@@ -248,7 +253,7 @@ fn dwconv_matches_reference_over_geometries() {
                             continue;
                         }
                         let runner = runners[i % runners.len()];
-                        check(runner, &g, i % 2 == 0, activation(i / 2), &mut rng);
+                        check(runner, &g, i.is_multiple_of(2), activation(i / 2), &mut rng);
                     }
                 }
             }
@@ -281,7 +286,7 @@ fn dwconv_fast_paths_match_reference_for_every_runner() {
                     if g.out_h == 0 || g.out_w == 0 {
                         continue;
                     }
-                    check(runner, &g, i % 2 == 0, activation(i), &mut rng);
+                    check(runner, &g, i.is_multiple_of(2), activation(i), &mut rng);
                 }
             }
         }
@@ -308,8 +313,15 @@ fn dwconv_tall_planes_use_the_row_ring() {
         .enumerate()
         {
             let pad = k / 2;
-            let g = geometry(2, (in_h, in_w), (k, k), (s, s), (pad, pad, pad, pad), (d, d));
-            check(runner, &g, i % 2 == 1, activation(i), &mut rng);
+            let g = geometry(
+                2,
+                (in_h, in_w),
+                (k, k),
+                (s, s),
+                (pad, pad, pad, pad),
+                (d, d),
+            );
+            check(runner, &g, !i.is_multiple_of(2), activation(i), &mut rng);
         }
     }
 }
@@ -348,7 +360,7 @@ fn dwconv_mixed_and_odd_geometries() {
     shapes.push(g);
     for runner in runners() {
         for (i, g) in shapes.iter().enumerate() {
-            check(runner, g, i % 2 == 0, activation(i), &mut rng);
+            check(runner, g, i.is_multiple_of(2), activation(i), &mut rng);
         }
     }
 }
@@ -366,19 +378,14 @@ fn dwconv_propagates_nan_through_the_clamp() {
             // A NaN bias for channel 0.
             let bias = [f32::NAN, -100.0];
             let mut y = vec![0.0; ext.y];
-            for act in [
-                Activation::Relu,
-                Activation::Clip { min: 0.0, max: 6.0 },
-            ] {
-                runner
-                    .run(&g, &x, &w, Some(&bias), &mut y, act)
-                    .unwrap();
+            for act in [Activation::Relu, Activation::Clip { min: 0.0, max: 6.0 }] {
+                runner.run(&g, &x, &w, Some(&bias), &mut y, act).unwrap();
                 let (c0, c1) = y.split_at(g.out_h * g.out_w);
                 assert!(c0.iter().all(|v| v.is_nan()), "{runner:?} {g:?}: bias NaN");
                 for oy in 0..g.out_h {
                     for ox in 0..g.out_w {
-                        let touches = (0..k).any(|ky| oy * s + ky == 3)
-                            && (0..k).any(|kx| ox * s + kx == 4);
+                        let touches =
+                            (0..k).any(|ky| oy * s + ky == 3) && (0..k).any(|kx| ox * s + kx == 4);
                         let v = c1[oy * g.out_w + ox];
                         if touches {
                             assert!(v.is_nan(), "{runner:?} {g:?}: y(1,{oy},{ox}) = {v}");
@@ -436,10 +443,16 @@ fn dwconv_safe_api_checks_lengths() {
     }
     let mut huge = g;
     huge.channels = usize::MAX / 2;
-    assert_eq!(err(dwconv(v, &huge, &x, &w, None, &mut y, act)), DwError::Overflow);
+    assert_eq!(
+        err(dwconv(v, &huge, &x, &w, None, &mut y, act)),
+        DwError::Overflow
+    );
     let mut far = g;
     far.stride_w = usize::MAX / 2;
-    assert_eq!(err(dwconv(v, &far, &x, &w, None, &mut y, act)), DwError::Overflow);
+    assert_eq!(
+        err(dwconv(v, &far, &x, &w, None, &mut y, act)),
+        DwError::Overflow
+    );
     #[cfg(not(target_arch = "aarch64"))]
     assert!(matches!(
         err(dwconv(Variant::Neon, &g, &x, &w, None, &mut y, act)),
@@ -554,7 +567,10 @@ fn dwconv_c_abi_matches_and_reports_errors() {
         let mut a = args(got.as_mut_ptr());
         a.pad_left = usize::MAX;
         assert_eq!(call(&a), -5, "{variant:?} pad overflow");
-        assert!(got.iter().all(|&v| v == 7.0), "{variant:?}: refused call wrote y");
+        assert!(
+            got.iter().all(|&v| v == 7.0),
+            "{variant:?}: refused call wrote y"
+        );
         // Nothing to compute: null operands are fine.
         let mut a = args(core::ptr::null_mut());
         a.x = core::ptr::null();
@@ -572,7 +588,10 @@ fn dwconv_c_abi_struct_layout() {
     assert_eq!(core::mem::offset_of!(KilnDwArgs, channels), 4 * p);
     assert_eq!(core::mem::offset_of!(KilnDwArgs, dil_w), 4 * p + 12 * z);
     assert_eq!(core::mem::offset_of!(KilnDwArgs, act_min), 4 * p + 13 * z);
-    assert_eq!(core::mem::offset_of!(KilnDwArgs, act_max), 4 * p + 13 * z + 4);
+    assert_eq!(
+        core::mem::offset_of!(KilnDwArgs, act_max),
+        4 * p + 13 * z + 4
+    );
     assert_eq!(
         core::mem::size_of::<KilnDwArgs>(),
         (4 * p + 13 * z + 8).next_multiple_of(core::mem::align_of::<usize>())

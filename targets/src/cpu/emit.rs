@@ -177,14 +177,28 @@ pub(crate) fn emit_program<M: Module>(
                 ids.push(id);
                 continue;
             }
-            // Outline the parallel top-level loops into task functions first.
+            // Outline the parallel top-level loops into task functions first;
+            // a flat loop is first cut into chunks (an outer loop to split,
+            // an inner one to vectorise, and a serial remainder).
             let mut tasks: Vec<Option<FuncId>> = vec![None; k.body.len()];
+            let mut chunked: Vec<Option<(Stmt, Option<Stmt>)>> = vec![None; k.body.len()];
             if par_for.is_some() {
+                let fresh = kiln_ir::kernel::rewrite::max_var(&k.body).map_or(0, |v| v + 1);
                 for (ti, s) in k.body.iter().enumerate() {
+                    if gemms.folds(s) {
+                        continue;
+                    }
+                    if !super::parallel::parallel_loop(s) {
+                        chunked[ti] = super::parallel::chunked(s, fresh);
+                    }
+                    let s = match &chunked[ti] {
+                        Some((main, _)) => main,
+                        None => s,
+                    };
                     let Stmt::For { var, body, .. } = s else {
                         continue;
                     };
-                    if !super::parallel::parallel_loop(s) || gemms.folds(s) {
+                    if chunked[ti].is_none() && !super::parallel::parallel_loop(s) {
                         continue;
                     }
                     let tid = module
@@ -249,11 +263,19 @@ pub(crate) fn emit_program<M: Module>(
                     KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
                 kc.gemm = gcx;
                 for (ti, s) in k.body.iter().enumerate() {
+                    let (s, rest) = match &chunked[ti] {
+                        Some((main, rest)) => (main, rest.as_ref()),
+                        None => (s, None),
+                    };
                     match (task_refs[ti], par_ref, s) {
                         (Some(task), Some(pf), Stmt::For { extent, .. }) => {
                             let n = kc.b.ins().iconst(ptr, *extent as i64);
                             let f = kc.b.ins().func_addr(ptr, task);
                             kc.b.ins().call(pf, &[n, f, table]);
+                            if let Some(r) = rest {
+                                kc.block(std::slice::from_ref(r))
+                                    .map_err(|m| step_err(&k.name, m))?;
+                            }
                         }
                         _ => kc
                             .block(std::slice::from_ref(s))

@@ -133,6 +133,29 @@ fn lin_scale(a: Lin, k: i64) -> Option<Lin> {
     Some((a.0.checked_mul(k)?, terms))
 }
 
+/// Below this many iterations a flat loop stays serial.
+const MIN_FLAT: u64 = 1 << 15;
+
+/// A flat (innermost) loop cut into chunks whose outer loop may run in
+/// parallel: `(chunked loop, serial remainder)`, using fresh variables
+/// `fresh` and `fresh + 1`. About 16 chunks, each a multiple of 16
+/// iterations (whole vectors) and at least 2048.
+pub(crate) fn chunked(s: &Stmt, fresh: VarId) -> Option<(Stmt, Option<Stmt>)> {
+    let Stmt::For { extent, body, .. } = s else {
+        return None;
+    };
+    if *extent < MIN_FLAT
+        || body
+            .iter()
+            .any(|s| matches!(s, Stmt::For { .. } | Stmt::Matmul(_) | Stmt::While { .. }))
+    {
+        return None;
+    }
+    let chunk = (*extent / 16).next_multiple_of(16).max(2048);
+    let (main, rest) = kiln_ir::kernel::rewrite::chunk_loop(s, chunk, fresh, fresh + 1)?;
+    parallel_loop(&main).then_some((main, rest))
+}
+
 /// Innermost iterations (and matmul multiply-adds) of one execution of `b`.
 fn work(b: &[Stmt]) -> u64 {
     b.iter()

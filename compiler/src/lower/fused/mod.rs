@@ -674,7 +674,25 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
     }
     let mut next = max_var(&rp).map_or(0, |v| v + 1);
     let clamp = tail_clamp(g, &tail, root_t, &buffers);
+    // A root with a library call but a tail that is no clamp keeps its
+    // call: it stores its own values, and a second kernel applies the tail
+    // in place (one more pass over the output, paid only where the routine
+    // is faster than the rendered body by far more).
+    let split_tail = clamp.is_none()
+        && kernels.iter().any(|k| k.call.is_some())
+        && g.members.iter().all(|m| m.out_type.dtype == root_t);
     let kernels = match (w.stores, w.matmuls) {
+        (_, 0) if split_tail => {
+            let mut ks = kernels.clone();
+            ks.push(tail_kernel(
+                &tail,
+                root_t,
+                &mut next,
+                &buffers,
+                numel(final_t)?,
+            )?);
+            ks
+        }
         (_, 0) => kernels
             .iter()
             .map(|k| {
@@ -701,6 +719,37 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         _ => return Err(gerr(name, "the root writes its output with several GEMMs")),
     };
     Ok(KernelProgram { buffers, kernels })
+}
+
+/// `for i in 0..len { out[i] = tail(out[i]) }`: the tail applied in place
+/// to what the root stored.
+fn tail_kernel(
+    tail: &Tail,
+    root_t: DType,
+    next: &mut VarId,
+    bufs: &[BufferDecl],
+    len: usize,
+) -> Result<Kernel> {
+    let i = *next;
+    *next += 1;
+    let at = Expr::var(i);
+    let body = tail.apply(
+        &at,
+        &[(i, len as u64)],
+        Expr::load(tail.out, at.clone()),
+        root_t,
+        next,
+        bufs,
+    )?;
+    Ok(Kernel {
+        name: format!("{}_tail", tail.name),
+        body: vec![Stmt::For {
+            var: i,
+            extent: len as u64,
+            body,
+        }],
+        call: None,
+    })
 }
 
 /// `call` with its buffers renumbered as `map` renumbers the body's.
