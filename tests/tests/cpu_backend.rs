@@ -388,6 +388,20 @@ fn profile_steps() {
     check_steps(&m, true);
 }
 
+/// (batch, channels, h, w, kh, kw, stride, dilation, pads [t, l, b, r], bias)
+type DwCase = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 4],
+    bool,
+);
+
 /// Depthwise convolutions lower with a library call; the CPU backend calls
 /// the runtime routine instead of rendering the body. Over geometries the
 /// shared models do not all reach (5×5 and 7×1 windows, strides 2 and 3,
@@ -397,19 +411,7 @@ fn profile_steps() {
 fn depthwise_library_call_matches_the_body() {
     use kiln_compiler::lower::{lower, LowerCtx};
     use kiln_ir::TensorType;
-    // (batch, channels, h, w, kh, kw, stride, dilation, pads [t, l, b, r], bias)
-    let cases: [(
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        [usize; 4],
-        bool,
-    ); 8] = [
+    let cases: [DwCase; 8] = [
         (1, 8, 12, 12, 3, 3, 1, 1, [1, 1, 1, 1], true),
         (1, 5, 13, 17, 3, 3, 2, 1, [1, 1, 1, 1], true),
         (2, 3, 9, 11, 5, 5, 1, 1, [2, 2, 2, 2], false),
