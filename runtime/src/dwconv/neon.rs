@@ -61,11 +61,18 @@ impl Simd for Neon {
     }
 }
 
+/// The NEON variant's loop nest, in a function of its own so that it has
+/// its own stack frame (the staging buffer is most of it).
+#[target_feature(enable = "neon")]
+#[inline(never)]
+unsafe fn body_neon(a: &KilnDwArgs) {
+    simd::run::<Neon, 4, 2, 2, 2>(a)
+}
+
 /// The NEON variant.
 ///
 /// # Safety
 /// As `scalar::run`, and the CPU has NEON.
-#[target_feature(enable = "neon")]
 pub(crate) unsafe fn run_neon(a: &KilnDwArgs) {
-    simd::run::<Neon, 4, 2, 2, 2>(a)
+    body_neon(a)
 }

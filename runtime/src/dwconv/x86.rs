@@ -154,13 +154,27 @@ impl Simd for Avx512 {
     }
 }
 
+/// The AVX2 variant's loop nest, in a function of its own so that it has
+/// its own stack frame (the staging buffer is most of it).
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn body_avx2(a: &KilnDwArgs) {
+    simd::run::<Avx2, 3, 1, 2, 2>(a)
+}
+
+/// The AVX-512 variant's loop nest for rows of 512-bit vectors.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline(never)]
+unsafe fn body_avx512(a: &KilnDwArgs) {
+    simd::run::<Avx512, 4, 2, 2, 2>(a)
+}
+
 /// The AVX2 variant.
 ///
 /// # Safety
 /// As `scalar::run`, and the CPU has AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn run_avx2(a: &KilnDwArgs) {
-    simd::run::<Avx2, 3, 1, 2, 2>(a)
+    body_avx2(a)
 }
 
 /// The AVX-512 variant. Rows of at most 8 outputs use 256-bit vectors:
@@ -169,16 +183,15 @@ pub(crate) unsafe fn run_avx2(a: &KilnDwArgs) {
 /// uses them too: there a tile does fewer FMAs per load and per staged
 /// float, and on Zen 4 256-bit vectors measured 15–35% faster (stride 1
 /// is up to 40% faster with 512-bit ones). Every AVX-512F CPU has AVX2
-/// and FMA (rustc's `avx512f` implies both).
+/// and FMA. Only a dispatcher: each loop nest keeps its own frame, so
+/// that a call never holds two staging buffers.
 ///
 /// # Safety
 /// As `scalar::run`, and the CPU has AVX-512F.
-#[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) unsafe fn run_avx512(a: &KilnDwArgs) {
     if a.out_w <= 8 || a.stride_w == 2 {
-        // Compiled separately: inlined here it came out slower.
-        run_avx2(a)
+        body_avx2(a)
     } else {
-        simd::run::<Avx512, 4, 2, 2, 2>(a)
+        body_avx512(a)
     }
 }

@@ -79,7 +79,7 @@ impl Case {
             accumulate: i % 2 == 1,
             bias: (i / 2) % 2 == 1,
             bias_rows: (i / 24) % 2 == 1,
-            residual: i % 2 == 0 && (i / 48) % 2 == 1,
+            residual: i.is_multiple_of(2) && (i / 48) % 2 == 1,
             act: acts[(i / 4) % 3],
             transposed_b: (i / 12) % 2 == 1,
         }

@@ -469,6 +469,9 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         if let Some(var) = self.lane_var {
             if uses_var(index, var) {
                 let d = self.bufs[buf as usize].dtype;
+                if d == DType::F32 && affine_coeff(index, var) == Some(2) {
+                    return self.load_stride2(buf, index);
+                }
                 return match self.lane_addrs(buf, index, var)? {
                     Err(addr) if d == DType::F32 => {
                         let v = self.b.ins().load(F32X4, super::ops::mflags(), addr, 0);
@@ -499,6 +502,32 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         let i = self.eval_index(index)?;
         let (addr, d) = self.elem_addr(buf, i)?;
         self.load_scalar(addr, d, 0)
+    }
+
+    /// Four f32 lanes two elements apart (a stride-2 window: pooling, a
+    /// strided slice) as two vector loads and one shuffle instead of four
+    /// scalar loads: elements 0..3 and 3..6 from the first lane's address,
+    /// lanes 0, 2 of the first and 1, 3 of the second. Never reads past the
+    /// last lane's element.
+    fn load_stride2(&mut self, buf: u32, index: &Expr) -> R<Val> {
+        use cranelift_codegen::ir::types::I8X16;
+        use cranelift_codegen::ir::{ConstantData, Endianness, MemFlagsData};
+        let i0 = self.eval_index(index)?;
+        let (a0, _) = self.elem_addr(buf, i0)?;
+        let fl = super::ops::mflags();
+        let lo = self.b.ins().load(F32X4, fl, a0, 0);
+        let hi = self.b.ins().load(F32X4, fl, a0, 12);
+        let lanes = MemFlagsData::new().with_endianness(Endianness::Little);
+        let lo = self.b.ins().bitcast(I8X16, lanes, lo);
+        let hi = self.b.ins().bitcast(I8X16, lanes, hi);
+        let mask: Vec<u8> = [0u8, 2, 5, 7]
+            .iter()
+            .flat_map(|&l| (0..4).map(move |b| l * 4 + b))
+            .collect();
+        let mask = self.b.func.dfg.immediates.push(ConstantData::from(mask));
+        let v = self.b.ins().shuffle(lo, hi, mask);
+        let v = self.b.ins().bitcast(F32X4, lanes, v);
+        Ok(Val::v(v, Kind::F32))
     }
 
     fn reduce(&mut self, op: RedOp, var: VarId, extent: u64, body: &Expr) -> R<Val> {

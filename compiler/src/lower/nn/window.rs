@@ -311,6 +311,23 @@ pub(super) fn fold_taps(
         let idx: Vec<Expr> = t.iter().map(|&i| Expr::i(i as i64)).collect();
         body(&idx)
     });
+    if matches!(op, RedOp::Max | RedOp::Min) {
+        // Max and min are exactly associative (NaN propagates either way):
+        // a balanced tree halves the dependent chain a vector loop waits on.
+        let mut level: Vec<Expr> = terms.collect();
+        while level.len() > 1 {
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            let mut it = level.into_iter();
+            while let Some(a) = it.next() {
+                next.push(match it.next() {
+                    Some(b) => a.bin(bop, b),
+                    None => a,
+                });
+            }
+            level = next;
+        }
+        return level.pop().unwrap_or(Expr::i(0));
+    }
     let first = terms.next();
     let mut acc = first.unwrap_or(Expr::i(0));
     for t in terms {
