@@ -37,7 +37,7 @@ def ort_times(sess, feeds, iters):
 
 
 def kiln_bench(model, inputs, t, iters):
-    cmd = [a.kiln, "bench", model, "--threads", str(t), "--iters", str(iters), "--warmup", "2", "--json"]
+    cmd = [a.kiln, "bench", model, "--threads", str(t), "--iters", str(iters), "--warmup", "5", "--json"]
     for p in inputs:
         cmd += ["-i", p]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -68,6 +68,9 @@ for m in models:
         ort_times(sess, feeds, 3)
         k_med, o_all, compile_ms, gflops = [], [], None, None
         for _ in range(a.rounds):
+            # onnxruntime's pool threads spin for a while after a run; let
+            # them go idle so that they do not take a core from kiln.
+            time.sleep(0.2)
             r = kiln_bench(path, files, t, a.iters)
             k_med.append(r["median_ms"])
             compile_ms, gflops = r["compile_ms"], r["gflops"]
