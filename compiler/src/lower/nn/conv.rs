@@ -139,12 +139,26 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     if let Some(r) = blk_sp.first_mut() {
         *r = k_rows;
     }
-    let col = pb.scratch("col", dt, cg * kk * blen);
+    // Blocks go to `lanes` column buffers, each lane taking a contiguous
+    // run of blocks: lanes share nothing, so a renderer may run them on
+    // different threads (one buffer would serialise every block).
+    // Lanes divide the blocks evenly: a guard around a lane's last block
+    // would hide its GEMM from fusion.
+    let blocks = rows / k_rows;
+    let lanes = (1..=COL_LANES.min(blocks))
+        .rev()
+        .find(|&l| blocks.is_multiple_of(l))
+        .unwrap_or(1);
+    let per_lane = blocks / lanes;
+    let col_len = cg * kk * blen;
+    let col = pb.scratch("col", dt, lanes * col_len);
     let base = pb.var();
     let row_step =
         k_rows as i64 * st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
-    body.extend(pb.nest(&[n, g, rows / k_rows], |pb, i| {
-        let (ni, gi, bi) = (i[0].clone(), i[1].clone(), i[2].clone());
+    body.extend(pb.nest(&[n, g, lanes, per_lane], |pb, i| {
+        let (ni, gi) = (i[0].clone(), i[1].clone());
+        let bi = i[2].clone() * per_lane as i64 + i[3].clone();
+        let col_at = i[2].clone() * col_len as i64;
         let mut dims = vec![cg];
         dims.extend_from_slice(kernel);
         let fill = pb.nest(&dims, |pb, ct| {
@@ -164,7 +178,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
                 });
                 let store = Stmt::Store {
                     buf: col,
-                    index: row.clone() + flat,
+                    index: col_at.clone() + row.clone() + flat,
                     value: Expr::load(src.buf, at),
                 };
                 (vec![], vec![store])
@@ -178,7 +192,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             y,
             ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64 + bi * blen as i64,
         );
-        let mut mm = with_acc(gemm(ocg, blen, cg * kk, a, (col, Expr::i(0)), yo), acc);
+        let mut mm = with_acc(gemm(ocg, blen, cg * kk, a, (col, col_at.clone()), yo), acc);
         if let Stmt::Matmul(m) = &mut mm {
             // The block is a column range of y[n, g], whose rows are ospn apart.
             m.c.row_stride = ospn as i64;
@@ -370,6 +384,10 @@ const OUT_BLOCK_BYTES: usize = 128 << 10;
 /// (measured: a 512-channel 7x7 3x3 conv ran 1.7x faster in blocks of 49
 /// columns than of 7).
 const MIN_BLOCK_COLS: usize = 16;
+
+/// Column buffers of an im2col convolution: up to this many threads build
+/// and multiply their blocks at the same time.
+const COL_LANES: usize = 4;
 
 /// The largest block of the im2col matrix built at once: well inside a
 /// core's L2, so the GEMM reads it from cache.
