@@ -53,6 +53,37 @@ int kiln_sgemm_neon(KILN_SGEMM_ARGS);
 #endif
 #undef KILN_SGEMM_ARGS
 
+/* The same GEMM with A packed ahead of time (kiln_runtime::gemm::pack_a; a
+   convolution's weights) and B raw, k rows of n floats ldb apart, packed by
+   the call: scratch at least NR * min(k, KC) floats. */
+#define KILN_SGEMM_PA_ARGS                                                  \
+  size_t m, size_t n, size_t k, const float *a_packed, size_t ldb,          \
+      const float *b, float *c, size_t ldc, uint32_t flags,                 \
+      const float *bias, const float *residual, size_t ldr, float act_min,  \
+      float act_max, float *scratch, size_t scratch_len
+/* And with both operands raw (two activations, as attention's Q.K^T): B
+   element (p, j) at b[p * b_rs + j * b_cs]; scratch at least
+   (MR + NR) * min(k, KC) floats. */
+#define KILN_SGEMM_RAW_ARGS                                                 \
+  size_t m, size_t n, size_t k, const float *a, size_t lda, const float *b, \
+      float *c, size_t ldc, uint32_t flags, const float *bias,              \
+      const float *residual, size_t ldr, float act_min, float act_max,      \
+      float *scratch, size_t scratch_len, size_t b_rs, size_t b_cs
+int kiln_sgemm_pa_scalar(KILN_SGEMM_PA_ARGS);
+int kiln_sgemm_raw_scalar(KILN_SGEMM_RAW_ARGS);
+#if defined(__x86_64__) || defined(_M_X64)
+int kiln_sgemm_pa_avx2(KILN_SGEMM_PA_ARGS);
+int kiln_sgemm_pa_avx512(KILN_SGEMM_PA_ARGS);
+int kiln_sgemm_raw_avx2(KILN_SGEMM_RAW_ARGS);
+int kiln_sgemm_raw_avx512(KILN_SGEMM_RAW_ARGS);
+#endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+int kiln_sgemm_pa_neon(KILN_SGEMM_PA_ARGS);
+int kiln_sgemm_raw_neon(KILN_SGEMM_RAW_ARGS);
+#endif
+#undef KILN_SGEMM_PA_ARGS
+#undef KILN_SGEMM_RAW_ARGS
+
 /* Floats of packed B, and of scratch for full speed, for variant code
    0 scalar, 1 avx2, 2 avx512, 3 neon (0 for an unknown code). */
 size_t kiln_sgemm_packed_b_len(uint32_t variant, size_t k, size_t n);
