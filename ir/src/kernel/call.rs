@@ -10,7 +10,7 @@
 //! kernel's stores records it in [`Depthwise2d::act`], anything else drops
 //! the call.
 
-use super::{BinOp, BufId, Expr, VarId};
+use super::{BinOp, BufId, Expr, Stmt, VarId};
 use crate::dtype::DType;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -110,4 +110,22 @@ pub fn inline_lets(e: &Expr, lets: &HashMap<VarId, Expr>) -> Expr {
         },
         other => other.clone(),
     }
+}
+
+/// A straight-line body `let …; buf[index] = value` as its store with the
+/// value's lets inlined (see [`inline_lets`]): `(buf, index, value)`.
+pub fn final_store(body: &[Stmt]) -> Option<(BufId, &Expr, Expr)> {
+    let (last, lets) = body.split_last()?;
+    let mut env = HashMap::new();
+    for s in lets {
+        let Stmt::Let { var, value } = s else {
+            return None;
+        };
+        let v = inline_lets(value, &env);
+        env.insert(*var, v);
+    }
+    let Stmt::Store { buf, index, value } = last else {
+        return None;
+    };
+    Some((*buf, index, inline_lets(value, &env)))
 }

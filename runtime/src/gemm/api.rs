@@ -444,6 +444,47 @@ fn raw_span(rows: usize, cols: usize, rs: usize, cs: usize) -> Result<usize, Gem
         .ok_or(GemmError::Overflow)
 }
 
+/// The operands of a C entry point; `flags` bit 0 accumulates (and then
+/// ignores the residual), bit 1 takes one bias per row.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn c_args(
+    [m, n, k]: [usize; 3],
+    (a, lda): (*const f32, usize),
+    b: *const f32,
+    (c, ldc): (*mut f32, usize),
+    flags: u32,
+    (bias, residual, ldr): (*const f32, *const f32, usize),
+    (lo, hi): (f32, f32),
+    (scratch, scratch_len): (*mut f32, usize),
+    ldb_cs: (usize, usize),
+) -> Args {
+    let accumulate = flags & 1 != 0;
+    Args {
+        m,
+        n,
+        k,
+        a,
+        lda,
+        b,
+        c,
+        ldc,
+        accumulate,
+        bias,
+        bias_rows: flags & 2 != 0,
+        res: if accumulate {
+            core::ptr::null()
+        } else {
+            residual
+        },
+        ldr,
+        lo,
+        hi,
+        scratch,
+        scratch_len,
+        ldb_cs,
+    }
+}
+
 /// Defines the C entry point of one variant (signature in the module docs).
 macro_rules! c_entry {
     ($(#[$attr:meta])* $name:ident, $variant:expr) => {
@@ -489,30 +530,17 @@ macro_rules! c_entry {
             scratch: *mut f32,
             scratch_len: usize,
         ) -> i32 {
-            let args = Args {
-                m,
-                n,
-                k,
-                a,
-                lda: if $packed_a { 0 } else { stride },
+            let args = c_args(
+                [m, n, k],
+                (a, if $packed_a { 0 } else { stride }),
                 b,
-                c,
-                ldc,
-                accumulate: flags & 1 != 0,
-                bias,
-                bias_rows: flags & 2 != 0,
-                res: if flags & 1 != 0 {
-                    core::ptr::null()
-                } else {
-                    residual
-                },
-                ldr,
-                lo: act_min,
-                hi: act_max,
-                scratch,
-                scratch_len,
-                ldb_cs: if $packed_a { (stride, 1) } else { (0, 0) },
-            };
+                (c, ldc),
+                flags,
+                (bias, residual, ldr),
+                (act_min, act_max),
+                (scratch, scratch_len),
+                if $packed_a { (stride, 1) } else { (0, 0) },
+            );
             let mode = if $packed_a { Mode::PackedA } else { Mode::PackedB };
             match run($variant, &args, mode) {
                 Ok(()) => 0,
@@ -609,30 +637,17 @@ macro_rules! c_entry_raw {
             b_rs: usize,
             b_cs: usize,
         ) -> i32 {
-            let args = Args {
-                m,
-                n,
-                k,
-                a,
-                lda,
+            let args = c_args(
+                [m, n, k],
+                (a, lda),
                 b,
-                c,
-                ldc,
-                accumulate: flags & 1 != 0,
-                bias,
-                bias_rows: flags & 2 != 0,
-                res: if flags & 1 != 0 {
-                    core::ptr::null()
-                } else {
-                    residual
-                },
-                ldr,
-                lo: act_min,
-                hi: act_max,
-                scratch,
-                scratch_len,
-                ldb_cs: (b_rs, b_cs),
-            };
+                (c, ldc),
+                flags,
+                (bias, residual, ldr),
+                (act_min, act_max),
+                (scratch, scratch_len),
+                (b_rs, b_cs),
+            );
             match run($variant, &args, Mode::Raw) {
                 Ok(()) => 0,
                 Err(e) => e.code(),

@@ -19,11 +19,10 @@
 //! `f = offset + i·row_stride + j·col_stride` of the matmul's `C` view; with
 //! `m = 1` the `i` loop may be absent. Anything else is left alone.
 
+use kiln_ir::kernel::call::{final_store, peel_clamp, Consts};
 use kiln_ir::kernel::interp::affine_coeff;
 use kiln_ir::kernel::rewrite::subst_zero;
 use kiln_ir::kernel::{BinOp, BufId, Expr, Matmul, Stmt, VarId};
-use kiln_ir::DType;
-use std::collections::HashMap;
 
 /// A vector or matrix operand of the epilogue: its buffer and the element
 /// offset of the tile's origin (may use enclosing loop variables).
@@ -137,61 +136,6 @@ fn vector_operand(
     }
 }
 
-/// `e` with let-bound variables replaced by their values and f32 casts of
-/// f32 expressions dropped (the kernel computes in f32 throughout).
-fn inline(e: &Expr, lets: &HashMap<VarId, Expr>) -> Expr {
-    match e {
-        Expr::Var(v) => lets.get(v).cloned().unwrap_or_else(|| e.clone()),
-        Expr::Cast(DType::F32, a) => inline(a, lets),
-        Expr::Binary(op, a, b) => {
-            Expr::Binary(*op, Box::new(inline(a, lets)), Box::new(inline(b, lets)))
-        }
-        Expr::Load { buf, index } => Expr::Load {
-            buf: *buf,
-            index: Box::new(inline(index, lets)),
-        },
-        other => other.clone(),
-    }
-}
-
-/// Reads a scalar of a weight: `Load(buf, constant index)` → its value.
-pub(super) type Consts<'a> = &'a dyn Fn(BufId, i64) -> Option<f32>;
-
-fn constant(e: &Expr, consts: Consts) -> Option<f32> {
-    let v = match e {
-        Expr::F(v, DType::F32) => *v as f32,
-        Expr::Load { buf, index } => match **index {
-            Expr::I(i, _) => consts(*buf, i)?,
-            _ => return None,
-        },
-        _ => return None,
-    };
-    (!v.is_nan()).then_some(v)
-}
-
-/// `value` as `(sum, lo, hi)`: the clamp around the additive part.
-fn peel_clamp<'e>(value: &'e Expr, consts: Consts) -> (&'e Expr, f32, f32) {
-    match value {
-        Expr::Binary(BinOp::Max, x, c) => {
-            if let Some(lo) = constant(c, consts) {
-                return (x, lo, f32::INFINITY);
-            }
-        }
-        Expr::Binary(BinOp::Min, inner, h) => {
-            if let Some(hi) = constant(h, consts) {
-                if let Expr::Binary(BinOp::Max, x, l) = &**inner {
-                    if let Some(lo) = constant(l, consts) {
-                        return (x, lo, hi);
-                    }
-                }
-                return (inner, f32::NEG_INFINITY, hi);
-            }
-        }
-        _ => {}
-    }
-    (value, f32::NEG_INFINITY, f32::INFINITY)
-}
-
 fn terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {
         Expr::Binary(BinOp::Add, a, b) => {
@@ -210,23 +154,11 @@ fn epilogue(
     consts: Consts,
 ) -> Option<(Option<(Operand, i64)>, Option<(Operand, bool)>, (f32, f32))> {
     let (i, j, body) = tile_nest(mm, next)?;
-    let (last, lets_part) = body.split_last()?;
-    let mut lets = HashMap::new();
-    for s in lets_part {
-        let Stmt::Let { var, value } = s else {
-            return None;
-        };
-        let v = inline(value, &lets);
-        lets.insert(*var, v);
-    }
-    let Stmt::Store { buf, index, value } = last else {
-        return None;
-    };
+    let (buf, index, value) = final_store(body)?;
     let flat = c_index(mm, i, j);
-    if *buf != mm.c.buf || !same_index(index, &flat, i, j) {
+    if buf != mm.c.buf || !same_index(index, &flat, i, j) {
         return None;
     }
-    let value = inline(value, &lets);
     let (sum, lo, hi) = peel_clamp(&value, consts);
     if lo > hi {
         return None;

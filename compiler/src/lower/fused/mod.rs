@@ -28,7 +28,7 @@ use super::{lower, LowerCtx, LowerError, Result};
 use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
-use kiln_ir::kernel::call::{inline_lets, peel_clamp, Depthwise2d, LibraryCall};
+use kiln_ir::kernel::call::{final_store, peel_clamp, Depthwise2d, LibraryCall};
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
 };
@@ -795,19 +795,7 @@ fn tail_clamp(g: &Group, tail: &Tail, root_t: DType, bufs: &[BufferDecl]) -> Opt
             bufs,
         )
         .ok()?;
-    let (last, lets) = stmts.split_last()?;
-    let mut env = HashMap::new();
-    for s in lets {
-        let Stmt::Let { var, value } = s else {
-            return None;
-        };
-        let v = inline_lets(value, &env);
-        env.insert(*var, v);
-    }
-    let Stmt::Store { value, .. } = last else {
-        return None;
-    };
-    let value = inline_lets(value, &env);
+    let (_, _, value) = final_store(&stmts)?;
     let (inner, lo, hi) = peel_clamp(&value, &lookup);
     (*inner == Expr::Var(placeholder) && lo <= hi).then_some((lo, hi))
 }
