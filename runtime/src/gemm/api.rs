@@ -50,6 +50,47 @@ fn check_len(what: &'static str, needed: usize, got: usize) -> Result<(), GemmEr
     Ok(())
 }
 
+/// The operands of a checked call: `A` at `a` (row stride `lda`, 0 when
+/// packed), `B` at `b` (raw strides `ldb_cs`, `(0, 0)` when packed), and the
+/// epilogue's slices. Refuses a residual together with accumulation.
+#[allow(clippy::too_many_arguments)]
+fn slice_args(
+    [m, n, k]: [usize; 3],
+    (a, lda): (&[f32], usize),
+    b: &[f32],
+    ldb_cs: (usize, usize),
+    (c, ldc): (&mut [f32], usize),
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<Args, GemmError> {
+    if epilogue.accumulate && epilogue.residual.is_some() {
+        return Err(GemmError::ResidualWithAccumulate);
+    }
+    let (lo, hi) = epilogue.activation.bounds();
+    Ok(Args {
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        b: b.as_ptr(),
+        c: c.as_mut_ptr(),
+        ldc,
+        accumulate: epilogue.accumulate,
+        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
+        bias_rows: epilogue.bias_rows,
+        res: epilogue
+            .residual
+            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
+        ldr: epilogue.residual.map_or(0, |(_, l)| l),
+        lo,
+        hi,
+        scratch: scratch.as_mut_ptr(),
+        scratch_len: scratch.len(),
+        ldb_cs,
+    })
+}
+
 /// The bias and residual slices against an `m × n` `C`.
 fn check_epilogue(epilogue: &Epilogue<'_>, m: usize, n: usize) -> Result<(), GemmError> {
     if let Some(bias) = epilogue.bias {
@@ -85,14 +126,7 @@ pub fn pack_b(
         .and_then(|x| x.checked_mul(k))
         .ok_or(GemmError::Overflow)?;
     check_len("packed B", needed, out.len())?;
-    if k > 0 && n > 0 {
-        let last = (k - 1)
-            .checked_mul(rs)
-            .and_then(|x| (n - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
-            .and_then(|x| x.checked_add(1))
-            .ok_or(GemmError::Overflow)?;
-        check_len("B", last, b.len())?;
-    }
+    check_len("B", raw_span(k, n, rs, cs)?, b.len())?;
     driver::pack_b(variant.blocking(), k, n, b, rs, cs, out);
     Ok(())
 }
@@ -147,32 +181,15 @@ pub fn sgemm(
         check_len("C", span(m, n, ldc)?, c.len())?;
         check_epilogue(epilogue, m, n)?;
     }
-    if epilogue.accumulate && epilogue.residual.is_some() {
-        return Err(GemmError::ResidualWithAccumulate);
-    }
-    let (lo, hi) = epilogue.activation.bounds();
-    let args = Args {
-        m,
-        n,
-        k,
-        a: a.as_ptr(),
-        lda,
-        b: b_packed.as_ptr(),
-        c: c.as_mut_ptr(),
-        ldc,
-        accumulate: epilogue.accumulate,
-        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
-        bias_rows: epilogue.bias_rows,
-        res: epilogue
-            .residual
-            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
-        ldr: epilogue.residual.map_or(0, |(_, l)| l),
-        lo,
-        hi,
-        scratch: scratch.as_mut_ptr(),
-        scratch_len: scratch.len(),
-        ldb_cs: (0, 0),
-    };
+    let args = slice_args(
+        [m, n, k],
+        (a, lda),
+        b_packed,
+        (0, 0),
+        (c, ldc),
+        epilogue,
+        scratch,
+    )?;
     // SAFETY: every extent was checked against its slice above.
     unsafe { run(variant, &args, Mode::PackedB) }
 }
@@ -285,14 +302,7 @@ pub fn pack_a(
         return Err(GemmError::Overflow);
     }
     check_len("packed A", needed, out.len())?;
-    if k > 0 && m > 0 {
-        let last = (m - 1)
-            .checked_mul(rs)
-            .and_then(|x| (k - 1).checked_mul(cs).and_then(|y| x.checked_add(y)))
-            .and_then(|x| x.checked_add(1))
-            .ok_or(GemmError::Overflow)?;
-        check_len("A", last, a.len())?;
-    }
+    check_len("A", raw_span(m, k, rs, cs)?, a.len())?;
     packed_a::pack_a(variant.blocking(), m, k, a, rs, cs, out);
     Ok(())
 }
@@ -341,32 +351,15 @@ pub fn sgemm_pa(
         check_len("C", span(m, n, ldc)?, c.len())?;
         check_epilogue(epilogue, m, n)?;
     }
-    if epilogue.accumulate && epilogue.residual.is_some() {
-        return Err(GemmError::ResidualWithAccumulate);
-    }
-    let (lo, hi) = epilogue.activation.bounds();
-    let args = Args {
-        m,
-        n,
-        k,
-        a: a_packed.as_ptr(),
-        lda: 0,
-        b: b.as_ptr(),
-        c: c.as_mut_ptr(),
-        ldc,
-        accumulate: epilogue.accumulate,
-        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
-        bias_rows: epilogue.bias_rows,
-        res: epilogue
-            .residual
-            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
-        ldr: epilogue.residual.map_or(0, |(_, l)| l),
-        lo,
-        hi,
-        scratch: scratch.as_mut_ptr(),
-        scratch_len: scratch.len(),
-        ldb_cs: (ldb, 1),
-    };
+    let args = slice_args(
+        [m, n, k],
+        (a_packed, 0),
+        b,
+        (ldb, 1),
+        (c, ldc),
+        epilogue,
+        scratch,
+    )?;
     // SAFETY: every extent was checked against its slice above.
     unsafe { run(variant, &args, Mode::PackedA) }
 }
@@ -402,32 +395,15 @@ pub fn sgemm_raw(
         check_len("C", span(m, n, ldc)?, c.len())?;
         check_epilogue(epilogue, m, n)?;
     }
-    if epilogue.accumulate && epilogue.residual.is_some() {
-        return Err(GemmError::ResidualWithAccumulate);
-    }
-    let (lo, hi) = epilogue.activation.bounds();
-    let args = Args {
-        m,
-        n,
-        k,
-        a: a.as_ptr(),
-        lda,
-        b: b.as_ptr(),
-        c: c.as_mut_ptr(),
-        ldc,
-        accumulate: epilogue.accumulate,
-        bias: epilogue.bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
-        bias_rows: epilogue.bias_rows,
-        res: epilogue
-            .residual
-            .map_or(core::ptr::null(), |(r, _)| r.as_ptr()),
-        ldr: epilogue.residual.map_or(0, |(_, l)| l),
-        lo,
-        hi,
-        scratch: scratch.as_mut_ptr(),
-        scratch_len: scratch.len(),
-        ldb_cs: (rs, cs),
-    };
+    let args = slice_args(
+        [m, n, k],
+        (a, lda),
+        b,
+        (rs, cs),
+        (c, ldc),
+        epilogue,
+        scratch,
+    )?;
     // SAFETY: every extent was checked against its slice above.
     unsafe { run(variant, &args, Mode::Raw) }
 }

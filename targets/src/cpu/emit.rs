@@ -361,7 +361,11 @@ fn load_bases(
 }
 
 /// Compiles and defines the function in `ctx`; returns its code size.
-fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, String> {
+pub(super) fn define<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    ctx: &mut Context,
+) -> Result<usize, String> {
     module
         .define_function(id, ctx)
         .map_err(|e| format!("{e:?}"))?;

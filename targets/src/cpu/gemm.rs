@@ -209,62 +209,49 @@ fn signature(cc: cranelift_codegen::isa::CallConv, raw: bool) -> Signature {
 /// Symbols the JIT resolves to this process's kernels (GEMM and the
 /// library routines of `library.rs`).
 pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
-    #[allow(unused_mut)]
-    let mut v: Vec<(&'static str, *const u8)> = vec![];
+    #[allow(unused_imports)]
+    use kiln_runtime::{dwconv, gemm};
     #[cfg(target_arch = "x86_64")]
-    {
-        v.push((
-            "kiln_sgemm_avx2",
-            kiln_runtime::gemm::kiln_sgemm_avx2 as *const u8,
-        ));
-        v.push((
-            "kiln_sgemm_avx512",
-            kiln_runtime::gemm::kiln_sgemm_avx512 as *const u8,
-        ));
-        v.push((
-            "kiln_sgemm_raw_avx2",
-            kiln_runtime::gemm::kiln_sgemm_raw_avx2 as *const u8,
-        ));
-        v.push((
-            "kiln_sgemm_raw_avx512",
-            kiln_runtime::gemm::kiln_sgemm_raw_avx512 as *const u8,
-        ));
-        v.push((
-            "kiln_sgemm_pa_avx2",
-            kiln_runtime::gemm::kiln_sgemm_pa_avx2 as *const u8,
-        ));
-        v.push((
-            "kiln_dwconv_f32_avx2",
-            kiln_runtime::dwconv::kiln_dwconv_f32_avx2 as *const u8,
-        ));
-        v.push((
-            "kiln_dwconv_f32_avx512",
-            kiln_runtime::dwconv::kiln_dwconv_f32_avx512 as *const u8,
-        ));
-        v.push((
-            "kiln_sgemm_pa_avx512",
-            kiln_runtime::gemm::kiln_sgemm_pa_avx512 as *const u8,
-        ));
-    }
-    #[cfg(target_arch = "aarch64")]
-    v.extend([
+    let v: Vec<(&'static str, *const u8)> = vec![
+        ("kiln_sgemm_avx2", gemm::kiln_sgemm_avx2 as *const u8),
+        ("kiln_sgemm_avx512", gemm::kiln_sgemm_avx512 as *const u8),
+        ("kiln_sgemm_pa_avx2", gemm::kiln_sgemm_pa_avx2 as *const u8),
         (
-            "kiln_sgemm_neon",
-            kiln_runtime::gemm::kiln_sgemm_neon as *const u8,
+            "kiln_sgemm_pa_avx512",
+            gemm::kiln_sgemm_pa_avx512 as *const u8,
         ),
+        (
+            "kiln_sgemm_raw_avx2",
+            gemm::kiln_sgemm_raw_avx2 as *const u8,
+        ),
+        (
+            "kiln_sgemm_raw_avx512",
+            gemm::kiln_sgemm_raw_avx512 as *const u8,
+        ),
+        (
+            "kiln_dwconv_f32_avx2",
+            dwconv::kiln_dwconv_f32_avx2 as *const u8,
+        ),
+        (
+            "kiln_dwconv_f32_avx512",
+            dwconv::kiln_dwconv_f32_avx512 as *const u8,
+        ),
+    ];
+    #[cfg(target_arch = "aarch64")]
+    let v: Vec<(&'static str, *const u8)> = vec![
+        ("kiln_sgemm_neon", gemm::kiln_sgemm_neon as *const u8),
+        ("kiln_sgemm_pa_neon", gemm::kiln_sgemm_pa_neon as *const u8),
         (
             "kiln_sgemm_raw_neon",
-            kiln_runtime::gemm::kiln_sgemm_raw_neon as *const u8,
-        ),
-        (
-            "kiln_sgemm_pa_neon",
-            kiln_runtime::gemm::kiln_sgemm_pa_neon as *const u8,
+            gemm::kiln_sgemm_raw_neon as *const u8,
         ),
         (
             "kiln_dwconv_f32_neon",
-            kiln_runtime::dwconv::kiln_dwconv_f32_neon as *const u8,
+            dwconv::kiln_dwconv_f32_neon as *const u8,
         ),
-    ]);
+    ];
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let v: Vec<(&'static str, *const u8)> = vec![];
     v
 }
 

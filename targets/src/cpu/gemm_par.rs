@@ -186,12 +186,7 @@ impl Gemms {
                 b.ins().return_(&[]);
                 b.finalize(fcfg);
             }
-            module.define_function(t.id, ctx).map_err(cg)?;
-            bytes += ctx
-                .compiled_code()
-                .map(|c| c.code_buffer().len())
-                .unwrap_or(0);
-            module.clear_context(ctx);
+            bytes += super::emit::define(module, t.id, ctx).map_err(cg)?;
         }
         Ok((bytes, self.tasks.len()))
     }

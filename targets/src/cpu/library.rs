@@ -220,13 +220,7 @@ impl Library {
 }
 
 fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, CpuError> {
-    module.define_function(id, ctx).map_err(cg)?;
-    let size = ctx
-        .compiled_code()
-        .map(|c| c.code_buffer().len())
-        .unwrap_or(0);
-    module.clear_context(ctx);
-    Ok(size)
+    super::emit::define(module, id, ctx).map_err(CpuError::Codegen)
 }
 
 /// `task(ctx, begin, end)`: the routine on channels `begin..end` of the
