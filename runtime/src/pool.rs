@@ -19,7 +19,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// Polls before a waiting worker sleeps on the condition variable (some
 /// tens of microseconds: long enough to catch the next loop of a model).
-const SPIN: u32 = 4096;
+const SPIN: u32 = 1 << 16;
 /// Every this many polls a waiting thread yields its core, so that when
 /// there are more threads than cores the one with work gets to run.
 const YIELD_EVERY: u32 = 64;

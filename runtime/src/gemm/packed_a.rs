@@ -10,12 +10,12 @@
 //! scratch.
 //!
 //! # Layout of packed `A`
-//! `k` is cut into depth blocks of `KC` (the last one shorter); within a
-//! block of depth `kc`, rows are cut into panels of `MR` (the last one
-//! zero-padded), and a panel stores its depth steps one after another, `MR`
-//! floats each. Element `(i, p)` lives at
-//! `pc·m_pad + (i / MR)·kc·MR + (p − pc)·MR + i % MR` with `pc` the start of
-//! `p`'s block and `m_pad = ⌈m/MR⌉·MR`; total [`Variant::packed_a_len`] `= m_pad · k`.
+//! Rows are cut into panels of `MR` (the last one zero-padded); a panel
+//! stores its `k` depth steps one after another, `MR` floats each, so
+//! element `(i, p)` lives at `(i / MR)·k·MR + p·MR + i % MR`; total
+//! [`Variant::packed_a_len`] `= ⌈m/MR⌉·MR · k`. Panel-major, so that the
+//! panels from row `r·MR` on are themselves the packed `A` of those rows: a
+//! thread given a range of rows calls the kernel at `a + r·MR·k`.
 //!
 //! # Scratch
 //! One `kc × NR` panel of `B` at least ([`Variant::min_scratch_len_pa`]);
@@ -71,25 +71,19 @@ pub(crate) fn pack_a(
     cs: usize,
     out: &mut [f32],
 ) {
+    if k == 0 {
+        return;
+    }
     let m_pad = m.div_ceil(bl.mr) * bl.mr;
-    let mut pc = 0;
-    while pc < k {
-        let kc = bl.kc.min(k - pc);
-        let block = &mut out[pc * m_pad..(pc + kc) * m_pad];
-        for (panel, dst) in block.chunks_exact_mut(kc * bl.mr).enumerate() {
-            let i0 = panel * bl.mr;
-            for p in 0..kc {
-                for ii in 0..bl.mr {
-                    let i = i0 + ii;
-                    dst[p * bl.mr + ii] = if i < m {
-                        a[i * rs + (pc + p) * cs]
-                    } else {
-                        0.0
-                    };
-                }
+    let packed = &mut out[..m_pad * k];
+    for (panel, dst) in packed.chunks_exact_mut(k * bl.mr).enumerate() {
+        let i0 = panel * bl.mr;
+        for p in 0..k {
+            for ii in 0..bl.mr {
+                let i = i0 + ii;
+                dst[p * bl.mr + ii] = if i < m { a[i * rs + p * cs] } else { 0.0 };
             }
         }
-        pc += kc;
     }
 }
 
@@ -116,7 +110,6 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         super::driver::epilogue_only(args);
         return;
     }
-    let m_pad = m.div_ceil(mr) * mr;
     let kc0 = k.min(kc_max);
     // Columns of B packed per block: what the scratch holds, at most NC.
     let nc_block = nc_max.min(args.scratch_len / kc0 / nr * nr).max(nr);
@@ -137,10 +130,9 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                 cs,
                 args.scratch,
             );
-            let a_block = args.a.add(pc * m_pad);
             let mut ir = 0;
             while ir < m {
-                let ap = a_block.add(ir * kc);
+                let ap = args.a.add(ir * k + pc * mr);
                 let mut jr = 0;
                 while jr < nc {
                     let (ct, bias, epi) = super::driver::tile_epilogue(args, ir, jc + jr, pc, last);

@@ -119,7 +119,12 @@ impl Gemms {
                 let ld = |b: &mut FunctionBuilder, off: i32| b.ins().load(I64, fl, ps[0], off);
                 let (pa, pb, pc) = (ld(&mut b, 0), ld(&mut b, 8), ld(&mut b, 16));
                 let (pbias, pres) = (ld(&mut b, 24), ld(&mut b, 32));
-                let by_cols = matches!(t.plan.how, How::WeightA(_));
+                let by_cols = by_cols(&t.mm, &t.plan);
+                // Packed A moves by whole panels: `r0` rows are `r0 * k` floats on.
+                let a_stride = match t.plan.how {
+                    How::WeightA(_) => t.mm.k as i64,
+                    _ => t.mm.a.row_stride,
+                };
                 let bl = t.plan.variant.blocking();
                 let (unit, total) = if by_cols {
                     (bl.nr as i64, t.mm.n as i64)
@@ -155,7 +160,7 @@ impl Gemms {
                 } else {
                     let n = b.ins().iconst(I64, t.mm.n as i64);
                     (
-                        at(&mut b, pa, t.mm.a.row_stride, true),
+                        at(&mut b, pa, a_stride, true),
                         pb,
                         at(&mut b, pc, t.mm.c.row_stride, true),
                         at(&mut b, pbias, 1, has_bias && t.plan.bias_rows),
@@ -193,14 +198,30 @@ impl Gemms {
 }
 
 /// The units a split matmul's range counts: `MR`-row blocks, or `NR`-column
-/// blocks when A is the packed operand (its panels cannot be cut by row).
+/// blocks when A is the packed operand and C has at least as many of those
+/// (each thread then packs only its columns of B). A conv over a small image
+/// (7x7: 49 columns, two blocks of 32) splits by rows of its many output
+/// channels instead, each thread packing all of B.
 pub(super) fn blocks(mm: &Matmul, plan: &Plan) -> u64 {
     let bl = plan.variant.blocking();
-    match plan.how {
-        How::WeightA(_) => mm.n.div_ceil(bl.nr as u64),
-        _ => mm.m.div_ceil(bl.mr as u64),
+    let (rows, cols) = (mm.m.div_ceil(bl.mr as u64), mm.n.div_ceil(bl.nr as u64));
+    if by_cols(mm, plan) {
+        cols
+    } else {
+        rows
     }
 }
+
+/// Whether a split matmul splits by columns (see [`blocks`]).
+fn by_cols(mm: &Matmul, plan: &Plan) -> bool {
+    let bl = plan.variant.blocking();
+    let (rows, cols) = (mm.m.div_ceil(bl.mr as u64), mm.n.div_ceil(bl.nr as u64));
+    matches!(plan.how, How::WeightA(_)) && cols >= rows.min(COL_SPLIT_ENOUGH)
+}
+
+/// Column blocks enough to split a packed-`A` matmul by columns: with two
+/// threads, 8 blocks leave one at most an eighth idle.
+const COL_SPLIT_ENOUGH: u64 = 8;
 
 /// `kiln_parallel_for(blocks, task, &{a, b, c, bias, residual})` for a split matmul.
 pub(super) fn call(cx: &mut KernelCx, blocks: i64, ptrs: [Value; 5], task: FuncRef, par: FuncRef) {

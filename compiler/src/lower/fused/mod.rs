@@ -703,7 +703,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
                 })
             })
             .collect::<Result<Vec<_>>>()?,
-        (_, 1) => {
+        (stores, gemms) if gemms == 1 || stores == 0 || stores_precede_each_gemm(&kernels, out) => {
             if g.members.iter().any(|m| m.out_type.dtype != root_t) {
                 return Err(gerr(name, "a GEMM epilogue cannot change the dtype"));
             }
@@ -716,7 +716,12 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
                 numel(final_t)?,
             )?
         }
-        _ => return Err(gerr(name, "the root writes its output with several GEMMs")),
+        _ => {
+            return Err(gerr(
+                name,
+                "the root writes its output with several GEMMs and stores of its own",
+            ))
+        }
     };
     Ok(KernelProgram { buffers, kernels })
 }
@@ -852,6 +857,9 @@ fn epilogue_kernels(
     len: usize,
 ) -> Result<Vec<Kernel>> {
     let mut seen_gemm = false;
+    // Summed over every GEMM: with the output stored by nothing else, each
+    // element then gets the epilogue exactly once.
+    let mut written = 0;
     let mut res = vec![];
     for k in kernels {
         let mut body = vec![];
@@ -865,7 +873,6 @@ fn epilogue_kernels(
                         "the output GEMM shares a loop with later stores to the output",
                     ));
                 }
-                let mut written = 0;
                 body.extend(add_epilogue(
                     std::slice::from_ref(s),
                     tail,
@@ -875,12 +882,6 @@ fn epilogue_kernels(
                     1,
                     &mut written,
                 )?);
-                if written != len as u64 {
-                    return Err(gerr(
-                        "",
-                        format!("the output GEMM writes {written} elements of {len}"),
-                    ));
-                }
                 seen_gemm = true;
             } else {
                 if seen_gemm && w.stores > 0 {
@@ -895,5 +896,23 @@ fn epilogue_kernels(
             call: None,
         });
     }
+    if written != len as u64 {
+        return Err(gerr(
+            "",
+            format!("the output GEMMs write {written} elements of {len}"),
+        ));
+    }
     Ok(res)
+}
+
+/// Whether every store to `out` sits in a top-level statement that also
+/// holds a GEMM, before it (the bias fill of each block): with several GEMMs
+/// (runs of blocks of different sizes), a store anywhere else could be an
+/// element no GEMM writes, or one written twice.
+fn stores_precede_each_gemm(kernels: &[Kernel], out: BufId) -> bool {
+    kernels.iter().flat_map(|k| &k.body).all(|s| {
+        let mut w = Writes::default();
+        scan_writes(std::slice::from_ref(s), out, &mut w);
+        w.stores == 0 || (w.matmuls > 0 && stores_precede_gemm(std::slice::from_ref(s), out))
+    })
 }

@@ -134,73 +134,76 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let row_len = ospn / rows;
     let row_bytes = cg * kk * row_len * dt.size();
     let k_rows = rows_per_block(rows, row_len, row_bytes, COL_BLOCK_BYTES);
-    let blen = k_rows * row_len;
-    let mut blk_sp = osp.to_vec();
-    if let Some(r) = blk_sp.first_mut() {
-        *r = k_rows;
-    }
-    // Blocks go to `lanes` column buffers, each lane taking a contiguous
-    // run of blocks: lanes share nothing, so a renderer may run them on
-    // different threads (one buffer would serialise every block).
-    // Lanes divide the blocks evenly: a guard around a lane's last block
-    // would hide its GEMM from fusion.
-    let blocks = rows / k_rows;
-    let lanes = (1..=COL_LANES.min(blocks))
-        .rev()
-        .find(|&l| blocks.is_multiple_of(l))
-        .unwrap_or(1);
-    let per_lane = blocks / lanes;
-    let col_len = cg * kk * blen;
-    let col = pb.scratch("col", dt, lanes * col_len);
+    let runs = block_runs(rows, k_rows);
+    // Every lane of every run has its own column buffer: lanes share
+    // nothing, so a renderer may run them on different threads (one buffer
+    // would serialise every block).
+    let col_len = runs
+        .iter()
+        .map(|r| cg * kk * r.k_rows * row_len)
+        .max()
+        .unwrap_or(0);
+    let max_lanes = runs.iter().map(|r| r.lanes).max().unwrap_or(1);
+    let col = pb.scratch("col", dt, max_lanes * col_len);
     let base = pb.var();
-    let row_step =
-        k_rows as i64 * st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
-    body.extend(pb.nest(&[n, g, lanes, per_lane], |pb, i| {
-        let (ni, gi) = (i[0].clone(), i[1].clone());
-        let bi = i[2].clone() * per_lane as i64 + i[3].clone();
-        let col_at = i[2].clone() * col_len as i64;
-        let mut dims = vec![cg];
-        dims.extend_from_slice(kernel);
-        let fill = pb.nest(&dims, |pb, ct| {
-            let (ci, taps) = (&ct[0], &ct[1..]);
-            let chan = ni.clone() * c as i64 + gi.clone() * cg as i64 + ci.clone();
-            let toff = (0..sp).fold(chan * plane + bi.clone() * row_step, |acc, d| {
-                acc + taps[d].clone() * (dilations[d] as i64 * ss[d])
-            });
-            let row = (ci.clone() * kk as i64 + linear_index(taps, &strides(kernel))) * blen as i64;
-            let mut s = vec![Stmt::Let {
-                var: base,
-                value: toff,
-            }];
-            s.extend(row_nest(pb, &[], &blk_sp, |_, _, coords, flat| {
-                let at = (0..sp).fold(Expr::var(base), |acc, d| {
-                    acc + coords[d].clone() * (st[d] as i64 * ss[d])
-                });
-                let store = Stmt::Store {
-                    buf: col,
-                    index: col_at.clone() + row.clone() + flat,
-                    value: Expr::load(src.buf, at),
-                };
-                (vec![], vec![store])
-            }));
-            s
-        });
-        let mut s = fill;
-        let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
-        let a = (w, gi.clone() * (ocg * cg * kk) as i64);
-        let yo = (
-            y,
-            ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64 + bi * blen as i64,
-        );
-        let mut mm = with_acc(gemm(ocg, blen, cg * kk, a, (col, col_at.clone()), yo), acc);
-        if let Stmt::Matmul(m) = &mut mm {
-            // The block is a column range of y[n, g], whose rows are ospn apart.
-            m.c.row_stride = ospn as i64;
+    let in_row_step =
+        st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
+    for run in &runs {
+        let blen = run.k_rows * row_len;
+        let mut blk_sp = osp.to_vec();
+        if let Some(r) = blk_sp.first_mut() {
+            *r = run.k_rows;
         }
-        s.extend(bias_fill(pb, &mm, bias_at));
-        s.push(mm);
-        s
-    }));
+        body.extend(pb.nest(&[n, g, run.lanes, run.per_lane], |pb, i| {
+            let (ni, gi) = (i[0].clone(), i[1].clone());
+            // The block's first output row.
+            let r0 = (i[2].clone() * run.per_lane as i64 + i[3].clone()) * run.k_rows as i64
+                + run.first_row as i64;
+            let col_at = i[2].clone() * col_len as i64;
+            let mut dims = vec![cg];
+            dims.extend_from_slice(kernel);
+            let fill = pb.nest(&dims, |pb, ct| {
+                let (ci, taps) = (&ct[0], &ct[1..]);
+                let chan = ni.clone() * c as i64 + gi.clone() * cg as i64 + ci.clone();
+                let toff = (0..sp).fold(chan * plane + r0.clone() * in_row_step, |acc, d| {
+                    acc + taps[d].clone() * (dilations[d] as i64 * ss[d])
+                });
+                let row =
+                    (ci.clone() * kk as i64 + linear_index(taps, &strides(kernel))) * blen as i64;
+                let mut s = vec![Stmt::Let {
+                    var: base,
+                    value: toff,
+                }];
+                s.extend(row_nest(pb, &[], &blk_sp, |_, _, coords, flat| {
+                    let at = (0..sp).fold(Expr::var(base), |acc, d| {
+                        acc + coords[d].clone() * (st[d] as i64 * ss[d])
+                    });
+                    let store = Stmt::Store {
+                        buf: col,
+                        index: col_at.clone() + row.clone() + flat,
+                        value: Expr::load(src.buf, at),
+                    };
+                    (vec![], vec![store])
+                }));
+                s
+            });
+            let mut s = fill;
+            let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
+            let a = (w, gi.clone() * (ocg * cg * kk) as i64);
+            let yo = (
+                y,
+                ni * (oc * ospn) as i64 + gi * (ocg * ospn) as i64 + r0 * row_len as i64,
+            );
+            let mut mm = with_acc(gemm(ocg, blen, cg * kk, a, (col, col_at.clone()), yo), acc);
+            if let Stmt::Matmul(m) = &mut mm {
+                // The block is a column range of y[n, g], whose rows are ospn apart.
+                m.c.row_stride = ospn as i64;
+            }
+            s.extend(bias_fill(pb, &mm, bias_at));
+            s.push(mm);
+            s
+        }));
+    }
     pb.kernel(cx.node, body);
     Ok(())
 }
@@ -373,6 +376,53 @@ fn rows_per_block(rows: usize, row_len: usize, row_bytes: usize, limit: usize) -
         .find(|&d| rows.is_multiple_of(d) && d * row_len >= MIN_BLOCK_COLS)
         .unwrap_or(rows);
     fit.max(wide)
+}
+
+/// A run of equal im2col blocks: `lanes * per_lane` blocks of `k_rows`
+/// output rows from `first_row` on, lane `l` taking blocks
+/// `l * per_lane ..`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BlockRun {
+    first_row: usize,
+    k_rows: usize,
+    lanes: usize,
+    per_lane: usize,
+}
+
+/// Cuts `rows` output rows into runs whose blocks split evenly over lanes.
+/// Blocks of `k_rows` rows go to [`COL_LANES`] lanes as far as they divide;
+/// the rows left over become runs of smaller blocks, one per lane. (Fewer
+/// blocks than lanes from the start stay as they are: narrow blocks cost
+/// more than the serial im2col, and the GEMM of one block splits itself.) A single run of a prime number of blocks
+/// would leave every block to one thread; guarding a lane's last block
+/// instead would hide its GEMM from fusion.
+fn block_runs(rows: usize, k_rows: usize) -> Vec<BlockRun> {
+    let mut runs = vec![];
+    let (mut first_row, mut k) = (0, k_rows.clamp(1, rows.max(1)));
+    while first_row < rows {
+        let left = rows - first_row;
+        let mut blocks = left / k;
+        if first_row > 0 && blocks < COL_LANES && k > 1 {
+            k = (left / COL_LANES.min(left)).max(1);
+            blocks = left / k;
+        }
+        // A power of two: a static split of 3 lanes over 2 threads leaves
+        // one thread a third idle, where one lane whose GEMM splits itself
+        // keeps both busy but for the im2col.
+        let lanes = [COL_LANES, 2, 1]
+            .into_iter()
+            .find(|&l| l <= blocks)
+            .unwrap_or(1);
+        let per_lane = blocks / lanes;
+        runs.push(BlockRun {
+            first_row,
+            k_rows: k,
+            lanes,
+            per_lane,
+        });
+        first_row += lanes * per_lane * k;
+    }
+    runs
 }
 
 /// The largest block of a pointwise conv's output written by one GEMM: half
@@ -554,3 +604,4 @@ fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
 #[cfg(test)]
 #[path = "conv_tests.rs"]
 mod tests;
+

@@ -4,6 +4,7 @@
 //! `w[o, k0, k1, ..] = (o + 1) * prod_d a_d(k_d)`, each output is
 //! `(o + 1) * prod_d (sum of a_d over the taps of axis d inside the input) + bias`.
 
+use super::{block_runs, COL_LANES};
 use crate::exec::eval_op;
 use kiln_ir::tensor::Tensor;
 use kiln_ir::Op;
@@ -138,4 +139,27 @@ fn depthwise_1d_and_3d() {
         dilations: vec![1, 1, 2],
         pads: vec![1, 0, 2, 1, 1, 2],
     });
+}
+
+/// Every row in exactly one block, in order, and every run's blocks
+/// spread over as many lanes as it has blocks (up to `COL_LANES`).
+#[test]
+fn block_runs_cover_the_rows_once() {
+    for rows in 1..200 {
+        for k in 1..=rows.min(40) {
+            let runs = block_runs(rows, k);
+            let mut next = 0;
+            for r in &runs {
+                assert_eq!(r.first_row, next, "rows {rows} k {k}: {runs:?}");
+                assert!(r.k_rows >= 1 && r.lanes >= 1 && r.per_lane >= 1);
+                assert!(r.lanes == COL_LANES || r.per_lane == 1);
+                next += r.k_rows * r.lanes * r.per_lane;
+            }
+            assert_eq!(next, rows, "rows {rows} k {k}: {runs:?}");
+            assert!(runs.len() <= 4, "rows {rows} k {k}: {runs:?}");
+        }
+    }
+    let runs = block_runs(111, 3);
+    assert_eq!(runs[0].lanes * runs[0].per_lane, 36);
+    assert_eq!(runs.len(), 3);
 }
