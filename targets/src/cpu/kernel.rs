@@ -278,6 +278,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         if self.lane_var.is_none()
             && extent >= 4
             && innermost
+            && !body.iter().any(stmt_has_row_reduce)
             && vectorisable(var, body, self.bufs, &self.vars)
         {
             done = extent / 4 * 4;
@@ -533,6 +534,14 @@ impl<'a, 'f> KernelCx<'a, 'f> {
     fn reduce(&mut self, op: RedOp, var: VarId, extent: u64, body: &Expr) -> R<Val> {
         let extent = i64::try_from(extent).map_err(|_| "reduction too long".to_string())?;
         let kind = self.kind_of(body)?;
+        if self.lane_var.is_none()
+            && kind == Kind::F32
+            && extent >= 8
+            && matches!(op, RedOp::Max | RedOp::Min)
+            && reduce_vectorisable(var, body, self.bufs, &self.vars)
+        {
+            return self.reduce_lanes(op, var, extent, body);
+        }
         let lanes = self.lane_var.is_some_and(|lv| self.varies(body, lv));
         let init = self.red_identity(op, kind)?;
         let init = if lanes {
@@ -588,6 +597,57 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             k: kind,
             vec: lanes,
         })
+    }
+
+    /// An f32 max or min over a loop whose body runs as lanes: four partial
+    /// results, one per lane, folded pairwise at the end, then the
+    /// iterations past the last whole vector one by one. Exact in any order
+    /// (a sum is not: it stays a fold in the interpreter's order, so that
+    /// native and interpreted reductions agree bit for bit).
+    fn reduce_lanes(&mut self, op: RedOp, var: VarId, extent: i64, body: &Expr) -> R<Val> {
+        let init = self.red_identity(op, Kind::F32)?;
+        let vinit = self.splat(init)?;
+        let vacc = self.b.declare_var(F32X4);
+        self.b.def_var(vacc, vinit);
+        let saved = self.vars.get(&var).copied();
+        let done = extent / 4 * 4;
+        self.lane_var = Some(var);
+        let r = self.counted_loop(0, done, 4, &mut |cx, iv| {
+            cx.vars.insert(var, Val::s(iv, Kind::Int));
+            let x = cx.eval(body)?;
+            let x = if x.vec {
+                x
+            } else {
+                Val::v(cx.splat(x)?, Kind::F32)
+            };
+            let a = Val::v(cx.b.use_var(vacc), Kind::F32);
+            let r = cx.red_step(op, a, x)?;
+            cx.b.def_var(vacc, r.v);
+            Ok(())
+        });
+        self.lane_var = None;
+        r?;
+        let v = self.b.use_var(vacc);
+        let lane = |cx: &mut Self, l: u8| Val::s(cx.b.ins().extractlane(v, l), Kind::F32);
+        let (l0, l1, l2, l3) = (lane(self, 0), lane(self, 1), lane(self, 2), lane(self, 3));
+        let lo = self.red_step(op, l0, l1)?;
+        let hi = self.red_step(op, l2, l3)?;
+        let folded = self.red_step(op, lo, hi)?;
+        let acc = self.b.declare_var(cranelift_codegen::ir::types::F32);
+        self.b.def_var(acc, folded.v);
+        self.counted_loop(done, extent, 1, &mut |cx, iv| {
+            cx.vars.insert(var, Val::s(iv, Kind::Int));
+            let x = cx.eval(body)?;
+            let a = Val::s(cx.b.use_var(acc), Kind::F32);
+            let r = cx.red_step(op, a, x)?;
+            cx.b.def_var(acc, r.v);
+            Ok(())
+        })?;
+        match saved {
+            Some(s) => self.vars.insert(var, s),
+            None => self.vars.remove(&var),
+        };
+        Ok(Val::s(self.b.use_var(acc), Kind::F32))
     }
 
     fn red_step(&mut self, op: RedOp, a: Val, x: Val) -> R<Val> {
@@ -659,6 +719,61 @@ fn kind_in(e: &Expr, lets: &HashMap<VarId, Kind>, bufs: &[BufferDecl]) -> R<Kind
     })
 }
 
+/// Whether a statement holds a reduction that runs as lanes of its own
+/// loop (see `reduce_lanes`): one over contiguous elements. Lanes of the
+/// enclosing loop instead would load each lane's row element by element.
+fn stmt_has_row_reduce(s: &Stmt) -> bool {
+    match s {
+        Stmt::Let { value, .. } => has_row_reduce(value),
+        Stmt::Store { index, value, .. } => has_row_reduce(index) || has_row_reduce(value),
+        Stmt::If {
+            cond,
+            then_body,
+            else_body,
+        } => {
+            has_row_reduce(cond)
+                || then_body.iter().any(stmt_has_row_reduce)
+                || else_body.iter().any(stmt_has_row_reduce)
+        }
+        _ => false,
+    }
+}
+
+fn has_row_reduce(e: &Expr) -> bool {
+    match e {
+        Expr::Reduce {
+            op,
+            var,
+            extent,
+            body,
+        } => {
+            (matches!(op, RedOp::Max | RedOp::Min)
+                && *extent >= 8
+                && loads_contiguous(body, *var))
+                || has_row_reduce(body)
+        }
+        Expr::Load { index, .. } => has_row_reduce(index),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => has_row_reduce(a),
+        Expr::Binary(_, a, b) => has_row_reduce(a) || has_row_reduce(b),
+        Expr::Select(c, a, b) => has_row_reduce(c) || has_row_reduce(a) || has_row_reduce(b),
+        _ => false,
+    }
+}
+
+/// Whether some load in `e` reads consecutive elements as `var` steps.
+fn loads_contiguous(e: &Expr, var: VarId) -> bool {
+    match e {
+        Expr::Load { index, .. } => kiln_ir::kernel::interp::affine_coeff(index, var) == Some(1),
+        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_contiguous(a, var),
+        Expr::Binary(_, a, b) => loads_contiguous(a, var) || loads_contiguous(b, var),
+        Expr::Select(c, a, b) => {
+            loads_contiguous(c, var) || loads_contiguous(a, var) || loads_contiguous(b, var)
+        }
+        Expr::Reduce { body, .. } => loads_contiguous(body, var),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_innermost(body: &[Stmt]) -> bool {
     body.iter().all(|s| match s {
         Stmt::For { .. } | Stmt::Matmul(_) | Stmt::While { .. } => false,
@@ -703,6 +818,22 @@ fn vectorisable(
         bufs,
     };
     st.block(body).is_some()
+}
+
+/// Whether a reduction's body can run as lanes of its own loop variable.
+fn reduce_vectorisable(
+    var: VarId,
+    body: &Expr,
+    bufs: &[BufferDecl],
+    outer: &HashMap<VarId, Val>,
+) -> bool {
+    let mut st = VecCheck {
+        var,
+        varying: vec![var],
+        kinds: outer.iter().map(|(v, x)| (*v, x.k)).collect(),
+        bufs,
+    };
+    st.expr(body).is_some()
 }
 
 struct VecCheck<'a> {

@@ -146,8 +146,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let max_lanes = runs.iter().map(|r| r.lanes).max().unwrap_or(1);
     let col = pb.scratch("col", dt, max_lanes * col_len);
     let base = pb.var();
-    let in_row_step =
-        st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
+    let in_row_step = st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
     for run in &runs {
         let blen = run.k_rows * row_len;
         let mut blk_sp = osp.to_vec();
@@ -604,4 +603,3 @@ fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
 #[cfg(test)]
 #[path = "conv_tests.rs"]
 mod tests;
-

@@ -117,6 +117,9 @@ fn softmax(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64, log: boo
         pb.scratch("sum", n.ct, split.kept_count()),
     );
     let (x, t, ct) = (n.x, n.t, n.ct);
+    if !log && t == ct {
+        return softmax_exp_once(cx, pb, n, a, &split, mx, sm);
+    }
     let body = split.nest(pb, |pb, site| {
         let m = pb.var();
         let max = site.reduce(pb, RedOp::Max, |i, _| load_as(x, i, t, ct));
@@ -148,6 +151,55 @@ fn softmax(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64, log: boo
             d.un(UnOp::Exp).bin(BinOp::Div, Expr::load(sm, s))
         }
     });
+    Ok(())
+}
+
+/// Softmax whose output holds the exponentials in the compute type: they
+/// are computed once, stored, summed from the output and divided in place
+/// (an `exp` costs more than the extra passes over a row in cache).
+fn softmax_exp_once(
+    cx: &LowerCtx,
+    pb: &mut ProgramBuilder,
+    n: &Norm,
+    a: usize,
+    split: &Split,
+    mx: BufId,
+    sm: BufId,
+) -> Result<()> {
+    let (x, y, t, ct) = (n.x, n.y, n.t, n.ct);
+    let body = split.nest(pb, |pb, site| {
+        let max = site.reduce(pb, RedOp::Max, |i, _| load_as(x, i, t, ct));
+        vec![Stmt::Store {
+            buf: mx,
+            index: site.out.clone(),
+            value: max,
+        }]
+    });
+    pb.kernel(format!("{}_max", cx.node), body);
+    let dims = n.dims.clone();
+    n.map(pb, &format!("{}_exp", cx.node), |_, idx, v| {
+        (v - Expr::load(mx, stat_index(&dims, &[a], idx))).un(UnOp::Exp)
+    });
+    let body = split.nest(pb, |pb, site| {
+        let sum = site.reduce(pb, RedOp::Sum, |i, _| Expr::load(y, i));
+        vec![Stmt::Store {
+            buf: sm,
+            index: site.out.clone(),
+            value: sum,
+        }]
+    });
+    pb.kernel(format!("{}_sum", cx.node), body);
+    let st = strides(&dims);
+    let body = pb.nest(&dims, |_, idx| {
+        let i = linear_index(idx, &st);
+        let s = stat_index(&dims, &[a], idx);
+        vec![Stmt::Store {
+            buf: y,
+            index: i.clone(),
+            value: Expr::load(y, i).bin(BinOp::Div, Expr::load(sm, s)),
+        }]
+    });
+    pb.kernel(cx.node, body);
     Ok(())
 }
 
