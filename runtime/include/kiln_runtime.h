@@ -69,40 +69,20 @@ int kiln_sgemm_neon(KILN_SGEMM_ARGS);
       float *c, size_t ldc, uint32_t flags, const float *bias,              \
       const float *residual, size_t ldr, float act_min, float act_max,      \
       float *scratch, size_t scratch_len, size_t b_rs, size_t b_cs
-/* And with A packed and B the im2col matrix of a 2-D convolution, read
-   from its padded input while packing: column j is output position
-   j0 + j (oy = (j0 + j) / out_w, ox = (j0 + j) % out_w), row p is
-   (ci, ky, kx) with p = (ci * k_h + ky) * k_w + kx, and
-   B(p, j) = src[ci * plane + (oy * stride_h + ky * dil_h) * row
-                 + ox * stride_w + kx * dil_w]. Scratch as the pa entries. */
-typedef struct {
-  const float *src;
-  size_t j0, plane, row, k_h, k_w, dil_h, dil_w, stride_h, stride_w, out_w;
-} KilnIm2col;
-#define KILN_SGEMM_IM2COL_ARGS                                              \
-  size_t m, size_t n, size_t k, const float *a_packed, const KilnIm2col *b, \
-      float *c, size_t ldc, uint32_t flags, const float *bias,              \
-      const float *residual, size_t ldr, float act_min, float act_max,      \
-      float *scratch, size_t scratch_len
 int kiln_sgemm_pa_scalar(KILN_SGEMM_PA_ARGS);
 int kiln_sgemm_raw_scalar(KILN_SGEMM_RAW_ARGS);
-int kiln_sgemm_pa_im2col_scalar(KILN_SGEMM_IM2COL_ARGS);
 #if defined(__x86_64__) || defined(_M_X64)
 int kiln_sgemm_pa_avx2(KILN_SGEMM_PA_ARGS);
 int kiln_sgemm_pa_avx512(KILN_SGEMM_PA_ARGS);
 int kiln_sgemm_raw_avx2(KILN_SGEMM_RAW_ARGS);
 int kiln_sgemm_raw_avx512(KILN_SGEMM_RAW_ARGS);
-int kiln_sgemm_pa_im2col_avx2(KILN_SGEMM_IM2COL_ARGS);
-int kiln_sgemm_pa_im2col_avx512(KILN_SGEMM_IM2COL_ARGS);
 #endif
 #if defined(__aarch64__) || defined(_M_ARM64)
 int kiln_sgemm_pa_neon(KILN_SGEMM_PA_ARGS);
 int kiln_sgemm_raw_neon(KILN_SGEMM_RAW_ARGS);
-int kiln_sgemm_pa_im2col_neon(KILN_SGEMM_IM2COL_ARGS);
 #endif
 #undef KILN_SGEMM_PA_ARGS
 #undef KILN_SGEMM_RAW_ARGS
-#undef KILN_SGEMM_IM2COL_ARGS
 
 /* Floats of packed B, and of scratch for full speed, for variant code
    0 scalar, 1 avx2, 2 avx512, 3 neon (0 for an unknown code). */

@@ -88,7 +88,6 @@ fn slice_args(
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
         ldb_cs,
-        b_view: None,
     })
 }
 
@@ -218,9 +217,7 @@ unsafe fn run(variant: Variant, args: &Args, mode: Mode) -> Result<(), GemmError
     if mode != Mode::PackedA {
         check_stride("lda", args.lda, args.k)?;
     }
-    if let Some(v) = &args.b_view {
-        v.check(args.k)?;
-    } else if mode != Mode::PackedB && args.k > 0 {
+    if mode != Mode::PackedB && args.k > 0 {
         let (rs, cs) = args.ldb_cs;
         if cs == 0 || rs == 0 {
             return Err(GemmError::Stride {
@@ -266,9 +263,7 @@ unsafe fn run(variant: Variant, args: &Args, mode: Mode) -> Result<(), GemmError
     }
     macro_rules! go {
         ($k:ty) => {
-            if let (Mode::PackedA, Some(v)) = (mode, &args.b_view) {
-                super::im2col::gemm::<$k>(args, v)
-            } else if mode == Mode::PackedA {
+            if mode == Mode::PackedA {
                 packed_a::gemm::<$k>(args)
             } else {
                 driver::gemm::<$k>(args)
@@ -369,46 +364,6 @@ pub fn sgemm_pa(
     unsafe { run(variant, &args, Mode::PackedA) }
 }
 
-/// [`sgemm_pa`] with `B` the im2col view `view` of a convolution's padded
-/// input `src` (see `im2col.rs`): the column matrix is never written out.
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_pa_im2col(
-    variant: Variant,
-    m: usize,
-    n: usize,
-    k: usize,
-    a_packed: &[f32],
-    src: &[f32],
-    view: &super::Im2col,
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: &Epilogue<'_>,
-    scratch: &mut [f32],
-) -> Result<(), GemmError> {
-    if !variant.is_compiled() {
-        return Err(GemmError::NotCompiled { variant });
-    }
-    check_stride("ldc", ldc, n)?;
-    if m > 0 && n > 0 {
-        check_len("packed A", variant.packed_a_len(m, k), a_packed.len())?;
-        check_len("im2col source", view.span(k, n)?, src.len())?;
-        check_len("C", span(m, n, ldc)?, c.len())?;
-        check_epilogue(epilogue, m, n)?;
-    }
-    let mut args = slice_args(
-        [m, n, k],
-        (a_packed, 0),
-        src,
-        (0, 0),
-        (c, ldc),
-        epilogue,
-        scratch,
-    )?;
-    args.b_view = Some(*view);
-    // SAFETY: every extent was checked against its slice above.
-    unsafe { run(variant, &args, Mode::PackedA) }
-}
-
 /// `C = act(A·B + (accumulate ? C : residual) + bias)` with neither operand
 /// packed ahead of time: `A` row-major (row stride `lda`), `B` element
 /// `(p, j)` at `b[p·rs + j·cs]` (`cs = 1`: row-major; `rs = 1`: a transposed
@@ -503,7 +458,6 @@ fn c_args(
         scratch,
         scratch_len,
         ldb_cs,
-        b_view: None,
     }
 }
 
@@ -699,87 +653,6 @@ c_entry_raw!(
     /// NEON f32 GEMM of two raw operands.
     #[cfg(target_arch = "aarch64")]
     kiln_sgemm_raw_neon,
-    Variant::Neon
-);
-
-/// Defines the C entry point of one variant whose `B` is an im2col view:
-/// `kiln_sgemm_pa_im2col_<variant>(m, n, k, a_packed, const KilnIm2col
-/// *b, c, ldc, flags, bias, residual, ldr, act_min, act_max, scratch,
-/// scratch_len)`.
-macro_rules! c_entry_im2col {
-    ($(#[$attr:meta])* $name:ident, $variant:expr) => {
-        $(#[$attr])*
-        ///
-        /// As the packed-`A` entries, with `B` read through the view at `b`
-        /// (source pointer and geometry, `KilnIm2col`).
-        ///
-        /// # Safety
-        /// As the packed-`A` entries; `b` points to a valid `KilnIm2col`
-        /// whose reads stay inside its source.
-        #[no_mangle]
-        #[allow(clippy::too_many_arguments)]
-        pub unsafe extern "C" fn $name(
-            m: usize,
-            n: usize,
-            k: usize,
-            a: *const f32,
-            b: *const super::KilnIm2col,
-            c: *mut f32,
-            ldc: usize,
-            flags: u32,
-            bias: *const f32,
-            residual: *const f32,
-            ldr: usize,
-            act_min: f32,
-            act_max: f32,
-            scratch: *mut f32,
-            scratch_len: usize,
-        ) -> i32 {
-            if b.is_null() {
-                return GemmError::NullPointer { what: "B" }.code();
-            }
-            let view = *b;
-            let mut args = c_args(
-                [m, n, k],
-                (a, 0),
-                view.src,
-                (c, ldc),
-                flags,
-                (bias, residual, ldr),
-                (act_min, act_max),
-                (scratch, scratch_len),
-                (0, 0),
-            );
-            args.b_view = Some(view.view);
-            match run($variant, &args, Mode::PackedA) {
-                Ok(()) => 0,
-                Err(e) => e.code(),
-            }
-        }
-    };
-}
-
-c_entry_im2col!(
-    /// Portable f32 convolution GEMM through an im2col view.
-    kiln_sgemm_pa_im2col_scalar,
-    Variant::Scalar
-);
-c_entry_im2col!(
-    /// AVX2+FMA f32 convolution GEMM through an im2col view.
-    #[cfg(target_arch = "x86_64")]
-    kiln_sgemm_pa_im2col_avx2,
-    Variant::Avx2
-);
-c_entry_im2col!(
-    /// AVX-512F f32 convolution GEMM through an im2col view.
-    #[cfg(target_arch = "x86_64")]
-    kiln_sgemm_pa_im2col_avx512,
-    Variant::Avx512
-);
-c_entry_im2col!(
-    /// NEON f32 convolution GEMM through an im2col view.
-    #[cfg(target_arch = "aarch64")]
-    kiln_sgemm_pa_im2col_neon,
     Variant::Neon
 );
 

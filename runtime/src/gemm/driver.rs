@@ -83,9 +83,6 @@ pub(crate) struct Args {
     /// itself; `ldb_cs.1 == 0`: `B` was packed ahead of time (in packed-`A`
     /// calls `B` is always raw).
     pub ldb_cs: (usize, usize),
-    /// `B` read through an im2col view of the source at `b` (packed-`A`
-    /// calls only; `ldb_cs` is then unused).
-    pub b_view: Option<super::im2col::Im2col>,
 }
 
 /// The `C` tile at `(i, j)`, its bias pointer and its epilogue, for the

@@ -54,7 +54,6 @@
 //! [`GemmError::code`].
 
 mod driver;
-mod im2col;
 mod packed_a;
 mod scalar;
 
@@ -70,7 +69,6 @@ mod api;
 mod tests;
 
 pub use api::*;
-pub use im2col::{Im2col, KilnIm2col};
 
 /// The micro-kernel families. The numbering is the C ABI's `variant` code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -95,21 +95,6 @@ pub(crate) fn pack_a(
 /// `args` passed the checks in `api.rs`, `scratch_len ≥ NR·min(k, KC)`,
 /// and the CPU runs `K`'s instructions.
 pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
-    let (rs, cs) = args.ldb_cs;
-    gemm_with::<K>(args, &|kc, nc, pc, jc, dst| {
-        pack_b_raw(K::B.nr, kc, nc, args.b.add(pc * rs + jc * cs), rs, cs, dst)
-    });
-}
-
-/// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of `B` into `NR`-column
-/// panels at the given scratch: `(kc, nc, pc, jc, dst)`.
-pub(crate) type PackB<'a> = &'a dyn Fn(usize, usize, usize, usize, *mut f32);
-
-/// The packed-`A` loop nest, `B` packed block by block by `pack`.
-///
-/// # Safety
-/// As [`gemm`]; `pack` writes `kc · ⌈nc/NR⌉·NR` floats.
-pub(crate) unsafe fn gemm_with<K: Kernel>(args: &Args, pack: PackB) {
     let Blocking {
         mr,
         nr,
@@ -135,7 +120,16 @@ pub(crate) unsafe fn gemm_with<K: Kernel>(args: &Args, pack: PackB) {
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
-            pack(kc, nc, pc, jc, args.scratch);
+            let (rs, cs) = args.ldb_cs;
+            pack_b_raw(
+                nr,
+                kc,
+                nc,
+                args.b.add(pc * rs + jc * cs),
+                rs,
+                cs,
+                args.scratch,
+            );
             let mut ir = 0;
             while ir < m {
                 let ap = args.a.add(ir * k + pc * mr);

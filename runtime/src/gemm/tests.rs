@@ -578,6 +578,3 @@ fn gemm_matches_reference_with_a_packed_and_in_place() {
         }
     }
 }
-
-#[path = "im2col_tests.rs"]
-mod im2col;
