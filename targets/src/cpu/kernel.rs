@@ -747,9 +747,7 @@ fn has_row_reduce(e: &Expr) -> bool {
             extent,
             body,
         } => {
-            (matches!(op, RedOp::Max | RedOp::Min)
-                && *extent >= 8
-                && loads_contiguous(body, *var))
+            (matches!(op, RedOp::Max | RedOp::Min) && *extent >= 8 && loads_contiguous(body, *var))
                 || has_row_reduce(body)
         }
         Expr::Load { index, .. } => has_row_reduce(index),
