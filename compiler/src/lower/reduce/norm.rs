@@ -497,10 +497,30 @@ fn lrn(
             size as u64,
             Expr::select(valid, xv.clone() * xv, c(0.0)),
         );
-        let den = (c(bias) + c(alpha / size as f64) * sq).bin(BinOp::Pow, c(beta));
-        v.bin(BinOp::Div, den)
+        let base = c(bias) + c(alpha / size as f64) * sq;
+        v.bin(BinOp::Div, power(base, beta, ct))
     });
     Ok(())
+}
+
+/// `base^beta` for a base that is never negative (LRN's `bias + α/n·Σx²`),
+/// without a general `pow`: the usual exponents as square roots (3/4 is
+/// AlexNet's and GoogLeNet's), any other as `exp(β·ln base)`. A general
+/// `pow` handles negative bases and integer exponents, and costs a call per
+/// element on targets without a vector `pow`; these cost a few vector
+/// instructions, within 2 ulp of the rounded power.
+fn power(base: Expr, beta: f64, ct: DType) -> Expr {
+    let sqrt = |e: Expr| e.un(UnOp::Sqrt);
+    if beta == 0.75 {
+        let b = base.un(UnOp::Sqrt);
+        b.clone() * sqrt(b)
+    } else if beta == 0.5 {
+        sqrt(base)
+    } else if beta == 1.0 {
+        base
+    } else {
+        (Expr::constant(ct, beta) * base.un(UnOp::Log)).un(UnOp::Exp)
+    }
 }
 
 fn lp_norm(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64, p: u32) -> Result<()> {
