@@ -37,7 +37,8 @@ def ort_times(sess, feeds, iters):
 
 
 def kiln_bench(model, inputs, t, iters):
-    cmd = [a.kiln, "bench", model, "--threads", str(t), "--iters", str(iters), "--warmup", "5", "--json"]
+    warmup = max(5, iters // 10)
+    cmd = [a.kiln, "bench", model, "--threads", str(t), "--iters", str(iters), "--warmup", str(warmup), "--json"]
     for p in inputs:
         cmd += ["-i", p]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -65,16 +66,19 @@ for m in models:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         feeds = {i.name: io[k] for i, k in zip(sess.get_inputs(), ins)}
-        ort_times(sess, feeds, 3)
+        est = statistics.median(ort_times(sess, feeds, 5))
+        # A round of a small model lasts at least ~50 ms on both sides, so
+        # that neither is timed while its threads or clock are still waking.
+        iters = max(a.iters, min(2000, int(0.05 / max(est, 1e-6))))
         k_med, o_all, compile_ms, gflops = [], [], None, None
         for _ in range(a.rounds):
             # onnxruntime's pool threads spin for a while after a run; let
             # them go idle so that they do not take a core from kiln.
             time.sleep(0.2)
-            r = kiln_bench(path, files, t, a.iters)
+            r = kiln_bench(path, files, t, iters)
             k_med.append(r["median_ms"])
             compile_ms, gflops = r["compile_ms"], r["gflops"]
-            o_all += ort_times(sess, feeds, a.iters)
+            o_all += ort_times(sess, feeds, iters)
         kiln_ms = statistics.median(k_med)
         ort_ms = statistics.median(o_all) * 1e3
         rows.append((m, t, kiln_ms, ort_ms, kiln_ms / ort_ms, compile_ms, gflops))
@@ -94,7 +98,8 @@ with open(a.out, "w") as f:
             f"onnxruntime {ort.__version__}, batch 1, the `.io.npz` inputs of `../shared/models`. "
             "kiln runs the code `kiln compile` generates for this machine (`kiln bench`, compiled in-process); "
             "onnxruntime runs a CPU session with the same intra-op thread count, sequential execution. "
-            f"Rounds of {a.iters} runs alternate between the two ({a.rounds} rounds each); figures are medians. "
+            f"Rounds of {a.iters} runs (more for small models: a round lasts at least ~50 ms) alternate between "
+            f"the two ({a.rounds} rounds each); figures are medians. "
             "**ratio = kiln / onnxruntime latency: below 1.00 kiln is faster.** Absolute times drift on shared "
             "machines; only the ratio of one run counts. Compile time is kiln's whole in-process compile "
             "(plan, lowering, code generation).\n\n")

@@ -156,7 +156,8 @@ pub(crate) fn chunked(s: &Stmt, fresh: VarId) -> Option<(Stmt, Option<Stmt>)> {
     parallel_loop(&main).then_some((main, rest))
 }
 
-/// Innermost iterations (and matmul multiply-adds) of one execution of `b`.
+/// Innermost iterations (and matmul multiply-adds) of one execution of `b`,
+/// an iteration weighted by what its expressions cost (see [`cost`]).
 fn work(b: &[Stmt]) -> u64 {
     b.iter()
         .map(|s| match s {
@@ -167,9 +168,50 @@ fn work(b: &[Stmt]) -> u64 {
                 else_body,
                 ..
             } => work(then_body).max(work(else_body)),
-            _ => 1,
+            Stmt::Let { value, .. } => 1 + cost(value),
+            Stmt::Store { index, value, .. } => 1 + cost(index) + cost(value),
+            Stmt::While { .. } => 1,
         })
         .sum()
+}
+
+/// Extra work of evaluating `e`, in units of a plain load-op-store: a
+/// reduction counts its iterations, and the functions a backend expands
+/// into polynomials (`exp`, `erf`, `log`, ...) several units each, so that
+/// a softmax's or GELU's loop over a few thousand elements splits as one
+/// over tens of thousands of additions does.
+fn cost(e: &Expr) -> u64 {
+    use kiln_ir::kernel::UnOp;
+    match e {
+        Expr::Load { index, .. } => cost(index),
+        Expr::Unary(op, a) => {
+            let own = match op {
+                UnOp::Neg
+                | UnOp::Abs
+                | UnOp::Not
+                | UnOp::Floor
+                | UnOp::Ceil
+                | UnOp::Round
+                | UnOp::IsNan
+                | UnOp::IsInf => 0,
+                UnOp::Sqrt => 2,
+                _ => 8,
+            };
+            own + cost(a)
+        }
+        Expr::Cast(_, a) => cost(a),
+        Expr::Binary(op, a, b) => {
+            let own = match op {
+                BinOp::Div => 2,
+                BinOp::Pow | BinOp::Rem => 8,
+                _ => 0,
+            };
+            own + cost(a) + cost(b)
+        }
+        Expr::Select(c, a, b) => cost(c) + cost(a) + cost(b),
+        Expr::Reduce { extent, body, .. } => extent.saturating_mul(1 + cost(body)),
+        _ => 0,
+    }
 }
 
 struct Access {
