@@ -135,6 +135,22 @@ impl Expr {
             body: Box::new(body),
         }
     }
+
+    /// Whether `f` holds for this expression or any inside it (load
+    /// indices and reduction bodies included), visited outside in.
+    pub fn any(&self, f: &mut impl FnMut(&Expr) -> bool) -> bool {
+        if f(self) {
+            return true;
+        }
+        match self {
+            Expr::Load { index, .. } => index.any(f),
+            Expr::Unary(_, a) | Expr::Cast(_, a) => a.any(f),
+            Expr::Binary(_, a, b) => a.any(f) || b.any(f),
+            Expr::Select(c, a, b) => c.any(f) || a.any(f) || b.any(f),
+            Expr::Reduce { body, .. } => body.any(f),
+            Expr::F(..) | Expr::I(..) | Expr::B(_) | Expr::Var(_) => false,
+        }
+    }
 }
 
 macro_rules! arith {

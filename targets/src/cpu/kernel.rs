@@ -740,36 +740,20 @@ fn stmt_has_row_reduce(s: &Stmt) -> bool {
 }
 
 fn has_row_reduce(e: &Expr) -> bool {
-    match e {
+    e.any(&mut |x| match x {
         Expr::Reduce {
             op,
             var,
             extent,
             body,
-        } => {
-            (matches!(op, RedOp::Max | RedOp::Min) && *extent >= 8 && loads_contiguous(body, *var))
-                || has_row_reduce(body)
-        }
-        Expr::Load { index, .. } => has_row_reduce(index),
-        Expr::Unary(_, a) | Expr::Cast(_, a) => has_row_reduce(a),
-        Expr::Binary(_, a, b) => has_row_reduce(a) || has_row_reduce(b),
-        Expr::Select(c, a, b) => has_row_reduce(c) || has_row_reduce(a) || has_row_reduce(b),
+        } => matches!(op, RedOp::Max | RedOp::Min) && *extent >= 8 && loads_contiguous(body, *var),
         _ => false,
-    }
+    })
 }
 
 /// Whether some load in `e` reads consecutive elements as `var` steps.
 fn loads_contiguous(e: &Expr, var: VarId) -> bool {
-    match e {
-        Expr::Load { index, .. } => kiln_ir::kernel::interp::affine_coeff(index, var) == Some(1),
-        Expr::Unary(_, a) | Expr::Cast(_, a) => loads_contiguous(a, var),
-        Expr::Binary(_, a, b) => loads_contiguous(a, var) || loads_contiguous(b, var),
-        Expr::Select(c, a, b) => {
-            loads_contiguous(c, var) || loads_contiguous(a, var) || loads_contiguous(b, var)
-        }
-        Expr::Reduce { body, .. } => loads_contiguous(body, var),
-        _ => false,
-    }
+    e.any(&mut |x| matches!(x, Expr::Load { index, .. } if affine_coeff(index, var) == Some(1)))
 }
 
 pub(crate) fn is_innermost(body: &[Stmt]) -> bool {

@@ -167,28 +167,16 @@ fn softmax_exp_once(
     sm: BufId,
 ) -> Result<()> {
     let (x, y, t, ct) = (n.x, n.y, n.t, n.ct);
-    let body = split.nest(pb, |pb, site| {
-        let max = site.reduce(pb, RedOp::Max, |i, _| load_as(x, i, t, ct));
-        vec![Stmt::Store {
-            buf: mx,
-            index: site.out.clone(),
-            value: max,
-        }]
+    stat_kernel(pb, split, format!("{}_max", cx.node), mx, |pb, site| {
+        site.reduce(pb, RedOp::Max, |i, _| load_as(x, i, t, ct))
     });
-    pb.kernel(format!("{}_max", cx.node), body);
     let dims = n.dims.clone();
     n.map(pb, &format!("{}_exp", cx.node), |_, idx, v| {
         (v - Expr::load(mx, stat_index(&dims, &[a], idx))).un(UnOp::Exp)
     });
-    let body = split.nest(pb, |pb, site| {
-        let sum = site.reduce(pb, RedOp::Sum, |i, _| Expr::load(y, i));
-        vec![Stmt::Store {
-            buf: sm,
-            index: site.out.clone(),
-            value: sum,
-        }]
+    stat_kernel(pb, split, format!("{}_sum", cx.node), sm, |pb, site| {
+        site.reduce(pb, RedOp::Sum, |i, _| Expr::load(y, i))
     });
-    pb.kernel(format!("{}_sum", cx.node), body);
     let st = strides(&dims);
     let body = pb.nest(&dims, |_, idx| {
         let i = linear_index(idx, &st);
@@ -201,6 +189,24 @@ fn softmax_exp_once(
     });
     pb.kernel(cx.node, body);
     Ok(())
+}
+
+/// Kernel `name`: `buf[site] = stat(site)` for every site of `split`.
+fn stat_kernel(
+    pb: &mut ProgramBuilder,
+    split: &Split,
+    name: String,
+    buf: BufId,
+    stat: impl FnOnce(&mut ProgramBuilder, &super::Site) -> Expr,
+) {
+    let body = split.nest(pb, |pb, site| {
+        vec![Stmt::Store {
+            buf,
+            index: site.out.clone(),
+            value: stat(pb, site),
+        }]
+    });
+    pb.kernel(name, body);
 }
 
 fn hardmax(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64) -> Result<()> {
@@ -531,8 +537,8 @@ fn lp_norm(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64, p: u32) 
     let split = Split::new(&n.dims, &[a]);
     let nb = pb.scratch("norm", n.ct, split.kept_count());
     let (x, t, ct) = (n.x, n.t, n.ct);
-    let body = split.nest(pb, |pb, site| {
-        let v = if p == 1 {
+    stat_kernel(pb, &split, format!("{}_norm", cx.node), nb, |pb, site| {
+        if p == 1 {
             site.reduce(pb, RedOp::Sum, |i, _| load_as(x, i, t, ct).un(UnOp::Abs))
         } else {
             site.reduce(pb, RedOp::Sum, |i, _| {
@@ -540,14 +546,8 @@ fn lp_norm(cx: &LowerCtx, pb: &mut ProgramBuilder, n: &Norm, axis: i64, p: u32) 
                 e.clone() * e
             })
             .un(UnOp::Sqrt)
-        };
-        vec![Stmt::Store {
-            buf: nb,
-            index: site.out.clone(),
-            value: v,
-        }]
+        }
     });
-    pb.kernel(format!("{}_norm", cx.node), body);
     let dims = n.dims.clone();
     let zero = n.c(0.0);
     n.map(pb, cx.node, |_, idx, v| {
