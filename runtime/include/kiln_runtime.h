@@ -30,7 +30,8 @@ int kiln_runtime_num_threads(void);
    + bias, act_min, act_max), A m x k (row stride lda), C m x n (row stride
    ldc), B pre-packed for the variant (the layout of kiln_runtime::gemm::pack_b,
    kiln_sgemm_packed_b_len floats). flags: bit 0 accumulate, bit 1 one bias
-   per row (m floats) instead of per column (n floats); bias may be NULL;
+   per row (m floats) instead of per column (n floats), bit 2 A stored
+   transposed (element (i, p) at a[p * lda + i], lda >= m); bias may be NULL;
    residual R (m x n, row stride ldr) or NULL, unused when accumulating;
    scratch at least
    MR * min(k, KC) floats (kiln_sgemm_scratch_len for full speed). Returns 0,

@@ -88,6 +88,7 @@ fn slice_args(
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
         ldb_cs,
+        a_trans: false,
     })
 }
 
@@ -167,13 +168,62 @@ pub fn sgemm(
     epilogue: &Epilogue<'_>,
     scratch: &mut [f32],
 ) -> Result<(), GemmError> {
+    sgemm_with_a(
+        variant,
+        [m, n, k],
+        (a, lda, false),
+        b_packed,
+        (c, ldc),
+        epilogue,
+        scratch,
+    )
+}
+
+/// [`sgemm`] with `A` stored transposed: element `(i, p)` at `a[p·lda + i]`
+/// (`lda ≥ m`), as a convolution's column matrix (taps × pixels) is the
+/// `A` of `Cᵀ = colᵀ · Wᵀ`. C ABI: flag bit 2 of `kiln_sgemm_<variant>`.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_at(
+    variant: Variant,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    b_packed: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<(), GemmError> {
+    sgemm_with_a(
+        variant,
+        [m, n, k],
+        (a, lda, true),
+        b_packed,
+        (c, ldc),
+        epilogue,
+        scratch,
+    )
+}
+
+fn sgemm_with_a(
+    variant: Variant,
+    [m, n, k]: [usize; 3],
+    (a, lda, a_trans): (&[f32], usize, bool),
+    b_packed: &[f32],
+    (c, ldc): (&mut [f32], usize),
+    epilogue: &Epilogue<'_>,
+    scratch: &mut [f32],
+) -> Result<(), GemmError> {
     if !variant.is_compiled() {
         return Err(GemmError::NotCompiled { variant });
     }
-    check_stride("lda", lda, k)?;
+    let (a_rows, a_cols) = if a_trans { (k, m) } else { (m, k) };
+    check_stride("lda", lda, a_cols)?;
     check_stride("ldc", ldc, n)?;
     if m > 0 && n > 0 {
-        check_len("A", span(m, k, lda)?, a.len())?;
+        check_len("A", span(a_rows, a_cols, lda)?, a.len())?;
         let packed = k
             .checked_mul(n.div_ceil(variant.blocking().nr) * variant.blocking().nr)
             .ok_or(GemmError::Overflow)?;
@@ -181,7 +231,7 @@ pub fn sgemm(
         check_len("C", span(m, n, ldc)?, c.len())?;
         check_epilogue(epilogue, m, n)?;
     }
-    let args = slice_args(
+    let mut args = slice_args(
         [m, n, k],
         (a, lda),
         b_packed,
@@ -190,6 +240,7 @@ pub fn sgemm(
         epilogue,
         scratch,
     )?;
+    args.a_trans = a_trans;
     // SAFETY: every extent was checked against its slice above.
     unsafe { run(variant, &args, Mode::PackedB) }
 }
@@ -214,7 +265,17 @@ unsafe fn run(variant: Variant, args: &Args, mode: Mode) -> Result<(), GemmError
     if args.m == 0 || args.n == 0 {
         return Ok(());
     }
-    if mode != Mode::PackedA {
+    if args.a_trans {
+        if mode != Mode::PackedB {
+            return Err(GemmError::Stride {
+                what: "transposed A outside a packed-B call",
+                stride: 0,
+                min: 1,
+            });
+        }
+        check_stride("lda", args.lda, args.m)?;
+        span(args.k, args.m, args.lda)?;
+    } else if mode != Mode::PackedA {
         check_stride("lda", args.lda, args.k)?;
     }
     if mode != Mode::PackedB && args.k > 0 {
@@ -229,7 +290,9 @@ unsafe fn run(variant: Variant, args: &Args, mode: Mode) -> Result<(), GemmError
         raw_span(args.k, args.n, rs, cs)?;
     }
     check_stride("ldc", args.ldc, args.n)?;
-    span(args.m, args.k, args.lda)?;
+    if !args.a_trans {
+        span(args.m, args.k, args.lda)?;
+    }
     span(args.m, args.n, args.ldc)?;
     if !args.res.is_null() {
         check_stride("ldr", args.ldr, args.n)?;
@@ -458,6 +521,7 @@ fn c_args(
         scratch,
         scratch_len,
         ldb_cs,
+        a_trans: flags & 4 != 0,
     }
 }
 

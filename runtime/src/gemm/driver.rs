@@ -83,6 +83,9 @@ pub(crate) struct Args {
     /// itself; `ldb_cs.1 == 0`: `B` was packed ahead of time (in packed-`A`
     /// calls `B` is always raw).
     pub ldb_cs: (usize, usize),
+    /// `A` is stored transposed: element `(i, p)` at `a[p·lda + i]`
+    /// (packed-`B` calls only).
+    pub a_trans: bool,
 }
 
 /// The `C` tile at `(i, j)`, its bias pointer and its epilogue, for the
@@ -248,6 +251,33 @@ unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst
     }
 }
 
+/// [`pack_a`] for a transposed `A`, element `(i, p)` at `a[p·lda + i]`:
+/// each depth step of a panel is `MR` consecutive floats of one row of
+/// `Aᵀ` (a convolution's column matrix read as pixels × taps).
+///
+/// # Safety
+/// `a` addresses `kc` rows of `mc` floats `lda` apart; `dst` holds
+/// `⌈mc/MR⌉·MR·kc`.
+#[inline(always)]
+#[allow(non_snake_case)]
+unsafe fn pack_a_trans(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst: *mut f32) {
+    let mut r0 = 0;
+    let mut out = dst;
+    while r0 < mc {
+        let rows = (mc - r0).min(MR);
+        for p in 0..kc {
+            let src = a.add(p * lda + r0);
+            let d = out.add(p * MR);
+            core::ptr::copy_nonoverlapping(src, d, rows);
+            for i in rows..MR {
+                *d.add(i) = 0.0;
+            }
+        }
+        out = out.add(kc * MR);
+        r0 += MR;
+    }
+}
+
 /// Writes `B` (`k × n`, element `(p, j)` at `b[p·rs + j·cs]`) in the packed
 /// layout described in the module docs, into `out[..k·n_pad]`.
 pub(crate) fn pack_b(
@@ -383,6 +413,8 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
     let direct = n_pad / nr <= K::DIRECT_MAX_PANELS;
     #[cfg(test)]
     let direct = DIRECT_OVERRIDE.with(|o| o.get()).unwrap_or(direct);
+    // The tiles read A in place by rows only.
+    let direct = direct && !args.a_trans;
 
     let mut jc = 0;
     while jc < n {
@@ -403,7 +435,16 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
             let mut ic = 0;
             while ic < m {
                 let mc = mc_block.min(m - ic);
-                if !direct {
+                if args.a_trans {
+                    pack_a_trans(
+                        mr,
+                        mc,
+                        kc,
+                        args.a.add(pc * args.lda + ic),
+                        args.lda,
+                        args.scratch,
+                    );
+                } else if !direct {
                     pack_a(
                         mr,
                         mc,

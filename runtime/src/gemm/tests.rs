@@ -137,6 +137,32 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
     .unwrap_or_else(|e| panic!("{variant:?} {case:?}: {e}"));
     verify(variant, case, &a, &b, &c0, &bias, &res, &c, "packed B");
 
+    // The same with A stored transposed (k rows of m floats, padded).
+    let lda_t = m + case.pad_a;
+    let mut at = vec![0.0; k.max(1) * lda_t.max(1)];
+    for i in 0..m {
+        for p in 0..k {
+            at[p * lda_t + i] = a[i * lda + p];
+        }
+    }
+    let mut ct = c0.clone();
+    let mut scratch = vec![0.0; scratch_len.unwrap_or(variant.scratch_len(m, k))];
+    sgemm_at(
+        variant,
+        m,
+        n,
+        k,
+        &at,
+        lda_t.max(1),
+        &packed,
+        &mut ct,
+        ldc,
+        &epi,
+        &mut scratch,
+    )
+    .unwrap_or_else(|e| panic!("{variant:?} {case:?} transposed A: {e}"));
+    verify(variant, case, &a, &b, &c0, &bias, &res, &ct, "transposed A");
+
     // The same product with A packed ahead of time and B read in place
     // (transposed A when the case transposes B, to cover both strides).
     let packed_a = if case.transposed_b {

@@ -138,6 +138,8 @@ pub(super) struct Plan {
     pub(super) bias_rows: bool,
     /// Row stride of a folded residual.
     pub(super) ldr: i64,
+    /// A is read transposed (`(i, p)` at `p·col_stride + i`; flag bit 2).
+    pub(super) a_trans: bool,
 }
 
 impl Plan {
@@ -446,8 +448,14 @@ impl Gemms {
             accumulate: mm.accumulate,
             bias_rows: false,
             ldr: 0,
+            a_trans: false,
         };
-        if let (Some(w), true) = (weight(&mm.b), a_rows_ok) {
+        // A transposed (a convolution's column matrix as pixels × taps).
+        let a_trans = !a_rows_ok
+            && m > 1
+            && mm.a.row_stride == 1
+            && (k == 1 || usize_of(mm.a.col_stride).is_some_and(|s| s >= m));
+        if let (Some(w), true) = (weight(&mm.b), a_rows_ok || a_trans) {
             let Some(variant) = ks.pick(n) else {
                 return Ok(None);
             };
@@ -459,7 +467,10 @@ impl Gemms {
                 .scratch_len(m, k)
                 .min(SCRATCH_CAP_FLOATS)
                 .max(variant.min_scratch_len(k));
-            return Ok(Some(plan(variant, How::Weight(id), scratch)));
+            return Ok(Some(Plan {
+                a_trans,
+                ..plan(variant, How::Weight(id), scratch)
+            }));
         }
         if let (Some(w), true) = (weight(&mm.a), b_rows_ok) {
             let Some(variant) = ks.pick(n) else {
@@ -730,6 +741,8 @@ pub(super) fn body(
             lda: match plan.how {
                 How::WeightA(_) if mm.k == 1 => mm.n as i64,
                 How::WeightA(_) => mm.b.row_stride,
+                _ if plan.a_trans && mm.k == 1 => mm.m as i64,
+                _ if plan.a_trans => mm.a.col_stride,
                 _ if mm.m == 1 => mm.k as i64,
                 _ => mm.a.row_stride,
             },
@@ -749,7 +762,8 @@ pub(super) fn body(
                 )
             }),
         };
-        let flags = plan.accumulate as i64 | (plan.bias_rows as i64) << 1;
+        let flags =
+            plan.accumulate as i64 | (plan.bias_rows as i64) << 1 | (plan.a_trans as i64) << 2;
         let flags = cx.b.ins().iconst(I32, flags);
         let act = act_values(cx, plan.act);
         let [bias, res] = extra;

@@ -86,6 +86,26 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         let row_len = ospn / rows;
         let k_rows = rows_per_block(rows, row_len, ocg * row_len * dt.size(), OUT_BLOCK_BYTES);
         let blen = (k_rows * row_len) as i64;
+        if transposes(g, ocg, ospn) && k_rows == rows {
+            let ct = pb.scratch("ct", dt, ospn * ocg);
+            body.extend(pb.nest(&[n], |pb, i| {
+                let xo = i[0].clone() * (c * isp) as i64;
+                let yo = i[0].clone() * (oc * ospn) as i64;
+                let t = Transposed {
+                    ct,
+                    w,
+                    bias,
+                    src: (x, xo, isp as i64),
+                    y: (y, yo),
+                    ocg,
+                    cols: ospn,
+                    k: cg,
+                };
+                t.block(pb)
+            }));
+            pb.kernel(cx.node, body);
+            return Ok(());
+        }
         body.extend(pb.nest(&[n, g, rows / k_rows], |pb, i| {
             let (ni, gi, bi) = (i[0].clone(), i[1].clone(), i[2].clone());
             let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
@@ -147,6 +167,10 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let col = pb.scratch("col", dt, max_lanes * col_len);
     let base = pb.var();
     let in_row_step = st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
+    // A small image in one block: the transposed product (see `Transposed`).
+    let one_block = transposes(g, ocg, ospn)
+        && matches!(runs.as_slice(), [r] if r.lanes == 1 && r.per_lane == 1 && r.k_rows == rows);
+    let ct = one_block.then(|| pb.scratch("ct", dt, ospn * ocg));
     for run in &runs {
         let blen = run.k_rows * row_len;
         let mut blk_sp = osp.to_vec();
@@ -187,6 +211,20 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
                 s
             });
             let mut s = fill;
+            if one_block {
+                let t = Transposed {
+                    ct: ct.unwrap_or(col),
+                    w,
+                    bias,
+                    src: (col, col_at.clone(), blen as i64),
+                    y: (y, ni * (oc * ospn) as i64),
+                    ocg,
+                    cols: ospn,
+                    k: cg * kk,
+                };
+                s.extend(t.block(pb));
+                return s;
+            }
             let bias_at = bias.map(|b| (b, gi.clone() * ocg as i64));
             let a = (w, gi.clone() * (ocg * cg * kk) as i64);
             let yo = (
@@ -205,6 +243,84 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     }
     pb.kernel(cx.node, body);
     Ok(())
+}
+
+/// Whether a conv's GEMM runs transposed (see [`Transposed`]): one group,
+/// enough output channels to fill the columns of a transposed product, and
+/// an image of few pixels.
+fn transposes(g: usize, ocg: usize, ospn: usize) -> bool {
+    g == 1 && ocg >= TRANSPOSED_MIN_CHANNELS && ospn <= TRANSPOSED_MAX_PIXELS
+}
+
+/// Output channels from which a small image's conv runs transposed.
+const TRANSPOSED_MIN_CHANNELS: usize = 64;
+/// Pixels up to which an image's conv runs transposed (16x16).
+const TRANSPOSED_MAX_PIXELS: usize = 256;
+
+/// A conv block over a whole small image as `Cᵀ = Bᵀ · Wᵀ`: the
+/// `cols × ocg` product into scratch `ct`, then copied transposed into `y`.
+/// `W · B` puts the image's pixels on the GEMM's column side, whose
+/// register tiles are wide (16 or 32 columns): 49 pixels (a 7x7 image) fill
+/// 49 of 64 columns, 196 (14x14) 196 of 224. Transposed, the pixels are
+/// rows, which tiles take in any count, and the many output channels the
+/// columns. `B` is `k × cols` at `src.1` with rows `src.2` apart (the
+/// column matrix, or a pointwise conv's input itself): read transposed, it
+/// is the product's `A` as it lies.
+struct Transposed {
+    ct: BufId,
+    w: BufId,
+    bias: Option<BufId>,
+    src: (BufId, Expr, i64),
+    y: (BufId, Expr),
+    ocg: usize,
+    cols: usize,
+    k: usize,
+}
+
+impl Transposed {
+    fn block(self, pb: &mut ProgramBuilder) -> Vec<Stmt> {
+        let Transposed {
+            ct,
+            w,
+            bias,
+            src: (sb, so, sld),
+            y: (y, yo),
+            ocg,
+            cols,
+            k,
+        } = self;
+        let mut mm = with_acc(
+            gemm(cols, ocg, k, (sb, so), (w, Expr::i(0)), (ct, Expr::i(0))),
+            bias.is_some(),
+        );
+        if let Stmt::Matmul(m) = &mut mm {
+            // A(j, p) = B(p, j); Wᵀ(p, o) = w[o·k + p].
+            m.a.row_stride = 1;
+            m.a.col_stride = sld;
+            m.b.row_stride = 1;
+            m.b.col_stride = k as i64;
+        }
+        // One bias per output channel: per column of the product.
+        let mut s = match bias {
+            Some(b) => pb.nest(&[cols, ocg], |_, i| {
+                vec![Stmt::Store {
+                    buf: ct,
+                    index: i[0].clone() * ocg as i64 + i[1].clone(),
+                    value: Expr::load(b, i[1].clone()),
+                }]
+            }),
+            None => vec![],
+        };
+        s.push(mm);
+        s.extend(pb.nest(&[ocg, cols], |_, i| {
+            vec![Stmt::Store {
+                buf: y,
+                index: yo.clone() + i[0].clone() * cols as i64 + i[1].clone(),
+                value: Expr::load(ct, i[1].clone() * ocg as i64 + i[0].clone()),
+            }]
+        }));
+        s
+    }
 }
 
 /// Channel multipliers (output channels per input channel of a one-channel
