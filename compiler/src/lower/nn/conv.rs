@@ -86,7 +86,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         let row_len = ospn / rows;
         let k_rows = rows_per_block(rows, row_len, ocg * row_len * dt.size(), OUT_BLOCK_BYTES);
         let blen = (k_rows * row_len) as i64;
-        if transposes(g, ocg, ospn) && k_rows == rows {
+        if transposes(g, ocg, ospn, cg) && k_rows == rows {
             let ct = pb.scratch("ct", dt, ospn * ocg);
             body.extend(pb.nest(&[n], |pb, i| {
                 let xo = i[0].clone() * (c * isp) as i64;
@@ -168,7 +168,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let base = pb.var();
     let in_row_step = st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
     // A small image in one block: the transposed product (see `Transposed`).
-    let one_block = transposes(g, ocg, ospn)
+    let one_block = transposes(g, ocg, ospn, cg * kk)
         && matches!(runs.as_slice(), [r] if r.lanes == 1 && r.per_lane == 1 && r.k_rows == rows);
     let ct = one_block.then(|| pb.scratch("ct", dt, ospn * ocg));
     for run in &runs {
@@ -246,11 +246,23 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
 }
 
 /// Whether a conv's GEMM runs transposed (see [`Transposed`]): one group,
-/// enough output channels to fill the columns of a transposed product, and
-/// an image of few pixels.
-fn transposes(g: usize, ocg: usize, ospn: usize) -> bool {
-    g == 1 && ocg >= TRANSPOSED_MIN_CHANNELS && ospn <= TRANSPOSED_MAX_PIXELS
+/// enough output channels to fill the columns of a transposed product, an
+/// image of few pixels that would leave over a tenth of the widest tiles
+/// empty, and enough multiply-adds to pay for the transposing copy
+/// (measured: 64 channels of 25x5, 0.5M MACs a layer, ran slower so).
+fn transposes(g: usize, ocg: usize, ospn: usize, k: usize) -> bool {
+    let padded = ospn.div_ceil(WIDEST_TILE) * WIDEST_TILE;
+    g == 1
+        && ocg >= TRANSPOSED_MIN_CHANNELS
+        && ospn <= TRANSPOSED_MAX_PIXELS
+        && padded * 10 > ospn * 11
+        && ocg * ospn * k >= TRANSPOSED_MIN_MACS
 }
+
+/// The widest register tile of the CPU GEMM kernels (AVX-512: 32 columns).
+const WIDEST_TILE: usize = 32;
+/// Multiply-adds from which a small image's conv runs transposed.
+const TRANSPOSED_MIN_MACS: usize = 1 << 20;
 
 /// Output channels from which a small image's conv runs transposed.
 const TRANSPOSED_MIN_CHANNELS: usize = 64;
