@@ -167,3 +167,83 @@ fn block_runs_cover_the_rows_once() {
     assert_eq!(runs[0].lanes * runs[0].per_lane, 36);
     assert_eq!(runs.len(), 2);
 }
+
+/// `y[n, o, oy, ox] = Σ w[o, ci, ky, kx] · x[n, ci, oy + ky − pad, ox + kx − pad] (+ bias[o])`
+/// in f64, stride 1, one group.
+fn conv_reference(
+    x: &[f32],
+    (n, c, h, wd): (usize, usize, usize, usize),
+    w: &[f32],
+    (oc, k, pad): (usize, usize, usize),
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
+    let (oh, ow) = (h + 2 * pad - k + 1, wd + 2 * pad - k + 1);
+    let mut y = vec![0.0; n * oc * oh * ow];
+    for b in 0..n {
+        for o in 0..oc {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = bias.map_or(0.0, |bs| bs[o] as f64);
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) =
+                                    ((oy + ky) as i64 - pad as i64, (ox + kx) as i64 - pad as i64);
+                                if iy < 0 || ix < 0 || iy >= h as i64 || ix >= wd as i64 {
+                                    continue;
+                                }
+                                let xv = x[((b * c + ci) * h + iy as usize) * wd + ix as usize];
+                                s += w[((o * c + ci) * k + ky) * k + kx] as f64 * xv as f64;
+                            }
+                        }
+                    }
+                    y[((b * oc + o) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// Small images with many output channels take the transposed GEMM
+/// (`Transposed`): batch 2, with and without bias, im2col and pointwise.
+#[test]
+fn small_image_convs_match_the_reference() {
+    for (c, k, pad, with_bias) in [(40, 3, 1, true), (40, 3, 1, false), (340, 1, 0, true)] {
+        let (n, h, wd, oc) = (2, 7, 7, 64);
+        let x: Vec<f32> = (0..n * c * h * wd)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..oc * c * k * k)
+            .map(|i| ((i * 104_729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let bias: Vec<f32> = (0..oc).map(|o| o as f32 * 0.25 - 4.0).collect();
+        let op = Op::Conv {
+            kernel: vec![k, k],
+            strides: vec![1, 1],
+            pads: vec![pad; 4],
+            dilations: vec![1, 1],
+            group: 1,
+        };
+        let xt = Tensor::from_f32(vec![n, c, h, wd], x.clone());
+        let wt = Tensor::from_f32(vec![oc, c, k, k], w.clone());
+        let bt = Tensor::from_f32(vec![oc], bias.clone());
+        let ins = [Some(&xt), Some(&wt), with_bias.then_some(&bt)];
+        let got = eval_op("conv", &op, &ins, 1).unwrap_or_else(|e| panic!("{e}"));
+        let want = conv_reference(
+            &x,
+            (n, c, h, wd),
+            &w,
+            (oc, k, pad),
+            with_bias.then_some(&bias[..]),
+        );
+        assert_eq!(got[0].data.len(), want.len());
+        for (i, &wv) in want.iter().enumerate() {
+            let g = got[0].data.get_f64(i);
+            assert!(
+                (g - wv).abs() <= 1e-3 + 1e-5 * wv.abs(),
+                "c {c} k {k} bias {with_bias}: output {i}: got {g}, want {wv}"
+            );
+        }
+    }
+}
