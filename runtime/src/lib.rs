@@ -24,6 +24,8 @@ pub mod gemm;
 mod model;
 #[cfg(feature = "std")]
 mod pool;
+#[cfg(test)]
+mod test_rng;
 
 pub use model::{
     run, Arena, DType, Element, Input, Model, ModelInfo, Output, RawRunFn, RunError, TensorInfo,

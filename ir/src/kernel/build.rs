@@ -136,6 +136,11 @@ impl Expr {
         }
     }
 
+    /// Whether variable `var` appears in this expression.
+    pub fn uses_var(&self, var: VarId) -> bool {
+        self.any(&mut |x| matches!(x, Expr::Var(v) if *v == var))
+    }
+
     /// Whether `f` holds for this expression or any inside it (load
     /// indices and reduction bodies included), visited outside in.
     pub fn any(&self, f: &mut impl FnMut(&Expr) -> bool) -> bool {

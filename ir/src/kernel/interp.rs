@@ -377,18 +377,7 @@ fn collect_expr<'a>(e: &'a Expr, ld: &mut Vec<(BufId, &'a Expr)>) {
 
 /// The coefficient of `var` if `e` is `var * c + (terms free of var)`.
 pub fn affine_coeff(e: &Expr, var: VarId) -> Option<i64> {
-    fn uses(e: &Expr, var: VarId) -> bool {
-        match e {
-            Expr::Var(v) => *v == var,
-            Expr::Load { index, .. } => uses(index, var),
-            Expr::Unary(_, a) | Expr::Cast(_, a) => uses(a, var),
-            Expr::Binary(_, a, b) => uses(a, var) || uses(b, var),
-            Expr::Select(c, a, b) => uses(c, var) || uses(a, var) || uses(b, var),
-            Expr::Reduce { body, .. } => uses(body, var),
-            _ => false,
-        }
-    }
-    if !uses(e, var) {
+    if !e.uses_var(var) {
         return Some(0);
     }
     match e {

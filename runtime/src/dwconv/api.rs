@@ -37,6 +37,35 @@ pub struct KilnDwArgs {
 }
 
 impl KilnDwArgs {
+    /// The arguments of geometry `g` over the given planes and clamp.
+    pub const fn new(
+        g: &DwGeometry,
+        (x, w, bias, y): (*const f32, *const f32, *const f32, *mut f32),
+        (act_min, act_max): (f32, f32),
+    ) -> KilnDwArgs {
+        KilnDwArgs {
+            x,
+            w,
+            bias,
+            y,
+            channels: g.channels,
+            in_h: g.in_h,
+            in_w: g.in_w,
+            out_h: g.out_h,
+            out_w: g.out_w,
+            k_h: g.k_h,
+            k_w: g.k_w,
+            stride_h: g.stride_h,
+            stride_w: g.stride_w,
+            pad_top: g.pad_top,
+            pad_left: g.pad_left,
+            dil_h: g.dil_h,
+            dil_w: g.dil_w,
+            act_min,
+            act_max,
+        }
+    }
+
     /// The shape part of the arguments.
     pub const fn geometry(&self) -> DwGeometry {
         DwGeometry {
@@ -196,28 +225,9 @@ pub fn dwconv(
         check_len("bias", g.channels, b.len())?;
     }
     check_len("y", ext.y, y.len())?;
-    let (act_min, act_max) = activation.bounds();
-    let args = KilnDwArgs {
-        x: x.as_ptr(),
-        w: w.as_ptr(),
-        bias: bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
-        y: y.as_mut_ptr(),
-        channels: g.channels,
-        in_h: g.in_h,
-        in_w: g.in_w,
-        out_h: g.out_h,
-        out_w: g.out_w,
-        k_h: g.k_h,
-        k_w: g.k_w,
-        stride_h: g.stride_h,
-        stride_w: g.stride_w,
-        pad_top: g.pad_top,
-        pad_left: g.pad_left,
-        dil_h: g.dil_h,
-        dil_w: g.dil_w,
-        act_min,
-        act_max,
-    };
+    let bias = bias.map_or(core::ptr::null(), <[f32]>::as_ptr);
+    let ptrs = (x.as_ptr(), w.as_ptr(), bias, y.as_mut_ptr());
+    let args = KilnDwArgs::new(g, ptrs, activation.bounds());
     // SAFETY: every extent was checked against its slice above, and `y`
     // is a `&mut` borrow, so it overlaps nothing else.
     unsafe { run(variant, &args) }

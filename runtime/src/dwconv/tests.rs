@@ -12,26 +12,7 @@ use std::vec::Vec;
 use super::simd::{self, Lanes};
 use super::*;
 
-/// xorshift64*: deterministic inputs without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn f32(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.f32()).collect()
-    }
-}
+use crate::test_rng::Rng;
 
 /// A way to run a call: a variant through the safe API, or the shared
 /// loop nest instantiated with portable lanes.
@@ -60,28 +41,12 @@ impl Runner {
         if ext.y == 0 {
             return Ok(());
         }
-        let (act_min, act_max) = act.bounds();
-        let a = KilnDwArgs {
-            x: x.as_ptr(),
-            w: w.as_ptr(),
-            bias: bias.map_or(core::ptr::null(), <[f32]>::as_ptr),
-            y: y.as_mut_ptr(),
-            channels: g.channels,
-            in_h: g.in_h,
-            in_w: g.in_w,
-            out_h: g.out_h,
-            out_w: g.out_w,
-            k_h: g.k_h,
-            k_w: g.k_w,
-            stride_h: g.stride_h,
-            stride_w: g.stride_w,
-            pad_top: g.pad_top,
-            pad_left: g.pad_left,
-            dil_h: g.dil_h,
-            dil_w: g.dil_w,
-            act_min,
-            act_max,
-        };
+        let bias = bias.map_or(core::ptr::null(), <[f32]>::as_ptr);
+        let a = KilnDwArgs::new(
+            g,
+            (x.as_ptr(), w.as_ptr(), bias, y.as_mut_ptr()),
+            act.bounds(),
+        );
         // SAFETY: extents checked above; `y` is a distinct allocation.
         unsafe {
             match n {
@@ -499,26 +464,8 @@ fn dwconv_c_abi_matches_and_reports_errors() {
     for (variant, entry) in c_entries() {
         let mut want = vec![0.0; ext.y];
         let mut got = vec![0.0; ext.y];
-        let args = |y: *mut f32| KilnDwArgs {
-            x: x.as_ptr(),
-            w: w.as_ptr(),
-            bias: bias.as_ptr(),
-            y,
-            channels: g.channels,
-            in_h: g.in_h,
-            in_w: g.in_w,
-            out_h: g.out_h,
-            out_w: g.out_w,
-            k_h: g.k_h,
-            k_w: g.k_w,
-            stride_h: g.stride_h,
-            stride_w: g.stride_w,
-            pad_top: g.pad_top,
-            pad_left: g.pad_left,
-            dil_h: g.dil_h,
-            dil_w: g.dil_w,
-            act_min: 0.0,
-            act_max: 6.0,
+        let args = |y: *mut f32| {
+            KilnDwArgs::new(&g, (x.as_ptr(), w.as_ptr(), bias.as_ptr(), y), (0.0, 6.0))
         };
         // SAFETY (all calls): the pointers cover the geometry's extents.
         let call = |a: &KilnDwArgs| unsafe { entry(a) };

@@ -201,24 +201,34 @@ const _: () = {
     }
 };
 
-/// Copies rows `0..mc`, columns `0..kc` of `A` (row stride `lda`) into
-/// `dst` as `⌈mc/MR⌉` panels of `kc × MR` (rows past `mc` are zero), the
-/// order in which the tile reads them.
+/// Copies rows `0..mc`, columns `0..kc` of `A` (element `(i, p)` at
+/// `a[i·rs + p·cs]`) into `dst` as `⌈mc/MR⌉` panels of `kc × MR` (rows past
+/// `mc` are zero), the order in which the tile reads them. Row-major `A`
+/// (`cs == 1`) goes through a small tile so that loads run along rows;
+/// transposed `A` (`rs == 1`, a convolution's column matrix read as
+/// pixels × taps) is `MR` consecutive floats per depth step.
 ///
 /// Always inlined so that `MR`, a constant of the calling kernel, unrolls
 /// the inner copy.
 ///
 /// # Safety
-/// `a` addresses `mc` rows of `kc` floats; `dst` holds `⌈mc/MR⌉·MR·kc`.
+/// `a` addresses the `mc × kc` elements; `dst` holds `⌈mc/MR⌉·MR·kc`.
 #[inline(always)]
 #[allow(non_snake_case)]
-unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst: *mut f32) {
+unsafe fn pack_a(
+    MR: usize,
+    mc: usize,
+    kc: usize,
+    a: *const f32,
+    (rs, cs): (usize, usize),
+    dst: *mut f32,
+) {
     let mut r0 = 0;
     let mut out = dst;
     while r0 < mc {
         let rows = (mc - r0).min(MR);
-        let src = a.add(r0 * lda);
-        if rows == MR {
+        let src = a.add(r0 * rs);
+        if rows == MR && cs == 1 {
             // Eight depth steps at a time through a small tile: loads run
             // along the rows, and the stores into scratch are one
             // contiguous copy instead of MR-strided scalars.
@@ -226,7 +236,7 @@ unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst
             while p + 8 <= kc {
                 let mut t = [0.0f32; 8 * MAX_MR];
                 for i in 0..MR {
-                    let row = src.add(i * lda + p);
+                    let row = src.add(i * rs + p);
                     for q in 0..8 {
                         t[q * MR + i] = *row.add(q);
                     }
@@ -236,41 +246,22 @@ unsafe fn pack_a(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst
             }
             for p in p..kc {
                 for i in 0..MR {
-                    *out.add(p * MR + i) = *src.add(i * lda + p);
+                    *out.add(p * MR + i) = *src.add(i * rs + p);
                 }
+            }
+        } else if rows == MR && rs == 1 {
+            for p in 0..kc {
+                core::ptr::copy_nonoverlapping(src.add(p * cs), out.add(p * MR), MR);
             }
         } else {
             for p in 0..kc {
                 for i in 0..MR {
-                    *out.add(p * MR + i) = if i < rows { *src.add(i * lda + p) } else { 0.0 };
+                    *out.add(p * MR + i) = if i < rows {
+                        *src.add(i * rs + p * cs)
+                    } else {
+                        0.0
+                    };
                 }
-            }
-        }
-        out = out.add(kc * MR);
-        r0 += MR;
-    }
-}
-
-/// [`pack_a`] for a transposed `A`, element `(i, p)` at `a[p·lda + i]`:
-/// each depth step of a panel is `MR` consecutive floats of one row of
-/// `Aᵀ` (a convolution's column matrix read as pixels × taps).
-///
-/// # Safety
-/// `a` addresses `kc` rows of `mc` floats `lda` apart; `dst` holds
-/// `⌈mc/MR⌉·MR·kc`.
-#[inline(always)]
-#[allow(non_snake_case)]
-unsafe fn pack_a_trans(MR: usize, mc: usize, kc: usize, a: *const f32, lda: usize, dst: *mut f32) {
-    let mut r0 = 0;
-    let mut out = dst;
-    while r0 < mc {
-        let rows = (mc - r0).min(MR);
-        for p in 0..kc {
-            let src = a.add(p * lda + r0);
-            let d = out.add(p * MR);
-            core::ptr::copy_nonoverlapping(src, d, rows);
-            for i in rows..MR {
-                *d.add(i) = 0.0;
             }
         }
         out = out.add(kc * MR);
@@ -415,6 +406,11 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
     let direct = DIRECT_OVERRIDE.with(|o| o.get()).unwrap_or(direct);
     // The tiles read A in place by rows only.
     let direct = direct && !args.a_trans;
+    let (a_rs, a_cs) = if args.a_trans {
+        (1, args.lda)
+    } else {
+        (args.lda, 1)
+    };
 
     let mut jc = 0;
     while jc < n {
@@ -435,22 +431,13 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
             let mut ic = 0;
             while ic < m {
                 let mc = mc_block.min(m - ic);
-                if args.a_trans {
-                    pack_a_trans(
-                        mr,
-                        mc,
-                        kc,
-                        args.a.add(pc * args.lda + ic),
-                        args.lda,
-                        args.scratch,
-                    );
-                } else if !direct {
+                if !direct {
                     pack_a(
                         mr,
                         mc,
                         kc,
-                        args.a.add(ic * args.lda + pc),
-                        args.lda,
+                        args.a.add(ic * a_rs + pc * a_cs),
+                        (a_rs, a_cs),
                         args.scratch,
                     );
                 }

@@ -214,11 +214,7 @@ pub(crate) fn emit_program<M: Module>(
                     let gcx = gemms.for_function(module, &mut ctx.func, si, ki);
                     {
                         let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                        let entry = b.create_block();
-                        b.append_block_params_for_function_params(entry);
-                        b.switch_to_block(entry);
-                        b.seal_block(entry);
-                        let ps = b.block_params(entry).to_vec();
+                        let ps = entry(&mut b);
                         let base = load_bases(&mut b, ps[0], step.program.buffers.len(), ptr);
                         let mut kc = KernelCx::new(
                             &mut b,
@@ -253,11 +249,7 @@ pub(crate) fn emit_program<M: Module>(
             let gcx = gemms.for_function(module, &mut ctx.func, si, ki);
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-                let entry = b.create_block();
-                b.append_block_params_for_function_params(entry);
-                b.switch_to_block(entry);
-                b.seal_block(entry);
-                let table = b.block_params(entry)[0];
+                let table = entry(&mut b)[0];
                 let base = load_bases(&mut b, table, step.program.buffers.len(), ptr);
                 let mut kc =
                     KernelCx::new(&mut b, &step.program.buffers, base, &hrefs, native_round);
@@ -469,11 +461,7 @@ fn emit_run<M: Module>(
         .collect();
 
     let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    b.seal_block(entry);
-    let ps = b.block_params(entry).to_vec();
+    let ps = entry(&mut b);
     let (ins_p, outs_p, arena) = (ps[0], ps[1], ps[2]);
     let pw = ptr.bytes() as i32;
     let max_bufs = prog
@@ -556,4 +544,14 @@ fn emit_run<M: Module>(
     b.ins().return_(&[z]);
     b.finalize(module.target_config());
     Ok(run)
+}
+
+/// Starts a function body: its entry block, sealed and current, holding
+/// the function's parameters; returns them.
+pub(crate) fn entry(b: &mut FunctionBuilder) -> Vec<cranelift_codegen::ir::Value> {
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    b.seal_block(block);
+    b.block_params(block).to_vec()
 }

@@ -94,11 +94,7 @@ impl Helper {
 
 /// Builds the body of `h` (the builder is positioned nowhere; this creates the entry block).
 pub(crate) fn define(b: &mut FunctionBuilder, h: Helper) {
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    b.seal_block(entry);
-    let ps = b.block_params(entry).to_vec();
+    let ps = super::emit::entry(b);
     let mut m = M { b };
     let r = match h {
         Helper::Un(op) => m.unary(op, ps[0]),

@@ -110,11 +110,7 @@ impl Gemms {
             let func = module.declare_func_in_func(kid, &mut ctx.func);
             {
                 let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-                let entry = b.create_block();
-                b.append_block_params_for_function_params(entry);
-                b.switch_to_block(entry);
-                b.seal_block(entry);
-                let ps = b.block_params(entry).to_vec();
+                let ps = super::emit::entry(&mut b);
                 let fl = MemFlagsData::trusted().with_readonly();
                 let ld = |b: &mut FunctionBuilder, off: i32| b.ins().load(I64, fl, ps[0], off);
                 let (pa, pb, pc) = (ld(&mut b, 0), ld(&mut b, 8), ld(&mut b, 16));

@@ -364,7 +364,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
             _ => self.eval(value)?,
         };
         match self.lane_var {
-            Some(var) if uses_var(index, var) => match self.lane_addrs(buf, index, var)? {
+            Some(var) if index.uses_var(var) => match self.lane_addrs(buf, index, var)? {
                 Err(addr) if val.k == Kind::F32 && d == DType::F32 => {
                     let v = self.splat(val)?;
                     self.b.ins().store(super::ops::mflags(), v, addr, 0);
@@ -468,7 +468,7 @@ impl<'a, 'f> KernelCx<'a, 'f> {
 
     fn load(&mut self, buf: u32, index: &Expr) -> R<Val> {
         if let Some(var) = self.lane_var {
-            if uses_var(index, var) {
+            if index.uses_var(var) {
                 let d = self.bufs[buf as usize].dtype;
                 if d == DType::F32 && affine_coeff(index, var) == Some(2) {
                     return self.load_stride2(buf, index);
@@ -768,18 +768,6 @@ pub(crate) fn is_innermost(body: &[Stmt]) -> bool {
     })
 }
 
-fn uses_var(e: &Expr, var: VarId) -> bool {
-    match e {
-        Expr::Var(v) => *v == var,
-        Expr::Load { index, .. } => uses_var(index, var),
-        Expr::Unary(_, a) | Expr::Cast(_, a) => uses_var(a, var),
-        Expr::Binary(_, a, b) => uses_var(a, var) || uses_var(b, var),
-        Expr::Select(c, a, b) => uses_var(c, var) || uses_var(a, var) || uses_var(b, var),
-        Expr::Reduce { body, .. } => uses_var(body, var),
-        _ => false,
-    }
-}
-
 /// Whether the loop over `var` can run as f32x4 lanes: its iterations are
 /// independent, every lane-varying value is f32 (or a bool mask from f32
 /// comparisons), lane-varying indices depend on `var` directly, and `If`
@@ -793,13 +781,7 @@ fn vectorisable(
     if !vector_safe(var, body) {
         return false;
     }
-    let mut st = VecCheck {
-        var,
-        varying: vec![var],
-        kinds: outer.iter().map(|(v, x)| (*v, x.k)).collect(),
-        bufs,
-    };
-    st.block(body).is_some()
+    VecCheck::new(var, bufs, outer).block(body).is_some()
 }
 
 /// Whether a reduction's body can run as lanes of its own loop variable.
@@ -809,13 +791,7 @@ fn reduce_vectorisable(
     bufs: &[BufferDecl],
     outer: &HashMap<VarId, Val>,
 ) -> bool {
-    let mut st = VecCheck {
-        var,
-        varying: vec![var],
-        kinds: outer.iter().map(|(v, x)| (*v, x.k)).collect(),
-        bufs,
-    };
-    st.expr(body).is_some()
+    VecCheck::new(var, bufs, outer).expr(body).is_some()
 }
 
 struct VecCheck<'a> {
@@ -826,7 +802,17 @@ struct VecCheck<'a> {
     bufs: &'a [BufferDecl],
 }
 
-impl VecCheck<'_> {
+impl<'a> VecCheck<'a> {
+    /// The check for lanes of `var`, with the kinds of the variables in scope.
+    fn new(var: VarId, bufs: &'a [BufferDecl], outer: &HashMap<VarId, Val>) -> Self {
+        VecCheck {
+            var,
+            varying: vec![var],
+            kinds: outer.iter().map(|(v, x)| (*v, x.k)).collect(),
+            bufs,
+        }
+    }
+
     fn block(&mut self, b: &[Stmt]) -> Option<()> {
         for s in b {
             match s {
@@ -871,7 +857,7 @@ impl VecCheck<'_> {
 
     /// An index may vary only through the loop variable itself.
     fn index(&mut self, e: &Expr) -> Option<()> {
-        let lets_vary = self.varying[1..].iter().any(|v| uses_var(e, *v));
+        let lets_vary = self.varying[1..].iter().any(|v| e.uses_var(*v));
         if lets_vary {
             return None;
         }
@@ -888,7 +874,7 @@ impl VecCheck<'_> {
             Expr::Var(v) => self.varying.contains(v),
             Expr::Load { buf, index } => {
                 self.index(index)?;
-                let varies = uses_var(index, self.var);
+                let varies = index.uses_var(self.var);
                 let d = self.bufs.get(*buf as usize)?.dtype;
                 if varies && d != DType::F32 && !super::half::is_half(d) {
                     return None;

@@ -156,11 +156,7 @@ impl Library {
         });
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            b.seal_block(entry);
-            let table = b.block_params(entry)[0];
+            let table = super::emit::entry(&mut b)[0];
             let fl = MemFlagsData::trusted();
             let base = |b: &mut FunctionBuilder, buf: u32| {
                 b.ins()
@@ -238,11 +234,7 @@ fn define_task<M: Module>(
     let routine = module.declare_func_in_func(routine, &mut ctx.func);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let ps = b.block_params(entry).to_vec();
+        let ps = super::emit::entry(&mut b);
         let (src, begin, end) = (ps[0], ps[1], ps[2]);
         let fl = MemFlagsData::trusted();
         let slot = b.create_sized_stack_slot(StackSlotData::new(
