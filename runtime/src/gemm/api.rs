@@ -179,35 +179,11 @@ pub fn sgemm(
     )
 }
 
-/// [`sgemm`] with `A` stored transposed: element `(i, p)` at `a[p·lda + i]`
-/// (`lda ≥ m`), as a convolution's column matrix (taps × pixels) is the
-/// `A` of `Cᵀ = colᵀ · Wᵀ`. C ABI: flag bit 2 of `kiln_sgemm_<variant>`.
-#[allow(clippy::too_many_arguments)]
-pub fn sgemm_at(
-    variant: Variant,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    lda: usize,
-    b_packed: &[f32],
-    c: &mut [f32],
-    ldc: usize,
-    epilogue: &Epilogue<'_>,
-    scratch: &mut [f32],
-) -> Result<(), GemmError> {
-    sgemm_with_a(
-        variant,
-        [m, n, k],
-        (a, lda, true),
-        b_packed,
-        (c, ldc),
-        epilogue,
-        scratch,
-    )
-}
-
-fn sgemm_with_a(
+/// [`sgemm`], or with `A` stored transposed (`a_trans`: element `(i, p)`
+/// at `a[p·lda + i]`, `lda ≥ m`), as a convolution's column matrix (taps ×
+/// pixels) is the `A` of `Cᵀ = colᵀ · Wᵀ`. Generated code reaches the
+/// transposed form through flag bit 2 of `kiln_sgemm_<variant>`.
+pub(crate) fn sgemm_with_a(
     variant: Variant,
     [m, n, k]: [usize; 3],
     (a, lda, a_trans): (&[f32], usize, bool),

@@ -128,16 +128,12 @@ fn check(variant: Variant, case: Case, scratch_len: Option<usize>, rng: &mut Rng
     }
     let mut ct = c0.clone();
     let mut scratch = vec![0.0; scratch_len.unwrap_or(variant.scratch_len(m, k))];
-    sgemm_at(
+    api::sgemm_with_a(
         variant,
-        m,
-        n,
-        k,
-        &at,
-        lda_t.max(1),
+        [m, n, k],
+        (&at, lda_t.max(1), true),
         &packed,
-        &mut ct,
-        ldc,
+        (&mut ct, ldc),
         &epi,
         &mut scratch,
     )

@@ -202,9 +202,7 @@ impl Library {
                         b.ins().call(par, &[n, f, args]);
                     }
                     None => {
-                        let inst = b.ins().call(routine, &[args]);
-                        let rc = b.inst_results(inst)[0];
-                        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+                        call_routine(&mut b, routine, args);
                     }
                 }
             }
@@ -280,11 +278,16 @@ fn define_task<M: Module>(
         let n = b.ins().isub(end, begin);
         b.ins().stack_store(I64, n, slot, OFF_CHANNELS);
         let args = b.ins().stack_addr(I64, slot, 0);
-        let inst = b.ins().call(routine, &[args]);
-        let rc = b.inst_results(inst)[0];
-        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+        call_routine(&mut b, routine, args);
         b.ins().return_(&[]);
         b.finalize(module.target_config());
     }
     define(module, id, ctx)
+}
+
+/// `routine(args)`, trapping when it refuses them (non-zero status).
+fn call_routine(b: &mut FunctionBuilder, routine: cranelift_codegen::ir::FuncRef, args: Value) {
+    let inst = b.ins().call(routine, &[args]);
+    let rc = b.inst_results(inst)[0];
+    b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
 }
