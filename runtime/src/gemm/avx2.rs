@@ -6,7 +6,8 @@
 //! busy, and 12 + 2 + 1 registers fit the sixteen `ymm`. The row count is a
 //! const parameter so that a short edge panel (or `m = 1`, a batch-1 dense
 //! layer) computes only its own rows; short columns use masked loads and
-//! stores, which never touch memory outside the mask.
+//! stores, which never touch memory outside the mask, and a panel of at
+//! most 8 columns runs one vector per row (`W = 1`) instead of two.
 
 use core::arch::x86_64::*;
 
@@ -37,10 +38,11 @@ impl Kernel for Avx2 {
     ) {
         macro_rules! run {
             ($r:literal) => {
-                if lda == 0 {
-                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
-                } else {
-                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                match (lda == 0, nr <= NR / 2) {
+                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (false, true) => tile::<$r, false, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (false, false) => tile::<$r, false, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
                 }
             };
         }
@@ -59,7 +61,7 @@ impl Kernel for Avx2 {
 /// `B` panel, stored through the epilogue into `nr ≤ 16` columns of `C`.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, const PACKED: bool>(
+unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -75,19 +77,22 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).wrapping_add(nr - 1).cast());
     }
-    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let mut acc = [[_mm256_setzero_ps(); W]; R];
     let mut ap = a;
     let mut bp = b;
     // One depth step `$p` positions ahead of `ap`/`bp`.
     macro_rules! step {
         ($p:expr) => {
-            let b0 = _mm256_loadu_ps(bp.add($p * NR));
-            let b1 = _mm256_loadu_ps(bp.add($p * NR + 8));
+            let mut bv = [_mm256_setzero_ps(); W];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(bp.add($p * NR + 8 * h));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai =
                     _mm256_broadcast_ss(&*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                for (r, &b) in row.iter_mut().zip(&bv) {
+                    *r = _mm256_fmadd_ps(ai, b, *r);
+                }
             }
         };
     }

@@ -2,7 +2,9 @@
 //! accumulators (of 32 `zmm`). Each depth step loads two vectors of `B`
 //! and broadcasts twelve values of `A`, for 24 FMAs. As in the AVX2 tile,
 //! the row count is a const parameter and short columns use masked loads
-//! and stores.
+//! and stores; a last panel of at most 16 columns (a 196-column conv
+//! block ends in 4) runs half the tile, `W = 1` vector per row, instead of
+//! spending as many FMAs as a full one.
 
 use core::arch::x86_64::*;
 
@@ -33,10 +35,11 @@ impl Kernel for Avx512 {
     ) {
         macro_rules! run {
             ($r:literal) => {
-                if lda == 0 {
-                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
-                } else {
-                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                match (lda == 0, nr <= NR / 2) {
+                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (false, true) => tile::<$r, false, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (false, false) => tile::<$r, false, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
                 }
             };
         }
@@ -61,7 +64,7 @@ impl Kernel for Avx512 {
 /// `B` panel, stored through the epilogue into `nr ≤ 32` columns of `C`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, const PACKED: bool>(
+unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -77,18 +80,21 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).cast());
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * ldc).wrapping_add(nr - 1).cast());
     }
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
     let mut ap = a;
     let mut bp = b;
     // One depth step `$p` positions ahead of `ap`/`bp`.
     macro_rules! step {
         ($p:expr) => {
-            let b0 = _mm512_loadu_ps(bp.add($p * NR));
-            let b1 = _mm512_loadu_ps(bp.add($p * NR + 16));
+            let mut bv = [_mm512_setzero_ps(); W];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(bp.add($p * NR + 16 * h));
+            }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+                for (r, &b) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(ai, b, *r);
+                }
             }
         };
     }

@@ -270,7 +270,7 @@ fn large_matmuls_are_split_over_threads() {
     };
     assert!(uses_pool(64, false));
     assert!(uses_pool(64, true));
-    assert!(!uses_pool(8, true));
+    assert!(!uses_pool(4, true));
 }
 
 /// A weight read only through its packed copy is not stored twice; without
