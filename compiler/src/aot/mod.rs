@@ -4,6 +4,7 @@
 //! `kiln-targets` (the C backend, later the CPU and firmware backends).
 
 pub mod arena;
+mod concat;
 mod control;
 pub mod inplace;
 pub mod run;
@@ -36,6 +37,8 @@ pub enum AotError {
 enum Place {
     Fixed(BufferLoc),
     Slot(usize),
+    /// Bytes from the start of a slot: one input of a planned-away Concat.
+    View(usize, usize),
 }
 
 /// A node's kernel program and the value each of its `Input(i)` buffers reads.
@@ -245,6 +248,7 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
     }
 
     let last_use = last_uses(&m);
+    let views = concat::views(&m);
     let mut slots: Vec<Interval> = vec![];
     let mut steps: Vec<(String, kiln_ir::kernel::KernelProgram, Vec<Place>)> = vec![];
     for (si, n) in m.body.nodes.iter().enumerate() {
@@ -253,6 +257,13 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
             op: n.op.name(),
             msg,
         };
+        if views.elided.contains(&si) {
+            // Its inputs were written into place; the output lives on.
+            if let Some(Place::Slot(s)) = n.outputs.first().and_then(|o| places.get(o)) {
+                slots[*s].end = slots[*s].end.max(si);
+            }
+            continue;
+        }
         let Lowered {
             program: mut prog,
             inputs: kvals,
@@ -264,6 +275,26 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
         for (k, &v) in n.outputs.iter().enumerate() {
             let place = if let Some(&k) = out_of.get(&v) {
                 Place::Fixed(BufferLoc::Output(k))
+            } else if let Some(&(whole, off)) = views.parts.get(&v) {
+                // The first part written opens the concatenation's slot.
+                let s = match places.get(&whole) {
+                    Some(Place::Slot(s)) => *s,
+                    _ => {
+                        let size = m
+                            .ty(whole)
+                            .byte_size()
+                            .ok_or_else(|| nerr("symbolic concat output".into()))?;
+                        slots.push(Interval {
+                            size,
+                            start: si,
+                            end: si,
+                        });
+                        places.insert(whole, Place::Slot(slots.len() - 1));
+                        slots.len() - 1
+                    }
+                };
+                slots[s].end = slots[s].end.max(si);
+                Place::View(s, off)
             } else if let Some(s) = reusable_slot(&prog, &kvals, k, si, &places, &last_use, &reused)
             {
                 reused.push(s);
@@ -297,7 +328,7 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
                         let p = *places.get(&v).ok_or_else(|| {
                             nerr(format!("input '{}' is never computed", m.value(v).name))
                         })?;
-                        if let Place::Slot(s) = p {
+                        if let Place::Slot(s) | Place::View(s, _) = p {
                             slots[s].end = slots[s].end.max(si);
                         }
                         p
@@ -345,10 +376,11 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
         });
     }
     let (offs, arena_size) = arena::plan(&slots);
-    let arena_lower_bound = arena::lower_bound(&slots, steps.len());
+    let arena_lower_bound = arena::lower_bound(&slots, m.body.nodes.len());
     let resolve = |p: Place| match p {
         Place::Fixed(l) => l,
         Place::Slot(s) => BufferLoc::Arena(offs[s]),
+        Place::View(s, off) => BufferLoc::Arena(offs[s] + off),
     };
     let steps = steps
         .into_iter()
