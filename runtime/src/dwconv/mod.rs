@@ -50,6 +50,8 @@
 //! (aarch64). Returns 0 or a negative [`DwError::code`].
 
 mod api;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
+mod cl;
 mod scalar;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
 mod simd;

@@ -63,6 +63,17 @@ pub(crate) trait Simd {
     unsafe fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
     /// The even- and odd-indexed lanes of the `2·L` floats `a`, `b`.
     unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V);
+    /// Transposes the `L × L` block whose row `i` is at `src + i·ss` into
+    /// `dst` (row `j` at `dst + j·ds`): `dst[j][i] = src[i][j]`. Variants
+    /// with shuffles worth using override this element-by-element copy.
+    #[inline(always)]
+    unsafe fn transpose(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+        for i in 0..Self::L {
+            for j in 0..Self::L {
+                *dst.add(j * ds + i) = *src.add(i * ss + j);
+            }
+        }
+    }
 }
 
 /// Floats of the stack buffer for row staging (48 KiB, which with the
@@ -689,6 +700,9 @@ pub(crate) unsafe fn run<
         Some((_, s)) => s * (R5.max(4) - 1) + 5,
         None => a.k_h,
     };
+    if super::cl::takes::<S>(a) {
+        return super::cl::run::<S>(a);
+    }
     let Some(lay) = layout(a, S::L, need) else {
         return scalar::run(a);
     };

@@ -259,6 +259,46 @@ fn dwconv_fast_paths_match_reference_for_every_runner() {
 }
 
 #[test]
+fn dwconv_narrow_planes_run_channels_last() {
+    // Planes at most half a vector wide with a vector of channels or more
+    // take the channels-last path: channel counts with and without a
+    // partial last block, widths and heights around the L x L transpose
+    // blocks, every kernel up to 5x5, strides, dilations and paddings.
+    let mut rng = Rng(7);
+    for runner in runners() {
+        let mut i = 0;
+        for channels in [16, 17, 24, 33, 64] {
+            for (k, s, d) in [
+                (3, 1, 1),
+                (3, 2, 1),
+                (5, 1, 1),
+                (5, 2, 1),
+                (3, 1, 2),
+                (1, 1, 1),
+                (2, 3, 1),
+            ] {
+                for (in_h, in_w) in [(25, 5), (7, 7), (4, 4), (1, 3), (9, 2), (13, 6), (16, 1)] {
+                    let pad = i % (k / 2 + 2);
+                    let g = geometry(
+                        channels,
+                        (in_h, in_w),
+                        (k, k),
+                        (s, s),
+                        (pad, (pad + 1) % (k / 2 + 2), pad, pad),
+                        (d, d),
+                    );
+                    i += 1;
+                    if g.out_h == 0 || g.out_w == 0 {
+                        continue;
+                    }
+                    check(runner, &g, i.is_multiple_of(2), activation(i), &mut rng);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn dwconv_tall_planes_use_the_row_ring() {
     // Planes too large for the whole-plane buffer (224 wide and 60+ tall),
     // and strides that skip rows, go through the ring of row buffers.

@@ -43,6 +43,42 @@ unsafe fn store4(p: *mut f32, v: __m128, n: usize) {
     }
 }
 
+/// The 8×8 transpose of `Simd::transpose` in 24 AVX shuffles: pairs of
+/// rows interleaved, then pairs of pairs, then 128-bit halves swapped.
+#[inline(always)]
+unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    // No closure here (`array::from_fn`): closures do not inherit the
+    // caller's target features, and the intrinsics would not inline.
+    let mut r = [_mm256_setzero_ps(); 8];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = _mm256_loadu_ps(src.add(i * ss));
+    }
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t0, t2),
+        _mm256_shuffle_ps::<0xEE>(t0, t2),
+        _mm256_shuffle_ps::<0x44>(t1, t3),
+        _mm256_shuffle_ps::<0xEE>(t1, t3),
+        _mm256_shuffle_ps::<0x44>(t4, t6),
+        _mm256_shuffle_ps::<0xEE>(t4, t6),
+        _mm256_shuffle_ps::<0x44>(t5, t7),
+        _mm256_shuffle_ps::<0xEE>(t5, t7),
+    ];
+    for j in 0..4 {
+        let lo = _mm256_permute2f128_ps::<0x20>(s[j], s[j + 4]);
+        let hi = _mm256_permute2f128_ps::<0x31>(s[j], s[j + 4]);
+        _mm256_storeu_ps(dst.add(j * ds), lo);
+        _mm256_storeu_ps(dst.add((j + 4) * ds), hi);
+    }
+}
+
 impl Simd for Avx2 {
     type V = __m256;
     const L: usize = 8;
@@ -102,6 +138,10 @@ impl Simd for Avx2 {
             _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)),
         )
     }
+    #[inline(always)]
+    unsafe fn transpose(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+        transpose8(src, ss, dst, ds)
+    }
 }
 
 /// 512-bit vectors (AVX-512F).
@@ -152,6 +192,14 @@ impl Simd for Avx512 {
             _mm512_permutex2var_ps(a, odd, b),
         )
     }
+    /// Four 8×8 quarters, each to its mirrored place (AVX-512F implies AVX2).
+    #[inline(always)]
+    unsafe fn transpose(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+        transpose8(src, ss, dst, ds);
+        transpose8(src.add(8), ss, dst.add(8 * ds), ds);
+        transpose8(src.add(8 * ss), ss, dst.add(8), ds);
+        transpose8(src.add(8 * ss + 8), ss, dst.add(8 * ds + 8), ds);
+    }
 }
 
 /// The AVX2 variant's loop nest, in a function of its own so that it has
@@ -183,13 +231,17 @@ pub(crate) unsafe fn run_avx2(a: &KilnDwArgs) {
 /// uses them too: there a tile does fewer FMAs per load and per staged
 /// float, and on Zen 4 256-bit vectors measured 15–35% faster (stride 1
 /// is up to 40% faster with 512-bit ones). Every AVX-512F CPU has AVX2
-/// and FMA. Only a dispatcher: each loop nest keeps its own frame, so
-/// that a call never holds two staging buffers.
+/// and FMA. Planes the channels-last path takes (rows of at most 8) run
+/// there with 512-bit vectors, every lane busy. Only a dispatcher: each
+/// loop nest keeps its own frame, so that a call never holds two staging
+/// buffers.
 ///
 /// # Safety
 /// As `scalar::run`, and the CPU has AVX-512F.
 pub(crate) unsafe fn run_avx512(a: &KilnDwArgs) {
-    if a.out_w <= 8 || a.stride_w == 2 {
+    if super::cl::takes::<Avx512>(a) {
+        body_avx512(a)
+    } else if a.out_w <= 8 || a.stride_w == 2 {
         body_avx2(a)
     } else {
         body_avx512(a)
