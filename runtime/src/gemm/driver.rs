@@ -280,25 +280,19 @@ pub(crate) fn pack_b(
     cs: usize,
     out: &mut [f32],
 ) {
+    if k == 0 {
+        return;
+    }
     let n_pad = n.div_ceil(bl.nr) * bl.nr;
-    let mut pc = 0;
-    while pc < k {
-        let kc = bl.kc.min(k - pc);
-        let block = &mut out[pc * n_pad..(pc + kc) * n_pad];
-        for (panel, dst) in block.chunks_exact_mut(kc * bl.nr).enumerate() {
-            let j0 = panel * bl.nr;
-            for p in 0..kc {
-                for jj in 0..bl.nr {
-                    let j = j0 + jj;
-                    dst[p * bl.nr + jj] = if j < n {
-                        b[(pc + p) * rs + j * cs]
-                    } else {
-                        0.0
-                    };
-                }
+    let packed = &mut out[..k * n_pad];
+    for (panel, dst) in packed.chunks_exact_mut(k * bl.nr).enumerate() {
+        let j0 = panel * bl.nr;
+        for p in 0..k {
+            for jj in 0..bl.nr {
+                let j = j0 + jj;
+                dst[p * bl.nr + jj] = if j < n { b[p * rs + j * cs] } else { 0.0 };
             }
         }
-        pc += kc;
     }
 }
 
@@ -419,14 +413,15 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         while pc < k {
             let kc = kc_max.min(k - pc);
             let last = pc + kc == k;
-            // Panels of this depth block start at pc·n_pad; panel jc/NR of
-            // them at (jc/NR)·kc·NR = jc·kc, since NC is a multiple of NR.
-            let b_block = if raw_b {
+            // A raw B block is packed into scratch as panels of kc rows
+            // (panel jr/NR at jr·kc); pre-packed panels run the whole depth
+            // (column j's panel at j·k, depth pc at pc·NR within it).
+            let (b_block, panel_step) = if raw_b {
                 let (rs, cs) = args.ldb_cs;
                 pack_b_raw(nr, kc, nc, args.b.add(pc * rs + jc * cs), rs, cs, b_scratch);
-                b_scratch.cast_const()
+                (b_scratch.cast_const(), kc)
             } else {
-                args.b.add(pc * n_pad + jc * kc)
+                (args.b.add(jc * k + pc * nr), k)
             };
             let mut ic = 0;
             while ic < m {
@@ -444,7 +439,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                 let mut jr = 0;
                 while jr < nc {
                     let nrr = nr.min(nc - jr);
-                    let bp = b_block.add(jr * kc);
+                    let bp = b_block.add(jr * panel_step);
                     let mut ir = 0;
                     while ir < mc {
                         let (ct, bias, epi) = tile_epilogue(args, ic + ir, jc + jr, pc, last);

@@ -13,14 +13,13 @@
 //!   per cache block, into caller-provided scratch as `MR`-row panels, or,
 //!   where `B` has only a few column panels (AVX2 and scalar: `n ≤ 4·NR`),
 //!   read in place because packing would not pay for itself.
-//! - `B` (`k × n`, weights): pre-packed by [`pack_b`]. `k` is cut into blocks
-//!   of `KC` rows (the last one shorter); within a block, columns are cut into
-//!   panels of `NR` (the last one zero-padded to `NR`), and a panel stores its
-//!   rows one after another, `NR` floats each. Element `(p, j)` lives at
-//!   `pc·n_pad + (j / NR)·kc·NR + (p − pc)·NR + j % NR`, where `pc` is the
-//!   start of `p`'s block, `kc = min(KC, k − pc)` and `n_pad = ⌈n/NR⌉·NR`.
-//!   Total length: [`Variant::packed_b_len`] `= k · n_pad`. Each `kc × NC`
-//!   block the kernel streams is contiguous.
+//! - `B` (`k × n`, weights): pre-packed by [`pack_b`] panel-major: columns
+//!   are cut into panels of `NR` (the last one zero-padded to `NR`), and a
+//!   panel stores all `k` of its rows one after another, `NR` floats each.
+//!   Element `(p, j)` lives at `(j / NR)·k·NR + p·NR + j % NR`; total length
+//!   [`Variant::packed_b_len`] `= k · ⌈n/NR⌉·NR`. A depth block of a panel
+//!   is contiguous, and so is any range of whole panels: a thread given
+//!   columns `j0..` (a multiple of `NR`) finds its `B` at `j0·k`.
 //! - `C` (`m × n`): row-major with row stride `ldc`.
 //! - Packed-`A` mode (`sgemm_pa`, `kiln_sgemm_pa_*`): the transpose of the
 //!   above for convolutions, whose weights are `A`; see `packed_a.rs`.

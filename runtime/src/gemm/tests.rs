@@ -542,16 +542,15 @@ fn pack_b_layout_is_as_documented() {
     // whichever kernels this CPU runs.
     for variant in Variant::ALL {
         let Blocking { nr, kc, .. } = variant.blocking();
+        // Deeper than a depth block: panels still run the whole depth.
         let (k, n) = (2 * kc + 5, 2 * nr + 3);
         let b: Vec<f32> = (0..k * n).map(|x| x as f32).collect();
         let packed = pack_b_vec(variant, k, n, &b, n, 1).unwrap();
         let n_pad = n.div_ceil(nr) * nr;
         assert_eq!(packed.len(), k * n_pad);
         for p in 0..k {
-            let pc = p / kc * kc;
-            let kcb = kc.min(k - pc);
             for j in 0..n_pad {
-                let at = pc * n_pad + (j / nr) * kcb * nr + (p - pc) * nr + j % nr;
+                let at = (j / nr) * k * nr + p * nr + j % nr;
                 let want = if j < n { b[p * n + j] } else { 0.0 };
                 assert_eq!(packed[at], want, "{variant:?} B({p},{j})");
             }

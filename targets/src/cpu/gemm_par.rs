@@ -1,6 +1,7 @@
 //! Multi-threaded GEMM calls: a large planned matmul is split by rows of A
-//! and C (or, when A is the compile-time packed operand, by columns of B and
-//! C) over the runtime's `kiln_parallel_for`.
+//! and C (or, when one operand is packed at compile time and the split by
+//! rows would be coarse, by columns of B and C) over the runtime's
+//! `kiln_parallel_for`.
 //!
 //! The call site stores the three operand addresses in a small stack block
 //! and passes it as the loop's context; a task function per matmul takes a
@@ -148,9 +149,14 @@ impl Gemms {
                 let has_res = t.ops.residual.is_some();
                 let (pa, pb, pc, pbias, pres, mn) = if by_cols {
                     let m = b.ins().iconst(I64, t.mm.m as i64);
+                    // Pre-packed B is panel-major: column j0 starts at j0·k.
+                    let b_stride = match t.plan.how {
+                        How::Weight(_) => t.mm.k as i64,
+                        _ => 1,
+                    };
                     (
                         pa,
-                        at(&mut b, pb, 1, true),
+                        at(&mut b, pb, b_stride, true),
                         at(&mut b, pc, 1, true),
                         at(&mut b, pbias, 1, has_bias && !t.plan.bias_rows),
                         at(&mut b, pres, 1, has_res),
@@ -211,11 +217,20 @@ pub(super) fn blocks(mm: &Matmul, plan: &Plan) -> u64 {
     }
 }
 
-/// Whether a split matmul splits by columns (see [`blocks`]).
+/// Whether a split matmul splits by columns (see [`blocks`]). With B
+/// packed at compile time, too when A has few row blocks and B more column
+/// panels: a small image's transposed conv (49 pixel rows, five 12-row
+/// blocks, 3 against 2 on two threads) then splits its 512 output channels
+/// evenly, each thread packing all of A (`m·k` copies against `2·m·k·n/2`
+/// flops).
 fn by_cols(mm: &Matmul, plan: &Plan) -> bool {
     let bl = plan.variant.blocking();
     let (rows, cols) = (mm.m.div_ceil(bl.mr as u64), mm.n.div_ceil(bl.nr as u64));
-    matches!(plan.how, How::WeightA(_)) && cols >= rows.min(COL_SPLIT_ENOUGH)
+    match plan.how {
+        How::WeightA(_) => cols >= rows.min(COL_SPLIT_ENOUGH),
+        How::Weight(_) => rows < COL_SPLIT_ENOUGH && cols > rows,
+        How::Raw => false,
+    }
 }
 
 /// Column blocks enough to split a packed-`A` matmul by columns: with two

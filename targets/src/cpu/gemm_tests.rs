@@ -37,13 +37,15 @@ struct Case {
     c_pad: usize,
     acc: bool,
     weight: bool,
+    /// Images: with 2 the batch loop takes the threads and each matmul
+    /// runs whole; with 1 a large matmul is split itself.
+    batch: usize,
 }
 
-/// `c = c0; for v in 0..2 { c[v] (+)= a[v] · b }` with offsets everywhere.
+/// `c = c0; for v in 0..batch { c[v] (+)= a[v] · b }` with offsets everywhere.
 /// Buffers: a (input 0), c0 (input 1), b (input 2), c (output 0).
 fn program(cs: Case) -> (KernelProgram, Vec<Storage>) {
-    let Case { m, n, k, .. } = cs;
-    let batch = 2usize;
+    let Case { m, n, k, batch, .. } = cs;
     let ldc = n + cs.c_pad;
     let (a_len, b_len, c_len) = (batch * m * k + 3, k * n + 5, batch * m * ldc + 4);
     let mut pb = ProgramBuilder::new();
@@ -134,6 +136,8 @@ fn check(cs: Case) {
     }
 }
 
+/// B packed at compile time; the JIT's code is multi-threaded, so the
+/// larger cases run split by rows or by columns.
 #[test]
 fn weight_b_matches_interpreter() {
     for (m, n, k) in [
@@ -145,8 +149,16 @@ fn weight_b_matches_interpreter() {
         (25, 65, 257),
         (30, 100, 600),
         (50, 40, 600),
+        // Few row blocks, many column panels: split by columns over
+        // threads, depth past one block (each thread's B at j0·k).
+        (49, 512, 700),
+        (20, 90, 300),
     ] {
-        for (b_transposed, c_pad, acc) in [(false, 0, false), (true, 3, true), (false, 5, true)] {
+        for (b_transposed, c_pad, acc, batch) in [
+            (false, 0, false, 1),
+            (true, 3, true, 2),
+            (false, 5, true, 1),
+        ] {
             check(Case {
                 m,
                 n,
@@ -155,6 +167,7 @@ fn weight_b_matches_interpreter() {
                 c_pad,
                 acc,
                 weight: true,
+                batch,
             });
         }
     }
@@ -182,6 +195,7 @@ fn runtime_packed_b_matches_interpreter() {
                 c_pad,
                 acc,
                 weight: false,
+                batch: 2,
             });
         }
     }
@@ -200,6 +214,7 @@ fn objects_import_the_kernel_for_the_isa() {
             c_pad: 0,
             acc: false,
             weight: true,
+            batch: 2,
         };
         let (p, data) = program(cs);
         let prog = model(&p, &data, true);
@@ -244,6 +259,7 @@ fn large_matmuls_are_split_over_threads() {
             c_pad: 0,
             acc: false,
             weight,
+            batch: 2,
         };
         let (p, data) = program(cs);
         let prog = model(&p, &data, weight);
@@ -286,6 +302,7 @@ fn packed_only_weights_are_not_duplicated() {
         c_pad: 0,
         acc: false,
         weight: true,
+        batch: 2,
     };
     let (p, data) = program(cs);
     let prog = model(&p, &data, true);
