@@ -6,7 +6,8 @@
 //! - shape folding (`Shape`/`Size` of statically shaped values become constants),
 //! - constant folding, which evaluates nodes through the same lowering and
 //!   interpreter as `kiln run` (no op is computed a second way here),
-//! - BatchNorm folded into the Conv that feeds it,
+//! - BatchNorm folded into the Conv that feeds it, and so is a per-channel
+//!   Mul or Add after a Conv (BatchNorm as TensorFlow exports write it),
 //! - common-subexpression elimination and dead-code elimination.
 //!
 //! `optimize` is `simplify` followed by the passes that pick how the model
@@ -16,6 +17,7 @@
 //! specialising shapes on the values it is given, so a fused group would buy
 //! nothing there (it runs a `fused` node through its body if given one).
 
+mod affine;
 mod fold;
 mod fuse;
 mod rewrite;
@@ -23,6 +25,7 @@ mod rewrite;
 use kiln_ir::Model;
 use thiserror::Error;
 
+pub use affine::fold_channel_affine_into_conv;
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
 pub use fuse::{fuse, fused_patterns};
 pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
@@ -45,6 +48,7 @@ pub fn simplify(model: &mut Model) -> Result<(), PassError> {
         changed |= fold_shapes(model);
         changed |= fold_constants(model)?;
         changed |= fold_batchnorm_into_conv(model)?;
+        changed |= fold_channel_affine_into_conv(model)?;
         changed |= cse(model);
         changed |= dce(model);
         if !changed {

@@ -282,7 +282,7 @@ fn x_input(conv: &Node) -> ValueId {
     conv.inputs[0].unwrap_or(ValueId(0))
 }
 
-fn count_uses(r: &Region, uses: &mut HashMap<ValueId, usize>) {
+pub(super) fn count_uses(r: &Region, uses: &mut HashMap<ValueId, usize>) {
     for n in &r.nodes {
         for v in n.inputs.iter().flatten() {
             *uses.entry(*v).or_insert(0) += 1;
