@@ -25,12 +25,13 @@ use cranelift_module::{FuncId, Linkage, Module};
 use kiln_ir::kernel::Matmul;
 use std::collections::HashMap;
 
-/// Multiply-adds below which a matmul stays on one thread: the pool's
-/// hand-off costs about a microsecond, the product then takes a few. A
-/// keyword-spotting model's 64x64 pointwise convs over 125 pixels (0.5M
-/// MACs) split pay: on two threads the model ran in 0.068-0.082 ms instead
-/// of 0.080-0.088 (kws_dscnn) and 0.086 instead of 0.096 (keras_kws_dscnn).
-const MIN_SPLIT_MACS: u64 = 1 << 18;
+/// Multiply-adds below which a matmul stays on one thread. Splitting saves
+/// half the product's time and costs a hand-off plus reading what the other
+/// core wrote, a few microseconds: measured, a keyword-spotting model's
+/// 64x64 pointwise convs over 125 pixels (0.51M MACs, ~11 us) gain split
+/// (kws_dscnn on two threads 0.080 -> 0.068 ms), a LeNet's 16x100x200 conv
+/// GEMM (0.32M MACs, ~7 us) loses (mnist_cnn 0.031 -> 0.035 ms).
+const MIN_SPLIT_MACS: u64 = 400_000;
 
 /// One row-block task to define.
 pub(crate) struct Task {
