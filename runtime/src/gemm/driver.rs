@@ -280,17 +280,32 @@ pub(crate) fn pack_b(
     cs: usize,
     out: &mut [f32],
 ) {
-    if k == 0 {
+    pack_panels(bl.nr, n, k, b, (cs, rs), out);
+}
+
+/// The compile-time layout of both packed operands: panels of `w` lines
+/// (columns of `B`, rows of packed `A`), each running the whole `depth`.
+/// Line `l` at depth `p` (source `src[l·ls + p·ps]`) goes to
+/// `out[(l / w)·depth·w + p·w + l % w]`; lines past `lines` are zero.
+pub(crate) fn pack_panels(
+    w: usize,
+    lines: usize,
+    depth: usize,
+    src: &[f32],
+    (ls, ps): (usize, usize),
+    out: &mut [f32],
+) {
+    if depth == 0 {
         return;
     }
-    let n_pad = n.div_ceil(bl.nr) * bl.nr;
-    let packed = &mut out[..k * n_pad];
-    for (panel, dst) in packed.chunks_exact_mut(k * bl.nr).enumerate() {
-        let j0 = panel * bl.nr;
-        for p in 0..k {
-            for jj in 0..bl.nr {
-                let j = j0 + jj;
-                dst[p * bl.nr + jj] = if j < n { b[p * rs + j * cs] } else { 0.0 };
+    let padded = lines.div_ceil(w) * w;
+    let packed = &mut out[..padded * depth];
+    for (panel, dst) in packed.chunks_exact_mut(depth * w).enumerate() {
+        let l0 = panel * w;
+        for p in 0..depth {
+            for ll in 0..w {
+                let l = l0 + ll;
+                dst[p * w + ll] = if l < lines { src[l * ls + p * ps] } else { 0.0 };
             }
         }
     }

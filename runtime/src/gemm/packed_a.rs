@@ -22,7 +22,7 @@
 //! with [`Variant::scratch_len_pa`] a whole `KC × NC` block of `B` is packed
 //! at once and every `A` panel sweeps it from L2.
 
-use super::driver::{pack_b_raw, Args, Kernel};
+use super::driver::{pack_b_raw, pack_panels, Args, Kernel};
 use super::{Blocking, Variant};
 
 impl Variant {
@@ -71,20 +71,7 @@ pub(crate) fn pack_a(
     cs: usize,
     out: &mut [f32],
 ) {
-    if k == 0 {
-        return;
-    }
-    let m_pad = m.div_ceil(bl.mr) * bl.mr;
-    let packed = &mut out[..m_pad * k];
-    for (panel, dst) in packed.chunks_exact_mut(k * bl.mr).enumerate() {
-        let i0 = panel * bl.mr;
-        for p in 0..k {
-            for ii in 0..bl.mr {
-                let i = i0 + ii;
-                dst[p * bl.mr + ii] = if i < m { a[i * rs + p * cs] } else { 0.0 };
-            }
-        }
-    }
+    pack_panels(bl.mr, m, k, a, (rs, cs), out);
 }
 
 /// `C = act(A·B + (accumulate ? C : residual) + bias)` with `A` packed by
