@@ -185,6 +185,17 @@ fn reusable_slot(
     None
 }
 
+/// A new arena slot for value `v`, live from step `si` (its uses extend
+/// it); None when the value's size is symbolic.
+fn open_slot(slots: &mut Vec<Interval>, m: &Model, v: ValueId, si: usize) -> Option<usize> {
+    slots.push(Interval {
+        size: m.ty(v).byte_size()?,
+        start: si,
+        end: si,
+    });
+    Some(slots.len() - 1)
+}
+
 /// Simplifies a copy of `model` and plans it. Shapes must be fully static;
 /// If, Loop and Scan are compiled (see [`control`]).
 pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
@@ -280,17 +291,10 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
                 let s = match places.get(&whole) {
                     Some(Place::Slot(s)) => *s,
                     _ => {
-                        let size = m
-                            .ty(whole)
-                            .byte_size()
+                        let s = open_slot(&mut slots, &m, whole, si)
                             .ok_or_else(|| nerr("symbolic concat output".into()))?;
-                        slots.push(Interval {
-                            size,
-                            start: si,
-                            end: si,
-                        });
-                        places.insert(whole, Place::Slot(slots.len() - 1));
-                        slots.len() - 1
+                        places.insert(whole, Place::Slot(s));
+                        s
                     }
                 };
                 slots[s].end = slots[s].end.max(si);
@@ -300,16 +304,9 @@ pub fn plan_model(model: &Model) -> Result<AotProgram, AotError> {
                 reused.push(s);
                 Place::Slot(s)
             } else {
-                let size = m
-                    .ty(v)
-                    .byte_size()
+                let s = open_slot(&mut slots, &m, v, si)
                     .ok_or_else(|| nerr("symbolic output".into()))?;
-                slots.push(Interval {
-                    size,
-                    start: si,
-                    end: si,
-                });
-                Place::Slot(slots.len() - 1)
+                Place::Slot(s)
             };
             places.insert(v, place);
         }
