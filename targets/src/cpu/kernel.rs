@@ -39,6 +39,10 @@ impl Kind {
     }
 }
 
+/// Trip counts up to which an innermost loop is written out, not looped:
+/// 16 elements are at most four vector bodies and three scalar ones.
+const MAX_UNROLLED_TRIP: i64 = 16;
+
 /// A translated value: a scalar, or four lanes (`F32X4`, or an `I32X4` mask for bool).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Val {
@@ -144,6 +148,26 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         self.b.seal_block(head);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
+        Ok(())
+    }
+
+    /// `counted_loop` written out: one copy of `body` per iteration, no
+    /// loop control. For short innermost loops (an im2col row of a 10-wide
+    /// image is two vectors and two scalars), where the branches and the
+    /// counter cost as much as the body.
+    fn unrolled(
+        &mut self,
+        start: i64,
+        end: i64,
+        step: i64,
+        body: &mut dyn FnMut(&mut Self, Value) -> R<()>,
+    ) -> R<()> {
+        let mut i = start;
+        while i < end {
+            let iv = self.b.ins().iconst(I64, i);
+            body(self, iv)?;
+            i += step;
+        }
         Ok(())
     }
 
@@ -274,6 +298,8 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         let innermost = is_innermost(body);
         let interp_vec = self.interp_vec || (extent > 1 && innermost && vector_safe(var, body));
         let outer_interp = std::mem::replace(&mut self.interp_vec, interp_vec);
+        // Short innermost loops are written out (see `unrolled`).
+        let unroll = innermost && extent <= MAX_UNROLLED_TRIP;
         let mut done = 0;
         if self.lane_var.is_none()
             && extent >= 4
@@ -283,17 +309,27 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         {
             done = extent / 4 * 4;
             self.lane_var = Some(var);
-            let r = self.counted_loop(0, done, 4, &mut |cx, iv| {
+            let mut f = |cx: &mut Self, iv| {
                 cx.vars.insert(var, Val::s(iv, Kind::Int));
                 cx.block(body)
-            });
+            };
+            let r = if unroll {
+                self.unrolled(0, done, 4, &mut f)
+            } else {
+                self.counted_loop(0, done, 4, &mut f)
+            };
             self.lane_var = None;
             r?;
         }
-        let r = self.counted_loop(done, extent, 1, &mut |cx, iv| {
+        let mut f = |cx: &mut Self, iv| {
             cx.vars.insert(var, Val::s(iv, Kind::Int));
             cx.block(body)
-        });
+        };
+        let r = if unroll {
+            self.unrolled(done, extent, 1, &mut f)
+        } else {
+            self.counted_loop(done, extent, 1, &mut f)
+        };
         self.interp_vec = outer_interp;
         r
     }
