@@ -22,23 +22,9 @@ pub(super) struct Views {
 
 /// Finds the Concat nodes of the top-level body that can be planned away.
 pub(super) fn views(m: &Model) -> Views {
+    // Reads of each value, graph outputs counted as one.
     let mut readers: HashMap<ValueId, usize> = HashMap::new();
-    fn count(n: &kiln_ir::Node, readers: &mut HashMap<ValueId, usize>) {
-        for v in n.inputs.iter().flatten() {
-            *readers.entry(*v).or_default() += 1;
-        }
-        for r in &n.regions {
-            for x in &r.nodes {
-                count(x, readers);
-            }
-            for v in &r.results {
-                *readers.entry(*v).or_default() += 1;
-            }
-        }
-    }
-    for n in &m.body.nodes {
-        count(n, &mut readers);
-    }
+    crate::passes::count_uses(&m.body, &mut readers);
     let produced: HashSet<ValueId> = m
         .body
         .nodes

@@ -28,7 +28,9 @@ use thiserror::Error;
 pub use affine::fold_channel_affine_into_conv;
 pub use fold::{fold_constants, fold_shapes, reinfer_types};
 pub use fuse::{fuse, fused_patterns};
-pub use rewrite::{cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses};
+pub use rewrite::{
+    count_uses, cse, dce, fold_batchnorm_into_conv, remove_identities, replace_uses,
+};
 
 #[derive(Debug, Error)]
 pub enum PassError {

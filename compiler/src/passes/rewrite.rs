@@ -282,7 +282,8 @@ fn x_input(conv: &Node) -> ValueId {
     conv.inputs[0].unwrap_or(ValueId(0))
 }
 
-pub(super) fn count_uses(r: &Region, uses: &mut HashMap<ValueId, usize>) {
+/// Reads of every value in `r` and its subregions (a region's results count).
+pub fn count_uses(r: &Region, uses: &mut HashMap<ValueId, usize>) {
     for n in &r.nodes {
         for v in n.inputs.iter().flatten() {
             *uses.entry(*v).or_insert(0) += 1;

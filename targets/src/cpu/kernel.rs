@@ -151,26 +151,6 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         Ok(())
     }
 
-    /// `counted_loop` written out: one copy of `body` per iteration, no
-    /// loop control. For short innermost loops (an im2col row of a 10-wide
-    /// image is two vectors and two scalars), where the branches and the
-    /// counter cost as much as the body.
-    fn unrolled(
-        &mut self,
-        start: i64,
-        end: i64,
-        step: i64,
-        body: &mut dyn FnMut(&mut Self, Value) -> R<()>,
-    ) -> R<()> {
-        let mut i = start;
-        while i < end {
-            let iv = self.b.ins().iconst(I64, i);
-            body(self, iv)?;
-            i += step;
-        }
-        Ok(())
-    }
-
     /// `for var in begin..end { body }` with bounds known only at run time
     /// (the range a parallel task is given).
     pub(crate) fn range_loop(
@@ -293,12 +273,37 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         }
     }
 
+    /// `body` over `var` in `start..end` by `step`: a counted loop, or with
+    /// `unroll` one copy per iteration and no loop control, for short
+    /// innermost loops (an im2col row of a 10-wide image is two vectors and
+    /// two scalars) where the counter and branch cost as much as the body.
+    fn loop_body(
+        &mut self,
+        var: VarId,
+        body: &[Stmt],
+        (start, end, step): (i64, i64, i64),
+        unroll: bool,
+    ) -> R<()> {
+        let mut f = |cx: &mut Self, iv| {
+            cx.vars.insert(var, Val::s(iv, Kind::Int));
+            cx.block(body)
+        };
+        if !unroll {
+            return self.counted_loop(start, end, step, &mut f);
+        }
+        for i in (start..end).step_by(step as usize) {
+            let iv = self.b.ins().iconst(I64, i);
+            f(self, iv)?;
+        }
+        Ok(())
+    }
+
     fn for_loop(&mut self, var: VarId, extent: u64, body: &[Stmt]) -> R<()> {
         let extent = i64::try_from(extent).map_err(|_| "loop extent too large".to_string())?;
         let innermost = is_innermost(body);
         let interp_vec = self.interp_vec || (extent > 1 && innermost && vector_safe(var, body));
         let outer_interp = std::mem::replace(&mut self.interp_vec, interp_vec);
-        // Short innermost loops are written out (see `unrolled`).
+        // Short innermost loops are written out (see `loop_body`).
         let unroll = innermost && extent <= MAX_UNROLLED_TRIP;
         let mut done = 0;
         if self.lane_var.is_none()
@@ -309,27 +314,11 @@ impl<'a, 'f> KernelCx<'a, 'f> {
         {
             done = extent / 4 * 4;
             self.lane_var = Some(var);
-            let mut f = |cx: &mut Self, iv| {
-                cx.vars.insert(var, Val::s(iv, Kind::Int));
-                cx.block(body)
-            };
-            let r = if unroll {
-                self.unrolled(0, done, 4, &mut f)
-            } else {
-                self.counted_loop(0, done, 4, &mut f)
-            };
+            let r = self.loop_body(var, body, (0, done, 4), unroll);
             self.lane_var = None;
             r?;
         }
-        let mut f = |cx: &mut Self, iv| {
-            cx.vars.insert(var, Val::s(iv, Kind::Int));
-            cx.block(body)
-        };
-        let r = if unroll {
-            self.unrolled(done, extent, 1, &mut f)
-        } else {
-            self.counted_loop(done, extent, 1, &mut f)
-        };
+        let r = self.loop_body(var, body, (done, extent, 1), unroll);
         self.interp_vec = outer_interp;
         r
     }
