@@ -65,6 +65,35 @@ impl Storage {
         }
     }
 
+    /// Values no correct program reads: NaN for floats, a large odd pattern
+    /// for integers, `true` for bools. Filled into buffers whose lowering
+    /// promised to write before reading, so a broken promise shows in the
+    /// results instead of hiding behind zeros.
+    pub fn poison(dtype: DType, len: usize) -> Storage {
+        match dtype {
+            DType::F32 => Storage::F32(vec![f32::NAN; len]),
+            DType::F16 | DType::BF16 => {
+                let nan = if dtype == DType::F16 { 0x7e00 } else { 0x7fc0 };
+                let v = vec![nan; len];
+                if dtype == DType::F16 {
+                    Storage::F16(v)
+                } else {
+                    Storage::BF16(v)
+                }
+            }
+            DType::F64 => Storage::F64(vec![f64::NAN; len]),
+            DType::I8 => Storage::I8(vec![0x5b; len]),
+            DType::U8 => Storage::U8(vec![0xa5; len]),
+            DType::I16 => Storage::I16(vec![0x5a5b; len]),
+            DType::U16 => Storage::U16(vec![0xa5a5; len]),
+            DType::I32 => Storage::I32(vec![0x5a5a_5a5b; len]),
+            DType::U32 => Storage::U32(vec![0xa5a5_a5a5; len]),
+            DType::I64 => Storage::I64(vec![0x5a5a_5a5a_5a5a_5a5b; len]),
+            DType::U64 => Storage::U64(vec![0xa5a5_a5a5_a5a5_a5a5; len]),
+            DType::Bool => Storage::Bool(vec![true; len]),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             Storage::F32(_) => DType::F32,

@@ -55,6 +55,7 @@ impl<'m> Composer<'m> {
             dtype,
             len,
             role,
+            written_first: false,
         });
         (self.buffers.len() - 1) as BufId
     }

@@ -13,8 +13,21 @@
 //! with nothing in the nest reading it. Every renderer asks this one question
 //! here, so they zero the same buffers.
 
-use super::{BinOp, BufId, Expr, KernelProgram, Matmul, Stmt, VarId};
+use super::{BinOp, BufId, BufferRole, Expr, KernelProgram, Matmul, Stmt, VarId};
 use std::collections::HashMap;
+
+/// Whether a renderer must zero-fill `buf` before running `prog`: the
+/// interpreter's zero-initialised outputs and scratch are the meaning, so
+/// only a buffer whose lowering promised it is written before it is read
+/// ([`BufferDecl::written_first`]), or that provably is, may start with
+/// whatever memory holds.
+pub fn needs_zero_fill(prog: &KernelProgram, buf: BufId) -> bool {
+    match prog.buffers.get(buf as usize) {
+        Some(d) if d.len == 0 || matches!(d.role, BufferRole::Input(_)) || d.written_first => false,
+        Some(_) => !fully_written_first(prog, buf),
+        None => false,
+    }
+}
 
 /// Whether `buf` of `prog` is fully written before anything reads it.
 pub fn fully_written_first(prog: &KernelProgram, buf: BufId) -> bool {
@@ -223,6 +236,7 @@ mod tests {
             dtype: DType::F32,
             len: 6,
             role,
+            written_first: false,
         };
         KernelProgram {
             buffers: vec![decl(BufferRole::Input(0)), decl(BufferRole::Output(0))],
@@ -311,5 +325,26 @@ mod tests {
         assert!(!fully_written_first(&prog(vec![cond]), 1));
         // Never written at all.
         assert!(!fully_written_first(&prog(vec![]), 1));
+    }
+
+    #[test]
+    fn a_written_first_promise_drops_the_zero_fill_and_poisons_the_interpreter() {
+        let shifted = Expr::Binary(BinOp::Add, Box::new(row_major()), c(1));
+        let mut p = prog(vec![nest(shifted, load(0))]);
+        p.buffers[1].len = 7;
+        assert!(needs_zero_fill(&p, 1));
+        assert!(!needs_zero_fill(&p, 0), "inputs are never filled");
+        p.buffers[1].written_first = true;
+        assert!(!needs_zero_fill(&p, 1));
+        // Element 0 is never written: the interpreter shows the broken promise.
+        let x = crate::tensor::Storage::F32(vec![1.0; 6]);
+        let out = crate::kernel::interp::run_program(&p, &[Some(&x)]).expect("runs");
+        match &out[0] {
+            crate::tensor::Storage::F32(v) => {
+                assert!(v[0].is_nan());
+                assert!(v[1..].iter().all(|&e| e == 1.0));
+            }
+            other => panic!("unexpected storage {other:?}"),
+        }
     }
 }

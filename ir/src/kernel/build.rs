@@ -227,8 +227,19 @@ impl ProgramBuilder {
             dtype,
             len,
             role,
+            written_first: false,
         });
         (self.program.buffers.len() - 1) as BufId
+    }
+
+    /// Promises that every output and scratch buffer declared so far is
+    /// written before it is read (see [`BufferDecl::written_first`]).
+    pub fn mark_written_first(&mut self) {
+        for b in &mut self.program.buffers {
+            if !matches!(b.role, BufferRole::Input(_)) {
+                b.written_first = true;
+            }
+        }
     }
 
     pub fn scratch(&mut self, name: impl Into<String>, dtype: DType, len: usize) -> BufId {

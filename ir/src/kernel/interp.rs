@@ -114,6 +114,7 @@ pub fn run_program(
                 }
                 Slot::In(s)
             }
+            _ if b.written_first => Slot::Own(Storage::poison(b.dtype, b.len)),
             _ => Slot::Own(Storage::zeros(b.dtype, b.len)),
         });
     }

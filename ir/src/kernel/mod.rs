@@ -52,6 +52,15 @@ pub struct BufferDecl {
     /// Length in elements.
     pub len: usize,
     pub role: BufferRole,
+    /// The lowering's promise that the program writes every element of an
+    /// output, and every element of a scratch buffer that it reads, before
+    /// reading it: the buffer's initial contents never matter, so renderers
+    /// skip zero-filling it (megabytes per run for conv outputs and im2col
+    /// blocks). The interpreter fills such buffers with a poison value (NaN
+    /// for floats) instead of zeros, so a false promise shows up in every
+    /// test that runs the lowering.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub written_first: bool,
 }
 
 /// The lowering of one graph node (or of a fused group of nodes).

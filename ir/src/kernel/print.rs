@@ -12,7 +12,16 @@ impl fmt::Display for KernelProgram {
                 BufferRole::Output(n) => format!("output {n}"),
                 BufferRole::Scratch => "scratch".into(),
             };
-            writeln!(f, "buf b{i}: {}[{}] {role}  // {}", b.dtype, b.len, b.name)?;
+            let first = if b.written_first {
+                " written-first"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "buf b{i}: {}[{}] {role}{first}  // {}",
+                b.dtype, b.len, b.name
+            )?;
         }
         for k in &self.kernels {
             if let Some(super::call::LibraryCall::Depthwise2d(d)) = &k.call {

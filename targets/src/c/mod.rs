@@ -310,10 +310,10 @@ fn render_run(prog: &AotProgram, name: &str, src: &mut String) -> Result<(), CEr
                 .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
             if !is_in
                 && !in_place
-                && !kiln_ir::kernel::analysis::fully_written_first(&step.program, b as BufId)
+                && kiln_ir::kernel::analysis::needs_zero_fill(&step.program, b as BufId)
             {
                 // The interpreter zero-initialises outputs and scratch; so does the C code
-                // (unless the step provably writes every element before reading any).
+                // (unless the step writes every element before reading any).
                 let _ = writeln!(src, "    kiln_zero(p{b}, {}u);", d.len * d.dtype.size());
             }
             args.push(format!("p{b}"));

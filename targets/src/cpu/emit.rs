@@ -491,8 +491,8 @@ fn emit_run<M: Module>(
     };
     for (si, step) in prog.steps.iter().enumerate() {
         mark(&mut b, si);
-        let fully_written: Vec<bool> = (0..step.program.buffers.len())
-            .map(|bi| kiln_ir::kernel::analysis::fully_written_first(&step.program, bi as u32))
+        let zero_fill: Vec<bool> = (0..step.program.buffers.len())
+            .map(|bi| kiln_ir::kernel::analysis::needs_zero_fill(&step.program, bi as u32))
             .collect();
         for (bi, (d, loc)) in step.program.buffers.iter().zip(&step.bindings).enumerate() {
             if let BufferLoc::Weight(i) = loc {
@@ -521,7 +521,7 @@ fn emit_run<M: Module>(
                 .iter()
                 .zip(&step.bindings)
                 .any(|(o, l)| matches!(o.role, BufferRole::Input(_)) && l == loc);
-            if !is_in && d.len > 0 && !in_place && !fully_written[bi] {
+            if !is_in && !in_place && zero_fill[bi] {
                 let zero = b.ins().iconst(I32, 0);
                 let n = b.ins().iconst(ptr, (d.len * d.dtype.size()) as i64);
                 b.ins().call(memset_ref, &[p, zero, n]);

@@ -582,6 +582,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
             dtype: t.dtype,
             len: numel(t)?,
             role: BufferRole::Input(i),
+            written_first: false,
         });
     }
     let out = buffers.len() as BufId;
@@ -590,6 +591,11 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         dtype: final_t.dtype,
         len: numel(final_t)?,
         role: BufferRole::Output(0),
+        // The tail rewrites the root's output in place, element by element.
+        written_first: rp
+            .buffers
+            .iter()
+            .any(|b| b.role == BufferRole::Output(0) && b.written_first),
     });
     let mut map = Vec::with_capacity(rp.buffers.len());
     let mut root_kernels = rp.kernels.clone();
