@@ -29,6 +29,7 @@ impl Kernel for Avx2 {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -39,10 +40,14 @@ impl Kernel for Avx2 {
         macro_rules! run {
             ($r:literal) => {
                 match (lda == 0, nr <= NR / 2) {
-                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (false, true) => tile::<$r, false, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (false, false) => tile::<$r, false, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
+                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
+                    (false, true) => {
+                        tile::<$r, false, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
+                    (false, false) => {
+                        tile::<$r, false, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
                 }
             };
         }
@@ -66,6 +71,7 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
     a: *const f32,
     lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     nr: usize,
@@ -85,7 +91,7 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         ($p:expr) => {
             let mut bv = [_mm256_setzero_ps(); W];
             for (h, v) in bv.iter_mut().enumerate() {
-                *v = _mm256_loadu_ps(bp.add($p * NR + 8 * h));
+                *v = _mm256_loadu_ps(bp.add($p * ldb + 8 * h));
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai =
@@ -104,12 +110,12 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         step!(2);
         step!(3);
         ap = ap.add(if PACKED { 4 * MR } else { 4 });
-        bp = bp.add(4 * NR);
+        bp = bp.add(4 * ldb);
     }
     for _ in 0..kc % 4 {
         step!(0);
         ap = ap.add(if PACKED { MR } else { 1 });
-        bp = bp.add(NR);
+        bp = bp.add(ldb);
     }
 
     let lo = _mm256_set1_ps(epi.lo);

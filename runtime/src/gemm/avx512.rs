@@ -26,6 +26,7 @@ impl Kernel for Avx512 {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -36,10 +37,14 @@ impl Kernel for Avx512 {
         macro_rules! run {
             ($r:literal) => {
                 match (lda == 0, nr <= NR / 2) {
-                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (false, true) => tile::<$r, false, 1>(kc, a, lda, b, c, ldc, nr, bias, epi),
-                    (false, false) => tile::<$r, false, 2>(kc, a, lda, b, c, ldc, nr, bias, epi),
+                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
+                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
+                    (false, true) => {
+                        tile::<$r, false, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
+                    (false, false) => {
+                        tile::<$r, false, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
                 }
             };
         }
@@ -69,6 +74,7 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
     a: *const f32,
     lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     nr: usize,
@@ -88,7 +94,7 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         ($p:expr) => {
             let mut bv = [_mm512_setzero_ps(); W];
             for (h, v) in bv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(bp.add($p * NR + 16 * h));
+                *v = _mm512_loadu_ps(bp.add($p * ldb + 16 * h));
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
@@ -103,7 +109,7 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         step!(0);
         step!(1);
         ap = ap.add(if PACKED { 2 * MR } else { 2 });
-        bp = bp.add(2 * NR);
+        bp = bp.add(2 * ldb);
     }
     if kc % 2 == 1 {
         step!(0);

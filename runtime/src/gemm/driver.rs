@@ -32,13 +32,15 @@ pub(crate) trait Kernel {
     /// twelve row streams compete with a 32 KiB `B` panel (AVX-512).
     const DIRECT_MAX_PANELS: usize;
 
-    /// `C[0..mr, 0..nr] = epi(Σ_p A(i, p) · b[p·NR + j])` for `p < kc`, where
+    /// `C[0..mr, 0..nr] = epi(Σ_p A(i, p) · b[p·ldb + j])` for `p < kc`, where
     /// `A(i, p)` is `a[p·MR + i]` (a packed panel) when `lda == 0`, else
-    /// `a[i·lda + p]` (rows of `A` in place).
+    /// `a[i·lda + p]` (rows of `A` in place). `ldb` is `NR` for a packed
+    /// panel of `B`, or the row stride of a row-major `B` read in place.
     ///
     /// # Safety
     /// `a` holds `kc · MR` floats (packed) or `mr` rows of `kc` floats
-    /// `lda` apart, `b` holds `kc · NR`; `c` addresses `mr`
+    /// `lda` apart, `b` holds `kc` rows of `NR` floats `ldb` apart (all `NR`
+    /// readable, whatever `nr`); `c` addresses `mr`
     /// rows of `nr` floats `ldc` apart; `bias` is null or holds `nr` floats;
     /// `1 ≤ mr ≤ MR`, `1 ≤ nr ≤ NR`, `kc ≥ 1`; the CPU has the kernel's
     /// instruction set.
@@ -48,6 +50,7 @@ pub(crate) trait Kernel {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -468,6 +471,7 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
                             a,
                             lda,
                             bp,
+                            nr,
                             ct,
                             args.ldc,
                             mr.min(mc - ir),

@@ -24,6 +24,7 @@ impl Kernel for Neon {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -34,9 +35,9 @@ impl Kernel for Neon {
         macro_rules! run {
             ($r:literal) => {
                 if lda == 0 {
-                    tile::<$r, true>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                    tile::<$r, true>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
                 } else {
-                    tile::<$r, false>(kc, a, lda, b, c, ldc, nr, bias, epi)
+                    tile::<$r, false>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
                 }
             };
         }
@@ -74,6 +75,7 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
     a: *const f32,
     lda: usize,
     b: *const f32,
+    ldb: usize,
     c: *mut f32,
     ldc: usize,
     nr: usize,
@@ -105,7 +107,7 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
         fma_row!(acc, 6, bv, a1, 2);
         fma_row!(acc, 7, bv, a1, 3);
         ap = ap.add(if PACKED { MR } else { 1 });
-        bp = bp.add(NR);
+        bp = bp.add(ldb);
     }
     if nr == NR {
         let lo = vdupq_n_f32(epi.lo);

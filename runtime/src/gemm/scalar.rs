@@ -20,6 +20,7 @@ impl Kernel for Scalar {
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         mr: usize,
@@ -31,7 +32,7 @@ impl Kernel for Scalar {
         let (rs, cs) = if lda == 0 { (1, MR) } else { (lda, 1) };
         let mut acc = [0.0f32; MR * NR];
         for p in 0..kc {
-            let bp = b.add(p * NR);
+            let bp = b.add(p * ldb);
             // A packed panel is zero-padded: all MR rows (a constant bound
             // that unrolls); in place, only the tile's own rows exist.
             for i in 0..if lda == 0 { MR } else { mr } {
