@@ -4,7 +4,7 @@
 //! `w[o, k0, k1, ..] = (o + 1) * prod_d a_d(k_d)`, each output is
 //! `(o + 1) * prod_d (sum of a_d over the taps of axis d inside the input) + bias`.
 
-use super::{block_runs, COL_LANES};
+use super::{block_runs, tiled_columns, transposes, COL_LANES};
 use crate::exec::eval_op;
 use kiln_ir::tensor::Tensor;
 use kiln_ir::Op;
@@ -246,4 +246,27 @@ fn small_image_convs_match_the_reference() {
             );
         }
     }
+}
+
+/// The transposed product is for images whose tiles would be over a tenth
+/// empty: 7x7 (49 of 64 columns), not 13x13 or 14x14 (a half-width last
+/// tile: 169 of 176, 196 of 208).
+#[test]
+fn only_images_that_waste_tile_columns_run_transposed() {
+    assert_eq!(tiled_columns(49), 64);
+    assert_eq!(tiled_columns(169), 176);
+    assert_eq!(tiled_columns(196), 208);
+    assert_eq!(tiled_columns(64), 64);
+    assert!(transposes(1, 1280, 49, 320));
+    assert!(transposes(1, 512, 49, 512 * 9));
+    assert!(!transposes(1, 576, 196, 96));
+    assert!(!transposes(1, 1000, 169, 512));
+    assert!(
+        !transposes(2, 1280, 49, 320),
+        "grouped convs keep their layout"
+    );
+    assert!(
+        !transposes(1, 1280, 1024, 320),
+        "large images keep their layout"
+    );
 }
