@@ -10,7 +10,7 @@
 //! kernel's stores records it in [`Depthwise2d::act`], anything else drops
 //! the call.
 
-use super::{BinOp, BufId, Expr, Stmt, VarId};
+use super::{BinOp, BufId, Expr, Stmt, UnOp, VarId};
 use crate::dtype::DType;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -92,6 +92,140 @@ pub fn peel_clamp<'e>(value: &'e Expr, consts: Consts) -> (&'e Expr, f32, f32) {
     (value, f32::NEG_INFINITY, f32::INFINITY)
 }
 
+/// A transcendental activation a fast routine may apply in place of the
+/// expression that defines it (see [`peel_activation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `1 / (1 + exp(-x))`
+    Sigmoid,
+    /// `x · sigmoid(x)` (SiLU, Swish)
+    Silu,
+    /// `x/2 · (1 + erf(x/√2))`
+    GeluErf,
+    /// `tanh(x)`
+    Tanh,
+}
+
+/// `value` as `(x, f)` with `value = f(x)` for one of the [`Activation`]s,
+/// in the shapes the lowerings and ONNX exporters write them: sigmoid as
+/// `1 / (1 + exp(-x))`; SiLU as `x · sigmoid(x)` (either order) or
+/// `x / (1 + exp(-x))`; GELU as the product, in any order and grouping, of
+/// `x`, `0.5` and `1 + erf(x / √2)` (or `erf(x · (1/√2))`), constants
+/// being f32 literals or scalars of constant buffers. None for anything
+/// else; `x` is the same expression at every occurrence.
+pub fn peel_activation<'e>(value: &'e Expr, consts: Consts) -> Option<(&'e Expr, Activation)> {
+    if let Expr::Unary(UnOp::Tanh, x) = value {
+        return Some((x, Activation::Tanh));
+    }
+    if let Some(x) = sigmoid_of(value, consts) {
+        return Some((x, Activation::Sigmoid));
+    }
+    match value {
+        // x / (1 + exp(-x))
+        Expr::Binary(BinOp::Div, x, d) => {
+            let e = one_plus(d, consts)?;
+            match e {
+                Expr::Unary(UnOp::Exp, n) if matches!(&**n, Expr::Unary(UnOp::Neg, y) if y == x) => {
+                    return Some((x, Activation::Silu))
+                }
+                _ => return None,
+            }
+        }
+        Expr::Binary(BinOp::Mul, a, b) => {
+            for (x, s) in [(a, b), (b, a)] {
+                if sigmoid_of(s, consts) == Some(&**x) {
+                    return Some((x, Activation::Silu));
+                }
+            }
+        }
+        _ => return None,
+    }
+    gelu_of(value, consts).map(|x| (x, Activation::GeluErf))
+}
+
+/// The constant `e` is, if it is one (an f32 literal or a scalar of a
+/// constant buffer), within 1e-6 relative of `want`.
+fn is_const(e: &Expr, want: f64, consts: Consts) -> bool {
+    constant(e, consts).is_some_and(|v| ((v as f64) - want).abs() <= 1e-6 * want.abs())
+}
+
+/// `y` of `1 + y` or `y + 1`.
+fn one_plus<'e>(e: &'e Expr, consts: Consts) -> Option<&'e Expr> {
+    let Expr::Binary(BinOp::Add, a, b) = e else {
+        return None;
+    };
+    if is_const(a, 1.0, consts) {
+        Some(b)
+    } else if is_const(b, 1.0, consts) {
+        Some(a)
+    } else {
+        None
+    }
+}
+
+/// `x` of `1 / (1 + exp(-x))`.
+fn sigmoid_of<'e>(e: &'e Expr, consts: Consts) -> Option<&'e Expr> {
+    let Expr::Binary(BinOp::Div, n, d) = e else {
+        return None;
+    };
+    if !is_const(n, 1.0, consts) {
+        return None;
+    }
+    match one_plus(d, consts)? {
+        Expr::Unary(UnOp::Exp, m) => match &**m {
+            Expr::Unary(UnOp::Neg, x) => Some(x),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn factors<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+    match e {
+        Expr::Binary(BinOp::Mul, a, b) => {
+            factors(a, out);
+            factors(b, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+/// `x` of GELU's product `x · 0.5 · (1 + erf(x/√2))`.
+fn gelu_of<'e>(e: &'e Expr, consts: Consts) -> Option<&'e Expr> {
+    let mut fs = vec![];
+    factors(e, &mut fs);
+    let [a, b, c] = fs[..] else {
+        return None;
+    };
+    let sqrt2 = std::f64::consts::SQRT_2;
+    for (half, erf1, x) in [
+        (a, b, c),
+        (a, c, b),
+        (b, a, c),
+        (b, c, a),
+        (c, a, b),
+        (c, b, a),
+    ] {
+        if !is_const(half, 0.5, consts) {
+            continue;
+        }
+        let Some(Expr::Unary(UnOp::Erf, arg)) = one_plus(erf1, consts) else {
+            continue;
+        };
+        let scaled = match &**arg {
+            Expr::Binary(BinOp::Div, y, k) => **y == *x && is_const(k, sqrt2, consts),
+            Expr::Binary(BinOp::Mul, y, k) if **y == *x => is_const(k, 1.0 / sqrt2, consts),
+            Expr::Binary(BinOp::Mul, k, y) if **y == *x => is_const(k, 1.0 / sqrt2, consts),
+            _ => false,
+        };
+        if scaled {
+            return Some(x);
+        }
+    }
+    None
+}
+
 /// `e` with let-bound variables replaced by their values and f32 casts
 /// dropped (for matching the shape of a value computed in f32 throughout).
 pub fn inline_lets(e: &Expr, lets: &HashMap<VarId, Expr>) -> Expr {
@@ -128,4 +262,96 @@ pub fn final_store(body: &[Stmt]) -> Option<(BufId, &Expr, Expr)> {
         return None;
     };
     Some((*buf, index, inline_lets(value, &env)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    fn x() -> Expr {
+        Expr::Load {
+            buf: 3,
+            index: Box::new(Expr::Var(0)),
+        }
+    }
+    fn f(v: f64) -> Box<Expr> {
+        Box::new(Expr::F(v, DType::F32))
+    }
+    fn bin(op: BinOp, a: Expr, b: Box<Expr>) -> Expr {
+        Expr::Binary(op, Box::new(a), b)
+    }
+    fn un(op: UnOp, a: Expr) -> Expr {
+        Expr::Unary(op, Box::new(a))
+    }
+    fn sigmoid(a: Expr) -> Expr {
+        Expr::Binary(
+            BinOp::Div,
+            f(1.0),
+            Box::new(bin(BinOp::Add, un(UnOp::Exp, un(UnOp::Neg, a)), f(1.0))),
+        )
+    }
+    fn no_consts(_: BufId, _: i64) -> Option<f32> {
+        None
+    }
+
+    #[test]
+    fn activations_are_recognised_in_the_shapes_exporters_write() {
+        let peel = |e: &Expr| peel_activation(e, &no_consts).map(|(a, f)| (a.clone(), f));
+        assert_eq!(peel(&sigmoid(x())), Some((x(), Activation::Sigmoid)));
+        let silu = bin(BinOp::Mul, x(), Box::new(sigmoid(x())));
+        assert_eq!(peel(&silu), Some((x(), Activation::Silu)));
+        let silu = bin(BinOp::Mul, sigmoid(x()), Box::new(x()));
+        assert_eq!(peel(&silu), Some((x(), Activation::Silu)));
+        assert_eq!(peel(&un(UnOp::Tanh, x())), Some((x(), Activation::Tanh)));
+        // BERT's export: (x * (erf(x / 1.4142135) + 1)) * 0.5
+        let erf = un(
+            UnOp::Erf,
+            bin(BinOp::Div, x(), f(std::f32::consts::SQRT_2 as f64)),
+        );
+        let gelu = bin(
+            BinOp::Mul,
+            bin(BinOp::Mul, x(), Box::new(bin(BinOp::Add, erf, f(1.0)))),
+            f(0.5),
+        );
+        assert_eq!(peel(&gelu), Some((x(), Activation::GeluErf)));
+        // ONNX Gelu's lowering: 0.5 * x * (1 + erf(x * 0.70710678))
+        let erf = un(
+            UnOp::Erf,
+            bin(BinOp::Mul, x(), f(std::f64::consts::FRAC_1_SQRT_2)),
+        );
+        let gelu = bin(
+            BinOp::Mul,
+            bin(BinOp::Mul, Expr::F(0.5, DType::F32), Box::new(x())),
+            Box::new(Expr::Binary(BinOp::Add, f(1.0), Box::new(erf))),
+        );
+        assert_eq!(peel(&gelu), Some((x(), Activation::GeluErf)));
+    }
+
+    #[test]
+    fn near_misses_are_not_activations() {
+        let peel = |e: &Expr| peel_activation(e, &no_consts).map(|(a, f)| (a.clone(), f));
+        let other = Expr::Load {
+            buf: 4,
+            index: Box::new(Expr::Var(0)),
+        };
+        // x · sigmoid(y) is not SiLU.
+        assert_eq!(peel(&bin(BinOp::Mul, x(), Box::new(sigmoid(other)))), None);
+        // 2 / (1 + exp(-x)) is not a sigmoid.
+        let two = Expr::Binary(
+            BinOp::Div,
+            f(2.0),
+            Box::new(bin(BinOp::Add, un(UnOp::Exp, un(UnOp::Neg, x())), f(1.0))),
+        );
+        assert_eq!(peel(&two), None);
+        // GELU with the wrong scale inside erf.
+        let erf = un(UnOp::Erf, bin(BinOp::Div, x(), f(2.0)));
+        let gelu = bin(
+            BinOp::Mul,
+            bin(BinOp::Mul, x(), Box::new(bin(BinOp::Add, erf, f(1.0)))),
+            f(0.5),
+        );
+        assert_eq!(peel(&gelu), None);
+        assert_eq!(peel(&un(UnOp::Exp, x())), None);
+    }
 }

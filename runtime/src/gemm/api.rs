@@ -4,7 +4,7 @@
 
 use super::driver::{self, Args};
 use super::packed_a;
-use super::{Epilogue, GemmError, Variant};
+use super::{Epilogue, Func, GemmError, Variant};
 
 /// Whether the CPU running this code can execute `variant`. With an OS the
 /// CPU is asked (the answer is cached by `std`); on bare metal, only what
@@ -67,6 +67,7 @@ fn slice_args(
         return Err(GemmError::ResidualWithAccumulate);
     }
     let (lo, hi) = epilogue.activation.bounds();
+    let func = epilogue.activation.func();
     Ok(Args {
         m,
         n,
@@ -85,6 +86,7 @@ fn slice_args(
         ldr: epilogue.residual.map_or(0, |(_, l)| l),
         lo,
         hi,
+        func,
         scratch: scratch.as_mut_ptr(),
         scratch_len: scratch.len(),
         ldb_cs,
@@ -494,10 +496,21 @@ fn c_args(
         ldr,
         lo,
         hi,
+        // An unknown code is refused by `check_flags` first.
+        func: Func::from_code((flags >> 8) & 0xf).unwrap_or(Func::Identity),
         scratch,
         scratch_len,
         ldb_cs,
         a_trans: flags & 4 != 0,
+    }
+}
+
+/// Refuses an activation code this runtime does not know.
+fn check_flags(flags: u32) -> Result<(), GemmError> {
+    let code = (flags >> 8) & 0xf;
+    match Func::from_code(code) {
+        Some(_) => Ok(()),
+        None => Err(GemmError::UnknownActivation { code }),
     }
 }
 
@@ -546,6 +559,9 @@ macro_rules! c_entry {
             scratch: *mut f32,
             scratch_len: usize,
         ) -> i32 {
+            if let Err(e) = check_flags(flags) {
+                return e.code();
+            }
             let args = c_args(
                 [m, n, k],
                 (a, if $packed_a { 0 } else { stride }),
@@ -653,6 +669,9 @@ macro_rules! c_entry_raw {
             b_rs: usize,
             b_cs: usize,
         ) -> i32 {
+            if let Err(e) = check_flags(flags) {
+                return e.code();
+            }
             let args = c_args(
                 [m, n, k],
                 (a, lda),

@@ -12,6 +12,7 @@
 use core::arch::x86_64::*;
 
 use super::driver::{Kernel, TileEpi};
+use super::func::{apply_avx2, Func};
 use super::{Blocking, Variant};
 
 const MR: usize = 6;
@@ -137,6 +138,9 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
                     };
                     v = _mm256_add_ps(v, bv);
                 }
+                if epi.func != Func::Identity {
+                    v = apply_avx2(epi.func, v);
+                }
                 if epi.clamp {
                     // `max(lo, v)` returns `v` when either is NaN: NaN passes.
                     v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
@@ -170,6 +174,9 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
                         _mm256_maskload_ps(bias.add(8 * h), mask[h])
                     };
                     v = _mm256_add_ps(v, bv);
+                }
+                if epi.func != Func::Identity {
+                    v = apply_avx2(epi.func, v);
                 }
                 if epi.clamp {
                     v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));

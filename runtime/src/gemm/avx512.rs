@@ -9,6 +9,7 @@
 use core::arch::x86_64::*;
 
 use super::driver::{Kernel, TileEpi};
+use super::func::{apply_avx512, Func};
 use super::{Blocking, Variant};
 
 const MR: usize = 12;
@@ -142,6 +143,9 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
                     _mm512_maskz_loadu_ps(k, bias.add(16 * h))
                 };
                 v = _mm512_add_ps(v, bv);
+            }
+            if epi.func != Func::Identity {
+                v = apply_avx512(epi.func, v);
             }
             if epi.clamp {
                 // `max(lo, v)` returns `v` when either is NaN: NaN passes.

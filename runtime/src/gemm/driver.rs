@@ -4,7 +4,7 @@
 //! edge tiles. Only the register tile differs between variants, so it is
 //! the one thing a [`Kernel`] provides.
 
-use super::Blocking;
+use super::{Blocking, Func};
 
 /// The epilogue as one tile applies it to its accumulators.
 #[derive(Clone, Copy)]
@@ -21,6 +21,8 @@ pub(crate) struct TileEpi {
     pub clamp: bool,
     pub lo: f32,
     pub hi: f32,
+    /// Applied before the clamp (the bias pointer is passed per tile).
+    pub func: Func,
 }
 
 /// A register-tile kernel of `B.mr × B.nr`.
@@ -80,6 +82,8 @@ pub(crate) struct Args {
     pub ldr: usize,
     pub lo: f32,
     pub hi: f32,
+    /// Applied before the clamp.
+    pub func: Func,
     pub scratch: *mut f32,
     pub scratch_len: usize,
     /// Row and column strides of a raw `B` (`ldb_cs`), packed by the call
@@ -121,6 +125,7 @@ pub(crate) unsafe fn tile_epilogue(
         clamp: last && clamps(args.lo, args.hi),
         lo: args.lo,
         hi: args.hi,
+        func: if last { args.func } else { Func::Identity },
     };
     if args.accumulate || pc > 0 {
         (epi.src, epi.lds) = (ct, args.ldc);
@@ -175,6 +180,7 @@ pub(crate) unsafe fn store_scalar(
             if !bias.is_null() {
                 v += *bias.add(if epi.bias_rows { i } else { j });
             }
+            v = epi.func.apply(v);
             if epi.clamp {
                 v = clamp(v, epi.lo, epi.hi);
             }
@@ -507,6 +513,7 @@ pub(crate) unsafe fn epilogue_only(args: &Args) {
             if !args.bias.is_null() {
                 v += *args.bias.add(if args.bias_rows { i } else { j });
             }
+            v = args.func.apply(v);
             if clamp_on {
                 v = clamp(v, args.lo, args.hi);
             }

@@ -48,12 +48,14 @@
 //! size_t kiln_sgemm_scratch_len(uint32_t variant, size_t m, size_t k);
 //! ```
 //! with `<variant>` one of `scalar`, `avx2`, `avx512` (x86_64) and `neon`
-//! (aarch64). The activation is a clamp to `[act_min, act_max]`: ±∞ for none,
-//! `[0, ∞]` for ReLU, `[0, 6]` for ReLU6, any bounds for Clip. NaN passes
-//! through the clamp unchanged. The return value is 0 or a negative
+//! (aarch64). The activation is a [`Func`] (code in `flags` bits 8-11:
+//! sigmoid, SiLU, GELU, tanh; 0 for none) followed by a clamp to
+//! `[act_min, act_max]`: ±∞ for none, `[0, ∞]` for ReLU, `[0, 6]` for
+//! ReLU6, any bounds for Clip. NaN passes through both unchanged. The return value is 0 or a negative
 //! [`GemmError::code`].
 
 mod driver;
+mod func;
 mod packed_a;
 mod scalar;
 
@@ -69,6 +71,7 @@ mod api;
 mod tests;
 
 pub use api::*;
+pub use func::Func;
 
 /// The micro-kernel families. The numbering is the C ABI's `variant` code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -240,6 +243,8 @@ pub enum GemmError {
     Overflow,
     /// The epilogue asks to accumulate into `C` and to add a residual.
     ResidualWithAccumulate,
+    /// `flags` names an activation this runtime does not have.
+    UnknownActivation { code: u32 },
 }
 
 impl GemmError {
@@ -253,6 +258,7 @@ impl GemmError {
             GemmError::Overflow => -5,
             GemmError::Unsupported { .. } => -6,
             GemmError::ResidualWithAccumulate => -7,
+            GemmError::UnknownActivation { .. } => -8,
         }
     }
 }
@@ -281,6 +287,9 @@ impl core::fmt::Display for GemmError {
             GemmError::ResidualWithAccumulate => {
                 write!(f, "gemm: a residual cannot be added while accumulating")
             }
+            GemmError::UnknownActivation { code } => {
+                write!(f, "gemm: no activation has code {code} (flags bits 8-11)")
+            }
             GemmError::Unsupported { variant } => {
                 write!(f, "gemm: this CPU cannot run variant {}", variant.name())
             }
@@ -301,6 +310,8 @@ pub enum Activation {
         min: f32,
         max: f32,
     },
+    /// One of the transcendental activations of [`Func`].
+    Func(Func),
 }
 
 impl Activation {
@@ -310,6 +321,15 @@ impl Activation {
             Activation::None => (f32::NEG_INFINITY, f32::INFINITY),
             Activation::Relu => (0.0, f32::INFINITY),
             Activation::Clip { min, max } => (min, max),
+            Activation::Func(_) => (f32::NEG_INFINITY, f32::INFINITY),
+        }
+    }
+
+    /// The function applied before the clamp.
+    pub const fn func(self) -> Func {
+        match self {
+            Activation::Func(f) => f,
+            _ => Func::Identity,
         }
     }
 }

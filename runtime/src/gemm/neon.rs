@@ -7,7 +7,7 @@
 use core::arch::aarch64::*;
 
 use super::driver::{store_scalar, Kernel, TileEpi};
-use super::{Blocking, Variant};
+use super::{Blocking, Func, Variant};
 
 const MR: usize = 8;
 const NR: usize = 12;
@@ -109,7 +109,8 @@ unsafe fn tile<const R: usize, const PACKED: bool>(
         ap = ap.add(if PACKED { MR } else { 1 });
         bp = bp.add(ldb);
     }
-    if nr == NR {
+    // A transcendental activation goes through the scalar store.
+    if nr == NR && epi.func == Func::Identity {
         let lo = vdupq_n_f32(epi.lo);
         let hi = vdupq_n_f32(epi.hi);
         for (i, row) in acc.iter().take(R).enumerate() {

@@ -64,6 +64,20 @@ const GEMM_TRAP: u8 = 0x6b;
 /// No clamp.
 pub(super) const NO_ACT: (f32, f32) = (f32::NEG_INFINITY, f32::INFINITY);
 
+/// The runtime's code (`flags` bits 8-11) of a folded activation.
+fn func_code(f: Option<kiln_ir::kernel::call::Activation>) -> u32 {
+    use kiln_ir::kernel::call::Activation as A;
+    use kiln_runtime::gemm::Func;
+    let f = match f {
+        None => Func::Identity,
+        Some(A::Sigmoid) => Func::Sigmoid,
+        Some(A::Silu) => Func::Silu,
+        Some(A::GeluErf) => Func::GeluErf,
+        Some(A::Tanh) => Func::Tanh,
+    };
+    f as u32
+}
+
 /// Which kernels the target's ISA flags allow.
 #[derive(Clone, Copy, Debug, Default)]
 struct Kernels {
@@ -132,6 +146,9 @@ pub(super) struct Plan {
     pub(super) split: Option<FuncId>,
     /// The clamp applied as C is stored (a folded epilogue; ±∞ for none).
     pub(super) act: (f32, f32),
+    /// The runtime's code of the function applied before the clamp
+    /// (`kiln_runtime::gemm::Func`; 0 for none).
+    pub(super) func: u32,
     /// Accumulate into C (the matmul's flag unless a bias fill was folded).
     pub(super) accumulate: bool,
     /// A folded bias has one value per row of C (else per column).
@@ -337,6 +354,7 @@ impl Gemms {
                         && fold.residual.as_ref().is_none_or(|(o, _)| f32_buf(o))
                     {
                         plan.act = fold.act;
+                        plan.func = func_code(fold.func);
                         plan.accumulate = fold.accumulate;
                         plan.bias_rows = fold.bias.as_ref().is_some_and(|(_, r)| *r);
                         plan.ldr = fold.residual.as_ref().map_or(0, |(_, l)| *l);
@@ -445,6 +463,7 @@ impl Gemms {
             scratch,
             split: None,
             act: NO_ACT,
+            func: 0,
             accumulate: mm.accumulate,
             bias_rows: false,
             ldr: 0,
@@ -762,8 +781,10 @@ pub(super) fn body(
                 )
             }),
         };
-        let flags =
-            plan.accumulate as i64 | (plan.bias_rows as i64) << 1 | (plan.a_trans as i64) << 2;
+        let flags = plan.accumulate as i64
+            | (plan.bias_rows as i64) << 1
+            | (plan.a_trans as i64) << 2
+            | (plan.func as i64) << 8;
         let flags = cx.b.ins().iconst(I32, flags);
         let act = act_values(cx, plan.act);
         let [bias, res] = extra;

@@ -13,13 +13,15 @@
 //!   (lets inlined, f32 casts of f32 values ignored), where every term but
 //!   `C[f]` is optional and `act` is ReLU or a clip whose bounds are f32
 //!   constants or scalars of weights (`max(x, lo)`, `min(x, hi)`,
-//!   `min(max(x, lo), hi)`). NaN passes
-//!   through the kernels' clamp as through the interpreter's `max`/`min`.
+//!   `min(max(x, lo), hi)`), possibly around a sigmoid, SiLU, GELU or tanh
+//!   ([`peel_activation`]), which the kernels evaluate 8 or 16 lanes wide.
+//!   NaN passes through the kernels' clamp as through the interpreter's
+//!   `max`/`min`.
 //!
 //! `f = offset + i·row_stride + j·col_stride` of the matmul's `C` view; with
 //! `m = 1` the `i` loop may be absent. Anything else is left alone.
 
-use kiln_ir::kernel::call::{final_store, peel_clamp, Consts};
+use kiln_ir::kernel::call::{final_store, peel_activation, peel_clamp, Activation, Consts};
 use kiln_ir::kernel::interp::affine_coeff;
 use kiln_ir::kernel::rewrite::subst_zero;
 use kiln_ir::kernel::{BinOp, BufId, Expr, Matmul, Stmt, VarId};
@@ -43,6 +45,8 @@ pub(super) struct Fold {
     pub residual: Option<(Operand, i64)>,
     /// Clamp bounds (±∞: none).
     pub act: (f32, f32),
+    /// A transcendental activation applied before the clamp.
+    pub func: Option<Activation>,
     /// Addresses of the statements not to emit.
     pub skip: Vec<usize>,
 }
@@ -146,23 +150,31 @@ fn terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     }
 }
 
-/// The epilogue after `mm`: (residual, bias, clamp).
-#[allow(clippy::type_complexity)]
-fn epilogue(
-    mm: &Matmul,
-    next: &Stmt,
-    consts: Consts,
-) -> Option<(Option<(Operand, i64)>, Option<(Operand, bool)>, (f32, f32))> {
+/// What an epilogue loop applies to the product: the residual and bias it
+/// adds, then the function, then the clamp.
+struct Tail {
+    residual: Option<(Operand, i64)>,
+    bias: Option<(Operand, bool)>,
+    func: Option<Activation>,
+    act: (f32, f32),
+}
+
+/// The epilogue after `mm`.
+fn epilogue(mm: &Matmul, next: &Stmt, consts: Consts) -> Option<Tail> {
     let (i, j, body) = tile_nest(mm, next)?;
     let (buf, index, value) = final_store(body)?;
     let flat = c_index(mm, i, j);
     if buf != mm.c.buf || !same_index(index, &flat, i, j) {
         return None;
     }
-    let (sum, lo, hi) = peel_clamp(&value, consts);
+    let (inner, lo, hi) = peel_clamp(&value, consts);
     if lo > hi {
         return None;
     }
+    let (sum, func) = match peel_activation(inner, consts) {
+        Some((x, f)) => (x, Some(f)),
+        None => (inner, None),
+    };
     let mut ts = vec![];
     terms(sum, &mut ts);
     let (mut own, mut residual, mut bias) = (false, None, None);
@@ -190,7 +202,12 @@ fn epilogue(
             return None;
         }
     }
-    own.then_some((residual, bias, (lo, hi)))
+    own.then_some(Tail {
+        residual,
+        bias,
+        func,
+        act: (lo, hi),
+    })
 }
 
 /// What the call of `mm` absorbs from the statements before and after it.
@@ -201,6 +218,7 @@ pub(super) fn fold(mm: &Matmul, prev: Option<&Stmt>, next: Option<&Stmt>, consts
         bias: None,
         residual: None,
         act: super::gemm::NO_ACT,
+        func: None,
         skip: vec![],
     };
     if mm.accumulate {
@@ -213,17 +231,18 @@ pub(super) fn fold(mm: &Matmul, prev: Option<&Stmt>, next: Option<&Stmt>, consts
         }
     }
     if let Some(n) = next {
-        if let Some((res, bias, act)) = epilogue(mm, n, consts) {
+        if let Some(t) = epilogue(mm, n, consts) {
             // A residual replaces the accumulation's source; a second bias
             // has no slot.
-            let clash = res.is_some() && f.accumulate || bias.is_some() && f.bias.is_some();
-            let ok = !clash;
-            if ok {
-                f.residual = res;
-                if bias.is_some() {
-                    f.bias = bias;
+            let clash =
+                t.residual.is_some() && f.accumulate || t.bias.is_some() && f.bias.is_some();
+            if !clash {
+                f.residual = t.residual;
+                if t.bias.is_some() {
+                    f.bias = t.bias;
                 }
-                f.act = act;
+                f.act = t.act;
+                f.func = t.func;
                 f.skip.push(key(n));
             }
         }

@@ -7,7 +7,7 @@ use super::*;
 use crate::plan::{AotWeight, BufferLoc};
 use kiln_ir::kernel::build::ProgramBuilder;
 use kiln_ir::kernel::interp::run_program;
-use kiln_ir::kernel::{BufferRole, Expr, KernelProgram, Matmul, Stmt};
+use kiln_ir::kernel::{BinOp, BufferRole, Expr, KernelProgram, Matmul, Stmt, UnOp};
 use kiln_ir::{DType, Storage};
 
 /// Deterministic values in [-1, 1) that are not exact in few bits, so the
@@ -356,17 +356,34 @@ fn with_epilogue(m: usize, n: usize, k: usize, act: &dyn Fn(Expr) -> Expr) -> Ke
 }
 
 /// ReLU and Clip epilogues are folded into the kernel's clamp (also when B
-/// is packed in row chunks, where only the last chunk may clamp) and give
-/// the interpreter's results; another activation is left as a loop.
+/// is packed in row chunks, where only the last chunk may clamp), sigmoid,
+/// SiLU, GELU and tanh into its function, and give the interpreter's
+/// results; another activation is left as a loop.
 #[test]
-fn clamp_epilogues_are_folded() {
+fn activation_epilogues_are_folded() {
     let relu = |x: Expr| x.max(Expr::f32(0.0));
     let clip = |x: Expr| x.max(Expr::f32(-0.25)).min(Expr::f32(0.5));
     let neg = |x: Expr| -x;
+    let sigmoid = |x: Expr| Expr::f32(1.0).bin(BinOp::Div, Expr::f32(1.0) + (-x).un(UnOp::Exp));
+    let silu = |x: Expr| x.clone() * sigmoid(x);
+    let gelu = |x: Expr| {
+        let erf = x
+            .clone()
+            .bin(BinOp::Div, Expr::f32(std::f32::consts::SQRT_2))
+            .un(UnOp::Erf);
+        x * (erf + Expr::f32(1.0)) * Expr::f32(0.5)
+    };
+    let tanh = |x: Expr| x.un(UnOp::Tanh);
+    let clipped_silu = |x: Expr| silu(x).min(Expr::f32(0.3));
     for (what, act, folds) in [
         ("relu", &relu as &dyn Fn(Expr) -> Expr, true),
         ("clip", &clip, true),
         ("neg", &neg, false),
+        ("sigmoid", &sigmoid, true),
+        ("silu", &silu, true),
+        ("gelu", &gelu, true),
+        ("tanh", &tanh, true),
+        ("clipped silu", &clipped_silu, true),
     ] {
         for (m, n, k) in [(20, 33, 40), (24, 70, 1100)] {
             let p = with_epilogue(m, n, k, act);
