@@ -26,18 +26,20 @@ void kiln_parallel_for(size_t n, kiln_task_fn task, void *ctx);
    with it KILN_NUM_THREADS (read once, when the pool starts) or all cores. */
 int kiln_runtime_num_threads(void);
 
-/* f32 GEMM with a fused epilogue: C = clamp(A.B + (accumulate ? C : R)
-   + bias, act_min, act_max), A m x k (row stride lda), C m x n (row stride
+/* f32 GEMM with a fused epilogue: C = clamp(f(A.B + (accumulate ? C : R)
+   + bias), act_min, act_max), A m x k (row stride lda), C m x n (row stride
    ldc), B pre-packed for the variant (the layout of kiln_runtime::gemm::pack_b,
    kiln_sgemm_packed_b_len floats). flags: bit 0 accumulate, bit 1 one bias
    per row (m floats) instead of per column (n floats), bit 2 A stored
-   transposed (element (i, p) at a[p * lda + i], lda >= m); bias may be NULL;
+   transposed (element (i, p) at a[p * lda + i], lda >= m), bits 8-11 the
+   function f: 0 none, 1 sigmoid, 2 SiLU, 3 GELU (erf), 4 tanh (another code
+   returns -8); bias may be NULL;
    residual R (m x n, row stride ldr) or NULL, unused when accumulating;
    scratch at least
    MR * min(k, KC) floats (kiln_sgemm_scratch_len for full speed). Returns 0,
    or a negative code (null pointer -1, short stride -2, short buffer -3,
    variant not built -4, overflow -5, CPU lacks the instructions -6,
-   residual while accumulating -7).
+   residual while accumulating -7, unknown function -8).
    avx2/avx512 exist on x86_64 only, neon on aarch64 only. */
 #define KILN_SGEMM_ARGS                                                     \
   size_t m, size_t n, size_t k, const float *a, size_t lda,                 \
