@@ -99,15 +99,17 @@ const char *kiln_runtime_version(void);
    with a fused bias and clamp, single-threaded (split channels over
    threads by offsetting x, w, bias, y and channels). For c < channels,
    oy < out_h, ox < out_w:
-     y[(c*out_h + oy)*out_w + ox] = clamp(bias[c] + sum over ky < k_h,
+     y[(c*out_h + oy)*out_w + ox] = clamp(f(bias[c] + sum over ky < k_h,
        kx < k_w of w[(c*k_h + ky)*k_w + kx] * X(c, oy*stride_h - pad_top
-       + ky*dil_h, ox*stride_w - pad_left + kx*dil_w), act_min, act_max)
+       + ky*dil_h, ox*stride_w - pad_left + kx*dil_w)), act_min, act_max)
    with X the input x (channels planes of in_h x in_w) and 0 outside it;
    bottom/right padding follow from out_h/out_w; bias may be NULL (0);
    clamp(v, lo, hi) = min(max(v, lo), hi), NaN passing through, +-INFINITY
-   for no bound. y must not overlap x, w or bias. Returns 0, or a negative
-   code (null args/x/w/y -1, zero kernel size, stride or dilation -2,
-   variant not built -4, overflow -5, CPU lacks the instructions -6);
+   for no bound; f by func as in the GEMM flags' bits 8-11 (0 none,
+   1 sigmoid, 2 SiLU, 3 GELU, 4 tanh). y must not overlap x, w or bias.
+   Returns 0, or a negative code (null args/x/w/y -1, zero kernel size,
+   stride or dilation -2, variant not built -4, overflow -5, CPU lacks the
+   instructions -6, unknown func -7);
    nothing is read or written when channels*out_h*out_w is 0.
    avx2/avx512 exist on x86_64 only, neon on aarch64 only. */
 typedef struct KilnDwArgs {
@@ -118,6 +120,7 @@ typedef struct KilnDwArgs {
   size_t channels, in_h, in_w, out_h, out_w, k_h, k_w;
   size_t stride_h, stride_w, pad_top, pad_left, dil_h, dil_w;
   float act_min, act_max;
+  uint32_t func;
 } KilnDwArgs;
 int kiln_dwconv_f32_scalar(const KilnDwArgs *args);
 #if defined(__x86_64__) || defined(_M_X64)

@@ -20,6 +20,7 @@
 extern crate std;
 
 pub mod dwconv;
+pub mod func;
 pub mod gemm;
 mod model;
 #[cfg(feature = "std")]

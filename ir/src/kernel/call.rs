@@ -6,9 +6,10 @@
 //! against the body in tests. A renderer that has a faster implementation
 //! (the CPU backend's runtime kernels, written with 256/512-bit vectors
 //! Cranelift cannot emit) may call it instead. Passes that rewrite a body
-//! must keep the promise true or drop it: fusion that applies a clamp to a
-//! kernel's stores records it in [`Depthwise2d::act`], anything else drops
-//! the call.
+//! must keep the promise true or drop it: fusion that applies a clamp (or
+//! one of the [`Activation`]s, then a clamp) to a kernel's stores records
+//! it in [`Depthwise2d::act`] (and [`Depthwise2d::func`]), anything else
+//! drops the call.
 
 use super::{BinOp, BufId, Expr, Stmt, UnOp, VarId};
 use crate::dtype::DType;
@@ -23,9 +24,10 @@ pub enum LibraryCall {
 
 /// f32 2-D depthwise convolution, NCHW, one input channel per output
 /// channel: for every plane `p < batch·channels` (weights and bias of
-/// channel `p % channels`), `y[p, oy, ox] = clamp(bias + Σ w[c, ky, kx] ·
-/// x[p, oy·sh − pad_top + ky·dh, ox·sw − pad_left + kx·dw], act)` with zeros
-/// outside the input. Planes are contiguous (`in_h·in_w` and `out_h·out_w`).
+/// channel `p % channels`), `y[p, oy, ox] = clamp(func(bias + Σ w[c, ky,
+/// kx] · x[p, oy·sh − pad_top + ky·dh, ox·sw − pad_left + kx·dw]), act)`
+/// with zeros outside the input. Planes are contiguous (`in_h·in_w` and
+/// `out_h·out_w`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Depthwise2d {
     pub x: BufId,
@@ -48,6 +50,9 @@ pub struct Depthwise2d {
     pub dil_w: u64,
     /// Clamp bounds applied last (±∞: none).
     pub act: (f32, f32),
+    /// A function applied before the clamp (None: identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub func: Option<Activation>,
 }
 
 /// Reads a scalar of a constant buffer: `Load(buf, constant index)` → value.

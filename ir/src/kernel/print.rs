@@ -50,6 +50,9 @@ impl fmt::Display for KernelProgram {
                     d.act.0,
                     d.act.1
                 )?;
+                if let Some(func) = d.func {
+                    writeln!(f, "//   applying {func:?} before the clamp")?;
+                }
             }
             writeln!(f, "kernel {} {{", k.name)?;
             let mut s = String::new();

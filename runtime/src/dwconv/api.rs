@@ -2,7 +2,7 @@
 //! the generated code calls. Every size, pointer and coordinate range is
 //! checked here so that the kernels can index without checks.
 
-use super::{Activation, DwError, DwGeometry, Variant};
+use super::{Activation, DwError, DwGeometry, Func, Variant};
 
 /// The operands of one call, as the C entry points take them (one pointer
 /// to this struct instead of nineteen arguments). Layout: four pointers,
@@ -34,6 +34,8 @@ pub struct KilnDwArgs {
     pub dil_w: usize,
     pub act_min: f32,
     pub act_max: f32,
+    /// The [`Func`] code applied before the clamp (0: none).
+    pub func: u32,
 }
 
 impl KilnDwArgs {
@@ -63,7 +65,20 @@ impl KilnDwArgs {
             dil_w: g.dil_w,
             act_min,
             act_max,
+            func: Func::Identity as u32,
         }
+    }
+
+    /// The same arguments with `f` applied before the clamp.
+    pub const fn with_func(mut self, f: Func) -> KilnDwArgs {
+        self.func = f as u32;
+        self
+    }
+
+    /// The function applied before the clamp (identity for an unknown
+    /// code, which [`run`] refuses first).
+    pub(crate) fn func(&self) -> Func {
+        Func::from_code(self.func).unwrap_or(Func::Identity)
     }
 
     /// The shape part of the arguments.
@@ -175,6 +190,9 @@ unsafe fn run(variant: Variant, a: &KilnDwArgs) -> Result<(), DwError> {
             return Err(DwError::NullPointer { what });
         }
     }
+    if Func::from_code(a.func).is_none() {
+        return Err(DwError::UnknownActivation { code: a.func });
+    }
     if !variant.is_compiled() {
         return Err(DwError::NotCompiled { variant });
     }
@@ -227,7 +245,7 @@ pub fn dwconv(
     check_len("y", ext.y, y.len())?;
     let bias = bias.map_or(core::ptr::null(), <[f32]>::as_ptr);
     let ptrs = (x.as_ptr(), w.as_ptr(), bias, y.as_mut_ptr());
-    let args = KilnDwArgs::new(g, ptrs, activation.bounds());
+    let args = KilnDwArgs::new(g, ptrs, activation.bounds()).with_func(activation.func());
     // SAFETY: every extent was checked against its slice above, and `y`
     // is a `&mut` borrow, so it overlaps nothing else.
     unsafe { run(variant, &args) }

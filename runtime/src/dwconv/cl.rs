@@ -184,7 +184,7 @@ pub(crate) unsafe fn run<S: Simd>(a: &KilnDwArgs) {
                 }
             }
             for (t, v) in acc.iter().enumerate().take(n) {
-                S::store(out.add((p0 + t) * l), S::clamp(*v, lo, hi));
+                S::store(out.add((p0 + t) * l), S::act(a.func(), *v, lo, hi));
             }
             p0 += n;
         }

@@ -65,6 +65,7 @@ mod neon;
 #[cfg(test)]
 mod tests;
 
+pub use crate::func::Func;
 pub use crate::gemm::{Activation, Variant};
 pub use api::*;
 
@@ -88,6 +89,8 @@ pub enum DwError {
     Overflow,
     /// The running CPU lacks the variant's instructions.
     Unsupported { variant: Variant },
+    /// `func` names an activation this runtime does not have.
+    UnknownActivation { code: u32 },
 }
 
 impl DwError {
@@ -100,6 +103,7 @@ impl DwError {
             DwError::NotCompiled { .. } => -4,
             DwError::Overflow => -5,
             DwError::Unsupported { .. } => -6,
+            DwError::UnknownActivation { .. } => -7,
         }
     }
 }
@@ -120,6 +124,9 @@ impl core::fmt::Display for DwError {
             DwError::Overflow => write!(f, "dwconv: a size or coordinate overflows usize"),
             DwError::Unsupported { variant } => {
                 write!(f, "dwconv: this CPU cannot run variant {}", variant.name())
+            }
+            DwError::UnknownActivation { code } => {
+                write!(f, "dwconv: no activation has code {code}")
             }
         }
     }

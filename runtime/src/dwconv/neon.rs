@@ -6,6 +6,7 @@ use core::arch::aarch64::*;
 
 use super::simd::{self, Simd};
 use super::KilnDwArgs;
+use crate::func::Func;
 
 /// 128-bit vectors (NEON).
 pub(crate) struct Neon;
@@ -49,6 +50,13 @@ impl Simd for Neon {
     #[inline(always)]
     unsafe fn fma(a: float32x4_t, b: float32x4_t, acc: float32x4_t) -> float32x4_t {
         vfmaq_f32(acc, a, b)
+    }
+    #[inline(always)]
+    unsafe fn func(f: Func, v: float32x4_t) -> float32x4_t {
+        let mut t = [0.0f32; 4];
+        vst1q_f32(t.as_mut_ptr(), v);
+        let t = t.map(|x| f.apply(x));
+        vld1q_f32(t.as_ptr())
     }
     #[inline(always)]
     unsafe fn clamp(v: float32x4_t, lo: float32x4_t, hi: float32x4_t) -> float32x4_t {

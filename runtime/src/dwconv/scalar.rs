@@ -92,8 +92,9 @@ pub(crate) unsafe fn run(a: &KilnDwArgs) {
                     }
                 }
             }
+            let f = a.func();
             for o in row.iter_mut() {
-                *o = clamp(*o, a.act_min, a.act_max);
+                *o = clamp(f.apply(*o), a.act_min, a.act_max);
             }
         }
     }

@@ -39,6 +39,7 @@ use core::mem::MaybeUninit;
 
 use super::scalar;
 use super::KilnDwArgs;
+use crate::func::Func;
 
 /// The operations a vector variant provides. All are `unsafe` because they
 /// execute instructions the CPU may lack and dereference raw pointers.
@@ -61,6 +62,18 @@ pub(crate) trait Simd {
     unsafe fn fma(a: Self::V, b: Self::V, acc: Self::V) -> Self::V;
     /// `min(hi, max(lo, v))`, NaN in `v` passing through.
     unsafe fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
+    /// `f(v)` lane by lane ([`crate::func`]).
+    unsafe fn func(f: Func, v: Self::V) -> Self::V;
+    /// The epilogue: `f`, then the clamp.
+    #[inline(always)]
+    unsafe fn act(f: Func, v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
+        let v = if f == Func::Identity {
+            v
+        } else {
+            Self::func(f, v)
+        };
+        Self::clamp(v, lo, hi)
+    }
     /// The even- and odd-indexed lanes of the `2·L` floats `a`, `b`.
     unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V);
     /// Transposes the `L × L` block whose row `i` is at `src + i·ss` into
@@ -409,10 +422,11 @@ impl Stage {
     }
 }
 
-/// The epilogue's constants: bias vector and clamp bounds.
+/// The epilogue's constants: bias vector, function and clamp bounds.
 #[derive(Clone, Copy)]
 struct Epi<V> {
     b: V,
+    f: Func,
     lo: V,
     hi: V,
 }
@@ -430,7 +444,7 @@ unsafe fn store_tile<S: Simd, const R: usize, const T: usize>(
 ) {
     for (r, row) in acc.iter().enumerate() {
         for (t, &v) in row.iter().enumerate() {
-            let v = S::clamp(v, e.lo, e.hi);
+            let v = S::act(e.f, v, e.lo, e.hi);
             match part {
                 Some(n) => S::store_part(out.add(r * ld), v, n),
                 None => S::store(out.add(r * ld + t * S::L), v),
@@ -588,6 +602,7 @@ unsafe fn channel<S: Simd>(
         a.y.add(c * a.out_h * a.out_w),
         Epi {
             b,
+            f: a.func(),
             lo: S::splat(a.act_min),
             hi: S::splat(a.act_max),
         },
@@ -767,6 +782,10 @@ impl<const N: usize> Simd for Lanes<N> {
     }
     unsafe fn clamp(v: Self::V, lo: Self::V, hi: Self::V) -> Self::V {
         core::array::from_fn(|i| scalar::clamp(v[i], lo[i], hi[i]))
+    }
+    #[inline(always)]
+    unsafe fn func(f: Func, v: Self::V) -> Self::V {
+        v.map(|x| f.apply(x))
     }
     unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
         let at = |k: usize| if k < N { a[k] } else { b[k - N] };

@@ -46,7 +46,8 @@ impl Runner {
             g,
             (x.as_ptr(), w.as_ptr(), bias, y.as_mut_ptr()),
             act.bounds(),
-        );
+        )
+        .with_func(act.func());
         // SAFETY: extents checked above; `y` is a distinct allocation.
         unsafe {
             match n {
@@ -141,9 +142,19 @@ fn check(runner: Runner, g: &DwGeometry, bias: bool, act: Activation, rng: &mut 
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
                 let (sum, mag) = reference(g, &x, &w, bias, c, oy, ox);
-                let want = sum.max(lo as f64).min(hi as f64);
+                let func = act.func();
+                let want = crate::func::tests::reference(func, sum)
+                    .max(lo as f64)
+                    .min(hi as f64);
                 let got = y[(c * g.out_h + oy) * g.out_w + ox];
-                let tol = (taps + 3.0) * u * mag + f64::MIN_POSITIVE;
+                // The sum's rounding passes through the function (slopes
+                // at most 1.13), which adds a few ulp of its own.
+                let tol = (taps + 3.0) * u * mag * 1.2 + f64::MIN_POSITIVE;
+                let tol = if func == Func::Identity {
+                    tol
+                } else {
+                    tol + 8.0 * u * want.abs() + 1e-30
+                };
                 assert!(
                     (got as f64 - want).abs() <= tol,
                     "{runner:?} {g:?} bias {} {act:?}: y({c},{oy},{ox}) = {got}, want {want} \
@@ -184,14 +195,19 @@ fn geometry(
 }
 
 fn activation(i: usize) -> Activation {
-    [
+    const ACTS: [Activation; 7] = [
         Activation::None,
         Activation::Relu,
         Activation::Clip {
             min: -0.5,
             max: 0.7,
         },
-    ][i % 3]
+        Activation::Func(Func::Silu),
+        Activation::Func(Func::Sigmoid),
+        Activation::Func(Func::GeluErf),
+        Activation::Func(Func::Tanh),
+    ];
+    ACTS[i % ACTS.len()]
 }
 
 #[test]
@@ -569,7 +585,7 @@ fn dwconv_c_abi_matches_and_reports_errors() {
 
 #[test]
 fn dwconv_c_abi_struct_layout() {
-    // Four pointers, thirteen `size_t`, two floats: the header's layout.
+    // Four pointers, thirteen `size_t`, two floats, a u32: the header's layout.
     let p = core::mem::size_of::<*const f32>();
     let z = core::mem::size_of::<usize>();
     assert_eq!(core::mem::offset_of!(KilnDwArgs, channels), 4 * p);
@@ -579,9 +595,10 @@ fn dwconv_c_abi_struct_layout() {
         core::mem::offset_of!(KilnDwArgs, act_max),
         4 * p + 13 * z + 4
     );
+    assert_eq!(core::mem::offset_of!(KilnDwArgs, func), 4 * p + 13 * z + 8);
     assert_eq!(
         core::mem::size_of::<KilnDwArgs>(),
-        (4 * p + 13 * z + 8).next_multiple_of(core::mem::align_of::<usize>())
+        (4 * p + 13 * z + 12).next_multiple_of(core::mem::align_of::<usize>())
     );
 }
 

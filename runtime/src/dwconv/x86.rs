@@ -12,6 +12,7 @@ use core::arch::x86_64::*;
 
 use super::simd::{self, Simd};
 use super::KilnDwArgs;
+use crate::func::{apply_avx2, apply_avx512, Func};
 
 /// 256-bit vectors (AVX2 + FMA).
 pub(crate) struct Avx2;
@@ -123,6 +124,10 @@ impl Simd for Avx2 {
         _mm256_fmadd_ps(a, b, acc)
     }
     #[inline(always)]
+    unsafe fn func(f: Func, v: __m256) -> __m256 {
+        apply_avx2(f, v)
+    }
+    #[inline(always)]
     unsafe fn clamp(v: __m256, lo: __m256, hi: __m256) -> __m256 {
         // `max(lo, v)` returns `v` when either is NaN: NaN passes.
         _mm256_min_ps(hi, _mm256_max_ps(lo, v))
@@ -177,6 +182,10 @@ impl Simd for Avx512 {
     #[inline(always)]
     unsafe fn fma(a: __m512, b: __m512, acc: __m512) -> __m512 {
         _mm512_fmadd_ps(a, b, acc)
+    }
+    #[inline(always)]
+    unsafe fn func(f: Func, v: __m512) -> __m512 {
+        apply_avx512(f, v)
     }
     #[inline(always)]
     unsafe fn clamp(v: __m512, lo: __m512, hi: __m512) -> __m512 {

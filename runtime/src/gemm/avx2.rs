@@ -12,8 +12,8 @@
 use core::arch::x86_64::*;
 
 use super::driver::{Kernel, TileEpi};
-use super::func::{apply_avx2, Func};
 use super::{Blocking, Variant};
+use crate::func::{apply_avx2, Func};
 
 const MR: usize = 6;
 const NR: usize = 16;

@@ -9,8 +9,8 @@
 use core::arch::x86_64::*;
 
 use super::driver::{Kernel, TileEpi};
-use super::func::{apply_avx512, Func};
 use super::{Blocking, Variant};
+use crate::func::{apply_avx512, Func};
 
 const MR: usize = 12;
 const NR: usize = 32;

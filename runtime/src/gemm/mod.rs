@@ -55,7 +55,6 @@
 //! [`GemmError::code`].
 
 mod driver;
-mod func;
 mod packed_a;
 mod scalar;
 
@@ -70,8 +69,8 @@ mod api;
 #[cfg(test)]
 mod tests;
 
+pub use crate::func::Func;
 pub use api::*;
-pub use func::Func;
 
 /// The micro-kernel families. The numbering is the C ABI's `variant` code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -270,7 +270,7 @@ fn verify(
             // The sum's rounding passes through the function (slopes at
             // most 1.13), which adds a few ulp of its own.
             let func = case.act.func();
-            let want = super::func::tests::reference(func, sum)
+            let want = crate::func::tests::reference(func, sum)
                 .max(lo as f64)
                 .min(hi as f64);
             let tol = (k as f64 + 3.0) * u * mag * 1.2 + f64::MIN_POSITIVE;

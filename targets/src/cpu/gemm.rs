@@ -65,7 +65,7 @@ const GEMM_TRAP: u8 = 0x6b;
 pub(super) const NO_ACT: (f32, f32) = (f32::NEG_INFINITY, f32::INFINITY);
 
 /// The runtime's code (`flags` bits 8-11) of a folded activation.
-fn func_code(f: Option<kiln_ir::kernel::call::Activation>) -> u32 {
+pub(super) fn func_code(f: Option<kiln_ir::kernel::call::Activation>) -> u32 {
     use kiln_ir::kernel::call::Activation as A;
     use kiln_runtime::gemm::Func;
     let f = match f {

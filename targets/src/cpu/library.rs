@@ -23,8 +23,8 @@ use kiln_ir::kernel::BufferDecl;
 use kiln_ir::DType;
 use target_lexicon::Architecture;
 
-/// Bytes of `KilnDwArgs`: 4 pointers, 13 sizes, 2 floats.
-const ARGS_BYTES: u32 = 4 * 8 + 13 * 8 + 8;
+/// Bytes of `KilnDwArgs`: 4 pointers, 13 sizes, 2 floats, a u32 (padded).
+const ARGS_BYTES: u32 = 4 * 8 + 13 * 8 + 16;
 /// Offsets of the fields the task narrows.
 const OFF_X: i32 = 0;
 const OFF_W: i32 = 8;
@@ -32,6 +32,7 @@ const OFF_BIAS: i32 = 16;
 const OFF_Y: i32 = 24;
 const OFF_CHANNELS: i32 = 32;
 const OFF_ACT: i32 = 32 + 13 * 8;
+const OFF_FUNC: i32 = OFF_ACT + 8;
 /// Images emitted as separate calls; more falls back to the body.
 const MAX_BATCH: u64 = 16;
 /// The trap code of a routine that refused its arguments or the CPU.
@@ -185,6 +186,8 @@ impl Library {
             let hi = b.ins().f32const(d.act.1);
             b.ins().stack_store(I64, lo, slot, OFF_ACT);
             b.ins().stack_store(I64, hi, slot, OFF_ACT + 4);
+            let func = b.ins().iconst(I32, super::gemm::func_code(d.func) as i64);
+            b.ins().stack_store(I64, func, slot, OFF_FUNC);
             b.ins().stack_store(I64, w, slot, OFF_W);
             b.ins().stack_store(I64, bias, slot, OFF_BIAS);
             let args = b.ins().stack_addr(I64, slot, 0);
@@ -255,6 +258,8 @@ fn define_task<M: Module>(
         }
         let act = b.ins().load(I64, fl, src, OFF_ACT);
         b.ins().stack_store(I64, act, slot, OFF_ACT);
+        let func = b.ins().load(I32, fl, src, OFF_FUNC);
+        b.ins().stack_store(I64, func, slot, OFF_FUNC);
         let (in_h, in_w, out_h, out_w, k_h, k_w) =
             (sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]);
         // Move each per-channel pointer to channel `begin`.

@@ -28,7 +28,9 @@ use super::{lower, LowerCtx, LowerError, Result};
 use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
-use kiln_ir::kernel::call::{final_store, peel_clamp, Depthwise2d, LibraryCall};
+use kiln_ir::kernel::call::{
+    final_store, peel_activation, peel_clamp, Activation, Depthwise2d, LibraryCall,
+};
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
 };
@@ -679,13 +681,15 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
         return Err(gerr(name, "the root reads its own output back"));
     }
     let mut next = max_var(&rp).map_or(0, |v| v + 1);
-    let clamp = tail_clamp(g, &tail, root_t, &buffers);
-    // A root with a library call but a tail that is no clamp keeps its
-    // call: it stores its own values, and a second kernel applies the tail
-    // in place (one more pass over the output, paid only where the routine
-    // is faster than the rendered body by far more).
-    let split_tail = clamp.is_none()
-        && kernels.iter().any(|k| k.call.is_some())
+    let act = tail_act(g, &tail, root_t, &buffers);
+    // A root with a library call that cannot take the tail (no clamp, nor
+    // a function and clamp) keeps its call: it stores its own values, and
+    // a second kernel applies the tail in place (one more pass over the
+    // output, paid only where the routine is faster than the rendered body
+    // by far more).
+    let split_tail = kernels
+        .iter()
+        .any(|k| k.call.clone().is_some_and(|c| with_act(c, act).is_none()))
         && g.members.iter().all(|m| m.out_type.dtype == root_t);
     let kernels = match (w.stores, w.matmuls) {
         (_, 0) if split_tail => {
@@ -705,7 +709,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
                 Ok(Kernel {
                     name: k.name.clone(),
                     body: rewrite_stores(&k.body, &tail, root_t, &mut next, &buffers)?,
-                    call: k.call.clone().and_then(|c| with_clamp(c, clamp)),
+                    call: k.call.clone().and_then(|c| with_act(c, act)),
                 })
             })
             .collect::<Result<Vec<_>>>()?,
@@ -778,9 +782,12 @@ fn remap_call(call: &LibraryCall, map: &[BufId]) -> LibraryCall {
 }
 
 /// The tail as a clamp of the root's value, if it is one (ReLU, Clip with
-/// constant bounds): applied to a placeholder value, the tail's statements
-/// must store `min(max(placeholder, lo), hi)` or one side of it.
-fn tail_clamp(g: &Group, tail: &Tail, root_t: DType, bufs: &[BufferDecl]) -> Option<(f32, f32)> {
+/// constant bounds), possibly around a sigmoid, SiLU, GELU or tanh of it:
+/// applied to a placeholder value, the tail's statements must store
+/// `min(max(f(placeholder), lo), hi)` or one side of it.
+type TailAct = (Option<Activation>, f32, f32);
+
+fn tail_act(g: &Group, tail: &Tail, root_t: DType, bufs: &[BufferDecl]) -> Option<TailAct> {
     let mut consts: HashMap<BufId, &Tensor> = HashMap::new();
     for m in &g.members {
         for (k, i) in m.inputs.iter().enumerate() {
@@ -808,14 +815,29 @@ fn tail_clamp(g: &Group, tail: &Tail, root_t: DType, bufs: &[BufferDecl]) -> Opt
         .ok()?;
     let (_, _, value) = final_store(&stmts)?;
     let (inner, lo, hi) = peel_clamp(&value, &lookup);
-    (*inner == Expr::Var(placeholder) && lo <= hi).then_some((lo, hi))
+    if lo > hi {
+        return None;
+    }
+    if *inner == Expr::Var(placeholder) {
+        return Some((None, lo, hi));
+    }
+    let (x, f) = peel_activation(inner, &lookup)?;
+    (*x == Expr::Var(placeholder)).then_some((Some(f), lo, hi))
 }
 
-/// `call` applying `clamp` last, or `None` when the tail is no clamp.
-fn with_clamp(call: LibraryCall, clamp: Option<(f32, f32)>) -> Option<LibraryCall> {
-    let (lo, hi) = clamp?;
+/// `call` applying `act` last, or `None` when the tail is none of those
+/// `tail_act` finds, or a function would follow the call's own clamp.
+fn with_act(call: LibraryCall, act: Option<TailAct>) -> Option<LibraryCall> {
+    let (func, lo, hi) = act?;
     match call {
         LibraryCall::Depthwise2d(mut d) => {
+            if func.is_some() {
+                let unclamped = d.act == (f32::NEG_INFINITY, f32::INFINITY);
+                if !unclamped || d.func.is_some() {
+                    return None;
+                }
+                d.func = func;
+            }
             d.act = (d.act.0.max(lo), d.act.1.min(hi));
             Some(LibraryCall::Depthwise2d(d))
         }

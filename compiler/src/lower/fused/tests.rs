@@ -7,6 +7,7 @@ use crate::exec::run_model;
 use crate::passes;
 use kiln_ir::graph::builder::Builder;
 use kiln_ir::graph::{BinaryOp, UnaryOp};
+use kiln_ir::kernel::call::{Activation, LibraryCall};
 use kiln_ir::{DType, Model, Op, Tensor, TensorType, ValueId};
 
 /// Deterministic values in [-1, 1).
@@ -144,6 +145,39 @@ fn depthwise_conv_and_clip_fuse_into_its_stores() {
         vec![bin(b, "min", BinaryOp::Min, y, hi)]
     });
     check(m, ins, &[3]);
+}
+
+/// A depthwise conv followed by SiLU keeps its library call, which records
+/// the function; followed by a clamp then SiLU (the routine applies its
+/// function before its clamp), the call computes the conv alone and a
+/// second kernel applies the tail.
+#[test]
+fn depthwise_conv_and_silu_fuse_into_the_call() {
+    let call_funcs = |clip_first: bool| {
+        let (m, ins) = model(&[vec![1, 4, 5, 5]], |b, x| {
+            let w = konst(b.model, "w", vec![4, 1, 3, 3], 3);
+            let mut y = add(b, "dw", conv(3, 1, 4), &[x[0], w]);
+            if clip_first {
+                let lo = scalar(b.model, "lo", 0.0);
+                y = bin(b, "max", BinaryOp::Max, y, lo);
+            }
+            let s = un(b, "sigmoid", UnaryOp::Sigmoid, y);
+            vec![bin(b, "mul", BinaryOp::Mul, y, s)]
+        });
+        let plan = plan_model(&m).expect("plan");
+        check(m, ins, &[if clip_first { 4 } else { 3 }]);
+        plan.steps
+            .iter()
+            .flat_map(|s| &s.program.kernels)
+            .filter_map(|k| match &k.call {
+                Some(LibraryCall::Depthwise2d(d)) => Some((d.func, d.act)),
+                None => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let inf = (f32::NEG_INFINITY, f32::INFINITY);
+    assert_eq!(call_funcs(false), vec![(Some(Activation::Silu), inf)]);
+    assert_eq!(call_funcs(true), vec![(None, inf)]);
 }
 
 #[test]

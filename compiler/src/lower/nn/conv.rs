@@ -513,6 +513,7 @@ fn direct_depthwise(
             dil_h: u(dil[0]),
             dil_w: u(dil[1]),
             act: (f32::NEG_INFINITY, f32::INFINITY),
+            func: None,
         })
     })
 }
