@@ -174,24 +174,7 @@ fn one_plus_erf(z: f32) -> f32 {
 #[inline]
 pub(crate) unsafe fn apply_avx512(f: Func, v: __m512) -> __m512 {
     let one = _mm512_set1_ps(1.0);
-    let exp = |x: __m512| {
-        // `max(lo, x)` and `min(hi, x)` return `x` when it is NaN.
-        let x = _mm512_min_ps(
-            _mm512_set1_ps(EXP_HI),
-            _mm512_max_ps(_mm512_set1_ps(EXP_LO), x),
-        );
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-        let mut p = _mm512_set1_ps(EXP_P[0]);
-        for &c in &EXP_P[1..] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        let y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, one));
-        _mm512_scalef_ps(y, n)
-    };
+    let exp = |x: __m512| exp_avx512(x);
     // 1/d by the 14-bit estimate and one Newton step (~2^-28 relative):
     // a fraction of the division's cost on Zen 4.
     let recip = |d: __m512| {
@@ -330,6 +313,135 @@ pub(crate) unsafe fn apply_avx2(f: Func, v: __m256) -> __m256 {
     }
 }
 
+/// `exp` on 16 lanes (see the module docs).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn exp_avx512(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(
+        _mm512_set1_ps(EXP_HI),
+        _mm512_max_ps(_mm512_set1_ps(EXP_LO), x),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_fmadd_ps(
+        p,
+        _mm512_mul_ps(r, r),
+        _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+    );
+    _mm512_scalef_ps(y, n)
+}
+
+/// Where [`exp_rows`] runs: the variants of the GEMM kernels.
+pub use crate::gemm::Variant;
+
+/// `y[r·len + j] = exp(x[r·len + j] − m[r])` for `r < rows`, `j < len`:
+/// the exponentials of a softmax over rows of `len`, `m` holding each
+/// row's maximum. AVX-512 runs 16 lanes at a time (a masked last vector);
+/// the other variants run the scalar form.
+///
+/// # Safety
+/// `x` and `y` hold `rows·len` floats, `m` `rows`; `y` may be `x` but
+/// overlaps nothing else; the CPU runs `variant`'s instructions.
+pub unsafe fn exp_rows(
+    variant: Variant,
+    x: *const f32,
+    m: *const f32,
+    y: *mut f32,
+    rows: usize,
+    len: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if variant == Variant::Avx512 {
+        exp_rows_avx512(x, m, y, rows, len);
+        return;
+    }
+    let _ = variant;
+    for r in 0..rows {
+        let mr = *m.add(r);
+        for j in 0..len {
+            *y.add(r * len + j) = exp(*x.add(r * len + j) - mr);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_rows_avx512(x: *const f32, m: *const f32, y: *mut f32, rows: usize, len: usize) {
+    for r in 0..rows {
+        let mr = _mm512_set1_ps(*m.add(r));
+        let (xr, yr) = (x.add(r * len), y.add(r * len));
+        let mut j = 0;
+        while j + 16 <= len {
+            let v = _mm512_sub_ps(_mm512_loadu_ps(xr.add(j)), mr);
+            _mm512_storeu_ps(yr.add(j), exp_avx512(v));
+            j += 16;
+        }
+        if j < len {
+            let k = ((1u32 << (len - j)) - 1) as u16;
+            let v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, xr.add(j)), mr);
+            _mm512_mask_storeu_ps(yr.add(j), k, exp_avx512(v));
+        }
+    }
+}
+
+/// Defines the C entry point of [`exp_rows`] for one variant.
+macro_rules! exp_rows_entry {
+    ($(#[$attr:meta])* $name:ident, $variant:expr) => {
+        $(#[$attr])*
+        ///
+        /// `y[r·len + j] = exp(x[r·len + j] − m[r])` for `r < rows`,
+        /// `j < len`. Returns 0, -1 when a pointer is null (nothing is
+        /// read when `rows·len` is 0), or -6 when the CPU lacks the
+        /// variant's instructions.
+        ///
+        /// # Safety
+        /// As [`exp_rows`], but for the pointers being checked.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            x: *const f32,
+            m: *const f32,
+            y: *mut f32,
+            rows: usize,
+            len: usize,
+        ) -> i32 {
+            if rows == 0 || len == 0 {
+                return 0;
+            }
+            if x.is_null() || m.is_null() || y.is_null() {
+                return -1;
+            }
+            if !$variant.is_supported() {
+                return -6;
+            }
+            exp_rows($variant, x, m, y, rows, len);
+            0
+        }
+    };
+}
+
+exp_rows_entry!(
+    /// Portable softmax exponentials.
+    kiln_exp_rows_f32_scalar,
+    Variant::Scalar
+);
+exp_rows_entry!(
+    /// AVX-512F softmax exponentials.
+    #[cfg(target_arch = "x86_64")]
+    kiln_exp_rows_f32_avx512,
+    Variant::Avx512
+);
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -459,6 +571,37 @@ pub(crate) mod tests {
                     assert!(chunk.len() == 8 || out[7].is_nan(), "{f:?} keeps NaN");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn exp_rows_match_exp_of_the_shifted_rows() {
+        let (rows, len) = (5, 37);
+        let x: Vec<f32> = (0..rows * len)
+            .map(|i| ((i * 7919) % 97) as f32 * 0.37 - 30.0)
+            .collect();
+        let m: Vec<f32> = (0..rows).map(|r| r as f32 * 3.0 - 4.0).collect();
+        for v in [Variant::Scalar, Variant::Avx512] {
+            if !v.is_supported() {
+                continue;
+            }
+            let mut y = vec![f32::NAN; rows * len + 3];
+            // SAFETY: the lengths are as documented; y has spare room checked below.
+            unsafe { exp_rows(v, x.as_ptr(), m.as_ptr(), y.as_mut_ptr(), rows, len) };
+            for r in 0..rows {
+                for j in 0..len {
+                    let want = ((x[r * len + j] - m[r]) as f64).exp();
+                    let got = y[r * len + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 3.0 * f32::EPSILON as f64 * want + 1e-37,
+                        "{v:?} ({r},{j}): {got} vs {want}"
+                    );
+                }
+            }
+            assert!(
+                y[rows * len..].iter().all(|v| v.is_nan()),
+                "{v:?} wrote past the rows"
+            );
         }
     }
 }

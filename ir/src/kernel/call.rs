@@ -20,6 +20,19 @@ use std::collections::HashMap;
 #[serde(rename_all = "snake_case")]
 pub enum LibraryCall {
     Depthwise2d(Depthwise2d),
+    ExpRows(ExpRows),
+}
+
+/// The exponentials of softmax: `y[r·len + j] = exp(x[r·len + j] − m[r])`
+/// for `r < rows`, `j < len`, all f32 (`m` holds each row's maximum, so
+/// every argument is at most 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExpRows {
+    pub x: BufId,
+    pub m: BufId,
+    pub y: BufId,
+    pub rows: u64,
+    pub len: u64,
 }
 
 /// f32 2-D depthwise convolution, NCHW, one input channel per output

@@ -24,6 +24,13 @@ impl fmt::Display for KernelProgram {
             )?;
         }
         for k in &self.kernels {
+            if let Some(super::call::LibraryCall::ExpRows(e)) = &k.call {
+                writeln!(
+                    f,
+                    "// same as exp_rows(x=b{}, m=b{}, y=b{}, {} rows of {})",
+                    e.x, e.m, e.y, e.rows, e.len
+                )?;
+            }
             if let Some(super::call::LibraryCall::Depthwise2d(d)) = &k.call {
                 writeln!(
                     f,

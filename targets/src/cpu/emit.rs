@@ -144,6 +144,18 @@ pub(crate) fn emit_program<M: Module>(
         }
         _ => None,
     };
+    let uses_exp = prog.steps.iter().any(|s| {
+        s.program.kernels.iter().any(|k| {
+            super::library::exp_rows(k.call.as_ref(), &s.program.buffers, dw_variant).is_some()
+        })
+    });
+    let exp_library = if uses_exp {
+        let l = super::library::ExpLibrary::declare(module, name, threads, &mut ctx, &mut fctx)?;
+        functions += 1;
+        Some(l)
+    } else {
+        None
+    };
     let mut kernel_ids: Vec<Vec<FuncId>> = vec![];
     for (si, step) in prog.steps.iter().enumerate() {
         let step_err = |kernel: &str, msg: String| CpuError::Kernel {
@@ -173,6 +185,18 @@ pub(crate) fn emit_program<M: Module>(
                     .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
                     .map_err(cg)?;
                 code_bytes += lib.define_depthwise(module, id, d, &mut ctx, &mut fctx)?;
+                functions += 1;
+                ids.push(id);
+                continue;
+            }
+            if let (Some(lib), Some(e)) = (
+                &exp_library,
+                super::library::exp_rows(k.call.as_ref(), &step.program.buffers, dw_variant),
+            ) {
+                let id = module
+                    .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
+                    .map_err(cg)?;
+                code_bytes += lib.define(module, id, e, &mut ctx, &mut fctx)?;
                 functions += 1;
                 ids.push(id);
                 continue;

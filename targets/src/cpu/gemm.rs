@@ -255,6 +255,10 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             "kiln_dwconv_f32_avx512",
             dwconv::kiln_dwconv_f32_avx512 as *const u8,
         ),
+        (
+            "kiln_exp_rows_f32_avx512",
+            kiln_runtime::func::kiln_exp_rows_f32_avx512 as *const u8,
+        ),
     ];
     #[cfg(target_arch = "aarch64")]
     let v: Vec<(&'static str, *const u8)> = vec![

@@ -7,6 +7,10 @@
 //! (see `kiln_runtime::dwconv`) over a range of channels. With threads the
 //! channels of each image are split over `kiln_parallel_for` by one task
 //! function per object, which narrows the argument block to its range.
+//!
+//! Softmax exponentials: `kiln_exp_rows_f32_avx512(x, m, y, rows, len)`
+//! (see `kiln_runtime::func::exp_rows`), rows split over threads the same
+//! way; with AVX-512 only, where 16 lanes beat the inline 4-lane `exp`.
 
 use super::CpuError;
 use cranelift_codegen::ir::types::{I32, I64};
@@ -18,7 +22,7 @@ use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
-use kiln_ir::kernel::call::{Depthwise2d, LibraryCall};
+use kiln_ir::kernel::call::{Depthwise2d, ExpRows, LibraryCall};
 use kiln_ir::kernel::BufferDecl;
 use kiln_ir::DType;
 use target_lexicon::Architecture;
@@ -60,7 +64,9 @@ pub(crate) fn depthwise<'k>(
     call: Option<&'k LibraryCall>,
     bufs: &[BufferDecl],
 ) -> Option<&'k Depthwise2d> {
-    let LibraryCall::Depthwise2d(d) = call?;
+    let Some(LibraryCall::Depthwise2d(d)) = call else {
+        return None;
+    };
     let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
     let ok = f32_buf(d.x)
         && f32_buf(d.w)
@@ -295,4 +301,161 @@ fn call_routine(b: &mut FunctionBuilder, routine: cranelift_codegen::ir::FuncRef
     let inst = b.ins().call(routine, &[args]);
     let rc = b.inst_results(inst)[0];
     b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+}
+
+/// The exponential-rows call of a kernel, if it can replace the body here
+/// (f32 buffers and an AVX-512 target).
+pub(crate) fn exp_rows<'k>(
+    call: Option<&'k LibraryCall>,
+    bufs: &[BufferDecl],
+    variant: Option<&str>,
+) -> Option<&'k ExpRows> {
+    let Some(LibraryCall::ExpRows(e)) = call else {
+        return None;
+    };
+    let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
+    let ok = variant == Some("avx512") && f32_buf(e.x) && f32_buf(e.m) && f32_buf(e.y) && e.len > 0;
+    ok.then_some(e)
+}
+
+/// Bytes of the block a softmax-rows task reads: x, m, y, len.
+const EXP_BLOCK: u32 = 4 * 8;
+
+/// The import and the task function of the exponential-rows calls.
+pub(crate) struct ExpLibrary {
+    routine: FuncId,
+    /// `NAME_exp_task(ctx, begin, end)` and `kiln_parallel_for`, with threads.
+    task: Option<(FuncId, FuncId)>,
+}
+
+impl ExpLibrary {
+    /// Declares the routine (and, with threads, defines the task).
+    pub(crate) fn declare<M: Module>(
+        module: &mut M,
+        name: &str,
+        threads: bool,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<ExpLibrary, CpuError> {
+        let cc = module.isa().default_call_conv();
+        let routine = module
+            .declare_function(
+                "kiln_exp_rows_f32_avx512",
+                Linkage::Import,
+                &ptr_sig(cc, 5, true),
+            )
+            .map_err(cg)?;
+        let task = if threads {
+            let par = module
+                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
+                .map_err(cg)?;
+            let id = module
+                .declare_function(
+                    &format!("{name}_exp_task"),
+                    Linkage::Local,
+                    &ptr_sig(cc, 3, false),
+                )
+                .map_err(cg)?;
+            define_exp_task(module, id, routine, ctx, fctx)?;
+            Some((id, par))
+        } else {
+            None
+        };
+        Ok(ExpLibrary { routine, task })
+    }
+
+    /// Defines kernel `id` (`(table)`) as the call computing `e`.
+    pub(crate) fn define<M: Module>(
+        &self,
+        module: &mut M,
+        id: FuncId,
+        e: &ExpRows,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<usize, CpuError> {
+        let cc = module.isa().default_call_conv();
+        ctx.func.signature = ptr_sig(cc, 1, false);
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let routine = module.declare_func_in_func(self.routine, &mut ctx.func);
+        let task = self.task.map(|(t, p)| {
+            (
+                module.declare_func_in_func(t, &mut ctx.func),
+                module.declare_func_in_func(p, &mut ctx.func),
+            )
+        });
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let table = super::emit::entry(&mut b)[0];
+            let fl = MemFlagsData::trusted();
+            let base = |b: &mut FunctionBuilder, buf: u32| {
+                b.ins()
+                    .load(I64, fl.with_readonly(), table, (buf as i32) * 8)
+            };
+            let (x, m, y) = (base(&mut b, e.x), base(&mut b, e.m), base(&mut b, e.y));
+            let rows = b.ins().iconst(I64, e.rows as i64);
+            let len = b.ins().iconst(I64, e.len as i64);
+            match task {
+                Some((t, par)) => {
+                    let slot = b.create_sized_stack_slot(StackSlotData::new(
+                        StackSlotKind::ExplicitSlot,
+                        EXP_BLOCK,
+                        3,
+                    ));
+                    for (i, v) in [x, m, y, len].into_iter().enumerate() {
+                        b.ins().stack_store(I64, v, slot, 8 * i as i32);
+                    }
+                    let block = b.ins().stack_addr(I64, slot, 0);
+                    let f = b.ins().func_addr(I64, t);
+                    b.ins().call(par, &[rows, f, block]);
+                }
+                None => {
+                    let inst = b.ins().call(routine, &[x, m, y, rows, len]);
+                    let rc = b.inst_results(inst)[0];
+                    b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+                }
+            }
+            b.ins().return_(&[]);
+            b.finalize(module.target_config());
+        }
+        define(module, id, ctx)
+    }
+}
+
+/// `task(ctx, begin, end)`: the routine on rows `begin..end` of the block
+/// at `ctx` (x, m, y, len).
+fn define_exp_task<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    routine: FuncId,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<usize, CpuError> {
+    let cc = module.isa().default_call_conv();
+    ctx.func.signature = ptr_sig(cc, 3, false);
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let routine = module.declare_func_in_func(routine, &mut ctx.func);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let ps = super::emit::entry(&mut b);
+        let (src, begin, end) = (ps[0], ps[1], ps[2]);
+        let fl = MemFlagsData::trusted();
+        let x = b.ins().load(I64, fl, src, 0);
+        let m = b.ins().load(I64, fl, src, 8);
+        let y = b.ins().load(I64, fl, src, 16);
+        let len = b.ins().load(I64, fl, src, 24);
+        // Row `begin`: x and y advance by begin·len floats, m by begin.
+        let elems = b.ins().imul(begin, len);
+        let bytes = b.ins().ishl_imm_s(elems, 2);
+        let x = b.ins().iadd(x, bytes);
+        let y = b.ins().iadd(y, bytes);
+        let mb = b.ins().ishl_imm_s(begin, 2);
+        let m = b.ins().iadd(m, mb);
+        let rows = b.ins().isub(end, begin);
+        let inst = b.ins().call(routine, &[x, m, y, rows, len]);
+        let rc = b.inst_results(inst)[0];
+        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    define(module, id, ctx)
 }

@@ -525,3 +525,48 @@ fn bench_matmul() {
         2.0 * (n * n * n) as f64 / best / 1e9
     );
 }
+
+/// Softmax's exponential rows carry a library call that the CPU backend
+/// renders as the runtime's 16-lane routine (on AVX-512 hosts; elsewhere
+/// the body): the same values as the interpreter's body, within 2 ulp.
+#[test]
+fn exp_rows_call_matches_the_interpreter() {
+    use kiln_ir::kernel::call::{ExpRows, LibraryCall};
+    let (rows, len) = (37usize, 45usize);
+    let mut pb = ProgramBuilder::new();
+    let x = pb.buffer("x", DType::F32, rows * len, BufferRole::Input(0));
+    let m = pb.buffer("m", DType::F32, rows, BufferRole::Input(1));
+    let y = pb.buffer("y", DType::F32, rows * len, BufferRole::Output(0));
+    let body = pb.nest(&[rows, len], |_, i| {
+        let at = i[0].clone() * len as i64 + i[1].clone();
+        vec![Stmt::Store {
+            buf: y,
+            index: at.clone(),
+            value: (Expr::load(x, at) - Expr::load(m, i[0].clone())).un(UnOp::Exp),
+        }]
+    });
+    let call = ExpRows {
+        x,
+        m,
+        y,
+        rows: rows as u64,
+        len: len as u64,
+    };
+    pb.kernel_with_call("exp", body, LibraryCall::ExpRows(call));
+    let p = pb.finish();
+    let xs: Vec<f32> = (0..rows * len)
+        .map(|i| ((i * 7919) % 101) as f32 * 0.2 - 10.0)
+        .collect();
+    let ms: Vec<f32> = (0..rows).map(|r| (r % 5) as f32 - 2.0).collect();
+    let ins = [Storage::F32(xs), Storage::F32(ms)];
+    let refs: Vec<Option<&Storage>> = ins.iter().map(Some).collect();
+    let want = run_program(&p, &refs).expect("interpreter");
+    let got = jit(&p, &ins);
+    for e in 0..rows * len {
+        let (g, w) = (got[0].get_f64(e), want[0].get_f64(e));
+        assert!(
+            (g - w).abs() <= 2.0 * f32::EPSILON as f64 * w.abs(),
+            "[{e}] {g} vs {w}"
+        );
+    }
+}

@@ -29,7 +29,7 @@ use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
 use kiln_ir::kernel::call::{
-    final_store, peel_activation, peel_clamp, Activation, Depthwise2d, LibraryCall,
+    final_store, peel_activation, peel_clamp, Activation, Depthwise2d, ExpRows, LibraryCall,
 };
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
@@ -778,6 +778,12 @@ fn remap_call(call: &LibraryCall, map: &[BufId]) -> LibraryCall {
             y: m(d.y),
             ..d.clone()
         }),
+        LibraryCall::ExpRows(e) => LibraryCall::ExpRows(ExpRows {
+            x: m(e.x),
+            m: m(e.m),
+            y: m(e.y),
+            ..e.clone()
+        }),
     }
 }
 
@@ -841,6 +847,7 @@ fn with_act(call: LibraryCall, act: Option<TailAct>) -> Option<LibraryCall> {
             d.act = (d.act.0.max(lo), d.act.1.min(hi));
             Some(LibraryCall::Depthwise2d(d))
         }
+        LibraryCall::ExpRows(_) => None,
     }
 }
 

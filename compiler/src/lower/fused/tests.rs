@@ -169,10 +169,9 @@ fn depthwise_conv_and_silu_fuse_into_the_call() {
         plan.steps
             .iter()
             .flat_map(|s| &s.program.kernels)
-            .filter_map(|k| {
-                k.call
-                    .as_ref()
-                    .map(|LibraryCall::Depthwise2d(d)| (d.func, d.act))
+            .filter_map(|k| match &k.call {
+                Some(LibraryCall::Depthwise2d(d)) => Some((d.func, d.act)),
+                _ => None,
             })
             .collect::<Vec<_>>()
     };

@@ -7,6 +7,7 @@ use super::super::elementwise::broadcast_load;
 use super::super::Io;
 use super::{compute_type, load_as, norm_axis, stat_index, LowerCtx, Result, Split};
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
+use kiln_ir::kernel::call::{ExpRows, LibraryCall};
 use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt, UnOp};
 use kiln_ir::{DType, Op};
 
@@ -174,6 +175,21 @@ fn softmax_exp_once(
     n.map(pb, &format!("{}_exp", cx.node), |_, idx, v| {
         (v - Expr::load(mx, stat_index(&dims, &[a], idx))).un(UnOp::Exp)
     });
+    // Over the last axis in f32, the exponentials are rows a vectorised
+    // routine may compute (the pass that costs most of a softmax).
+    if a + 1 == dims.len() && t == DType::F32 && ct == DType::F32 {
+        let len = dims[a] as u64;
+        let rows = dims[..a].iter().product::<usize>() as u64;
+        if let Some(k) = pb.program.kernels.last_mut() {
+            k.call = Some(LibraryCall::ExpRows(ExpRows {
+                x,
+                m: mx,
+                y,
+                rows,
+                len,
+            }));
+        }
+    }
     stat_kernel(pb, split, format!("{}_sum", cx.node), sm, |pb, site| {
         site.reduce(pb, RedOp::Sum, |i, _| Expr::load(y, i))
     });
