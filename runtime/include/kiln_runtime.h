@@ -131,6 +131,17 @@ int kiln_dwconv_f32_avx512(const KilnDwArgs *args);
 int kiln_dwconv_f32_neon(const KilnDwArgs *args);
 #endif
 
+/* Softmax's exponentials: y[r*len + j] = exp(x[r*len + j] - m[r]) for
+   r < rows, j < len (m holds each row's maximum; y may be x). Returns 0,
+   -1 for a null pointer (nothing is read when rows*len is 0), -6 when the
+   CPU lacks the instructions. avx512 exists on x86_64 only. */
+int kiln_exp_rows_f32_scalar(const float *x, const float *m, float *y,
+                             size_t rows, size_t len);
+#if defined(__x86_64__) || defined(_M_X64)
+int kiln_exp_rows_f32_avx512(const float *x, const float *m, float *y,
+                             size_t rows, size_t len);
+#endif
+
 #ifdef __cplusplus
 }
 #endif
