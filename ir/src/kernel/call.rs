@@ -199,11 +199,12 @@ fn sigmoid_of<'e>(e: &'e Expr, consts: Consts) -> Option<&'e Expr> {
     }
 }
 
-fn factors<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+/// The operands of a tree of `op` (`a op b op …` in any grouping), in order.
+pub fn flatten<'e>(e: &'e Expr, op: BinOp, out: &mut Vec<&'e Expr>) {
     match e {
-        Expr::Binary(BinOp::Mul, a, b) => {
-            factors(a, out);
-            factors(b, out);
+        Expr::Binary(o, a, b) if *o == op => {
+            flatten(a, op, out);
+            flatten(b, op, out);
         }
         _ => out.push(e),
     }
@@ -212,7 +213,7 @@ fn factors<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
 /// `x` of GELU's product `x · 0.5 · (1 + erf(x/√2))`.
 fn gelu_of<'e>(e: &'e Expr, consts: Consts) -> Option<&'e Expr> {
     let mut fs = vec![];
-    factors(e, &mut fs);
+    flatten(e, BinOp::Mul, &mut fs);
     let [a, b, c] = fs[..] else {
         return None;
     };

@@ -177,26 +177,27 @@ pub(crate) fn emit_program<M: Module>(
         }
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {
-            if let (Some(lib), Some(d)) = (
-                &library,
-                super::library::depthwise(k.call.as_ref(), &step.program.buffers),
-            ) {
+            // A kernel whose library call the target renders is that call.
+            let bufs = &step.program.buffers;
+            let dw = library
+                .as_ref()
+                .zip(super::library::depthwise(k.call.as_ref(), bufs));
+            let exp = exp_library.as_ref().zip(super::library::exp_rows(
+                k.call.as_ref(),
+                bufs,
+                dw_variant,
+            ));
+            if dw.is_some() || exp.is_some() {
                 let id = module
                     .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
                     .map_err(cg)?;
-                code_bytes += lib.define_depthwise(module, id, d, &mut ctx, &mut fctx)?;
-                functions += 1;
-                ids.push(id);
-                continue;
-            }
-            if let (Some(lib), Some(e)) = (
-                &exp_library,
-                super::library::exp_rows(k.call.as_ref(), &step.program.buffers, dw_variant),
-            ) {
-                let id = module
-                    .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
-                    .map_err(cg)?;
-                code_bytes += lib.define(module, id, e, &mut ctx, &mut fctx)?;
+                code_bytes += match (dw, exp) {
+                    (Some((lib, d)), _) => {
+                        lib.define_depthwise(module, id, d, &mut ctx, &mut fctx)?
+                    }
+                    (_, Some((lib, e))) => lib.define(module, id, e, &mut ctx, &mut fctx)?,
+                    _ => 0,
+                };
                 functions += 1;
                 ids.push(id);
                 continue;

@@ -21,7 +21,9 @@
 //! `f = offset + i·row_stride + j·col_stride` of the matmul's `C` view; with
 //! `m = 1` the `i` loop may be absent. Anything else is left alone.
 
-use kiln_ir::kernel::call::{final_store, peel_activation, peel_clamp, Activation, Consts};
+use kiln_ir::kernel::call::{
+    final_store, flatten, peel_activation, peel_clamp, Activation, Consts,
+};
 use kiln_ir::kernel::interp::affine_coeff;
 use kiln_ir::kernel::rewrite::subst_zero;
 use kiln_ir::kernel::{BinOp, BufId, Expr, Matmul, Stmt, VarId};
@@ -140,16 +142,6 @@ fn vector_operand(
     }
 }
 
-fn terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::Binary(BinOp::Add, a, b) => {
-            terms(a, out);
-            terms(b, out);
-        }
-        _ => out.push(e),
-    }
-}
-
 /// What an epilogue loop applies to the product: the residual and bias it
 /// adds, then the function, then the clamp.
 struct Tail {
@@ -176,7 +168,7 @@ fn epilogue(mm: &Matmul, next: &Stmt, consts: Consts) -> Option<Tail> {
         None => (inner, None),
     };
     let mut ts = vec![];
-    terms(sum, &mut ts);
+    flatten(sum, BinOp::Add, &mut ts);
     let (mut own, mut residual, mut bias) = (false, None, None);
     for t in ts {
         let Expr::Load { buf, index } = t else {

@@ -15,8 +15,8 @@
 use super::CpuError;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind, TrapCode,
-    UserFuncName, Value,
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
+    TrapCode, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
@@ -114,30 +114,13 @@ impl Library {
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
     ) -> Result<Library, CpuError> {
-        let cc = module.isa().default_call_conv();
-        let routine = module
-            .declare_function(
-                &format!("kiln_dwconv_f32_{variant}"),
-                Linkage::Import,
-                &ptr_sig(cc, 1, true),
-            )
-            .map_err(cg)?;
-        let task = if threads {
-            let par = module
-                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
-                .map_err(cg)?;
-            let id = module
-                .declare_function(
-                    &format!("{name}_dw_task"),
-                    Linkage::Local,
-                    &ptr_sig(cc, 3, false),
-                )
-                .map_err(cg)?;
-            define_task(module, id, routine, ctx, fctx)?;
-            Some((id, par))
-        } else {
-            None
-        };
+        let (routine, task) = declare_with_task(
+            module,
+            (&format!("kiln_dwconv_f32_{variant}"), 1),
+            threads.then(|| format!("{name}_dw_task")),
+            (ctx, fctx),
+            define_task,
+        )?;
         Ok(Library { routine, task })
     }
 
@@ -151,24 +134,11 @@ impl Library {
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
     ) -> Result<usize, CpuError> {
-        let cc = module.isa().default_call_conv();
-        ctx.func.signature = ptr_sig(cc, 1, false);
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let routine = module.declare_func_in_func(self.routine, &mut ctx.func);
-        let task = self.task.map(|(t, p)| {
-            (
-                module.declare_func_in_func(t, &mut ctx.func),
-                module.declare_func_in_func(p, &mut ctx.func),
-            )
-        });
+        let (routine, task) = kernel_refs(module, id, (self.routine, self.task), ctx);
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
             let table = super::emit::entry(&mut b)[0];
-            let fl = MemFlagsData::trusted();
-            let base = |b: &mut FunctionBuilder, buf: u32| {
-                b.ins()
-                    .load(I64, fl.with_readonly(), table, (buf as i32) * 8)
-            };
+            let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
             let (x, w, y) = (base(&mut b, d.x), base(&mut b, d.w), base(&mut b, d.y));
             let bias = match d.bias {
                 Some(bb) => base(&mut b, bb),
@@ -220,6 +190,69 @@ impl Library {
         }
         define(module, id, ctx)
     }
+}
+
+/// Starts kernel `id` (`(table)`): its signature and name, and references
+/// to the routine and, with threads, to the task and `kiln_parallel_for`.
+fn kernel_refs<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    (routine, task): (FuncId, Option<(FuncId, FuncId)>),
+    ctx: &mut Context,
+) -> (FuncRef, Option<(FuncRef, FuncRef)>) {
+    let cc = module.isa().default_call_conv();
+    ctx.func.signature = ptr_sig(cc, 1, false);
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    let routine = module.declare_func_in_func(routine, &mut ctx.func);
+    let task = task.map(|(t, p)| {
+        (
+            module.declare_func_in_func(t, &mut ctx.func),
+            module.declare_func_in_func(p, &mut ctx.func),
+        )
+    });
+    (routine, task)
+}
+
+/// The address of buffer `buf` from the step's table.
+fn buffer_address(b: &mut FunctionBuilder, table: Value, buf: u32) -> Value {
+    let fl = MemFlagsData::trusted().with_readonly();
+    b.ins().load(I64, fl, table, (buf as i32) * 8)
+}
+
+/// The task-defining functions of the routines.
+type DefineTask<M> = fn(
+    &mut M,
+    FuncId,
+    FuncId,
+    &mut Context,
+    &mut FunctionBuilderContext,
+) -> Result<usize, CpuError>;
+
+/// Imports `routine` (`args` pointer-sized arguments, an `i32` status) and,
+/// with `task` named, `kiln_parallel_for` and the local task function
+/// `define_task` defines around the routine.
+fn declare_with_task<M: Module>(
+    module: &mut M,
+    (routine, args): (&str, usize),
+    task: Option<String>,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    define_task: DefineTask<M>,
+) -> Result<(FuncId, Option<(FuncId, FuncId)>), CpuError> {
+    let cc = module.isa().default_call_conv();
+    let routine = module
+        .declare_function(routine, Linkage::Import, &ptr_sig(cc, args, true))
+        .map_err(cg)?;
+    let Some(task) = task else {
+        return Ok((routine, None));
+    };
+    let par = module
+        .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
+        .map_err(cg)?;
+    let id = module
+        .declare_function(&task, Linkage::Local, &ptr_sig(cc, 3, false))
+        .map_err(cg)?;
+    define_task(module, id, routine, ctx, fctx)?;
+    Ok((routine, Some((id, par))))
 }
 
 fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, CpuError> {
@@ -337,30 +370,13 @@ impl ExpLibrary {
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
     ) -> Result<ExpLibrary, CpuError> {
-        let cc = module.isa().default_call_conv();
-        let routine = module
-            .declare_function(
-                "kiln_exp_rows_f32_avx512",
-                Linkage::Import,
-                &ptr_sig(cc, 5, true),
-            )
-            .map_err(cg)?;
-        let task = if threads {
-            let par = module
-                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
-                .map_err(cg)?;
-            let id = module
-                .declare_function(
-                    &format!("{name}_exp_task"),
-                    Linkage::Local,
-                    &ptr_sig(cc, 3, false),
-                )
-                .map_err(cg)?;
-            define_exp_task(module, id, routine, ctx, fctx)?;
-            Some((id, par))
-        } else {
-            None
-        };
+        let (routine, task) = declare_with_task(
+            module,
+            ("kiln_exp_rows_f32_avx512", 5),
+            threads.then(|| format!("{name}_exp_task")),
+            (ctx, fctx),
+            define_exp_task,
+        )?;
         Ok(ExpLibrary { routine, task })
     }
 
@@ -373,24 +389,11 @@ impl ExpLibrary {
         ctx: &mut Context,
         fctx: &mut FunctionBuilderContext,
     ) -> Result<usize, CpuError> {
-        let cc = module.isa().default_call_conv();
-        ctx.func.signature = ptr_sig(cc, 1, false);
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        let routine = module.declare_func_in_func(self.routine, &mut ctx.func);
-        let task = self.task.map(|(t, p)| {
-            (
-                module.declare_func_in_func(t, &mut ctx.func),
-                module.declare_func_in_func(p, &mut ctx.func),
-            )
-        });
+        let (routine, task) = kernel_refs(module, id, (self.routine, self.task), ctx);
         {
             let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
             let table = super::emit::entry(&mut b)[0];
-            let fl = MemFlagsData::trusted();
-            let base = |b: &mut FunctionBuilder, buf: u32| {
-                b.ins()
-                    .load(I64, fl.with_readonly(), table, (buf as i32) * 8)
-            };
+            let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
             let (x, m, y) = (base(&mut b, e.x), base(&mut b, e.m), base(&mut b, e.y));
             let rows = b.ins().iconst(I64, e.rows as i64);
             let len = b.ins().iconst(I64, e.len as i64);
