@@ -4,7 +4,8 @@
 //! `w[o, k0, k1, ..] = (o + 1) * prod_d a_d(k_d)`, each output is
 //! `(o + 1) * prod_d (sum of a_d over the taps of axis d inside the input) + bias`.
 
-use super::{block_runs, tiled_columns, transposes, COL_LANES};
+use super::transposed::{tiled_columns, transposes};
+use super::{block_runs, COL_LANES};
 use crate::exec::eval_op;
 use kiln_ir::tensor::Tensor;
 use kiln_ir::Op;
