@@ -72,15 +72,8 @@ impl Storage {
     pub fn poison(dtype: DType, len: usize) -> Storage {
         match dtype {
             DType::F32 => Storage::F32(vec![f32::NAN; len]),
-            DType::F16 | DType::BF16 => {
-                let nan = if dtype == DType::F16 { 0x7e00 } else { 0x7fc0 };
-                let v = vec![nan; len];
-                if dtype == DType::F16 {
-                    Storage::F16(v)
-                } else {
-                    Storage::BF16(v)
-                }
-            }
+            DType::F16 => Storage::F16(vec![0x7e00; len]),
+            DType::BF16 => Storage::BF16(vec![0x7fc0; len]),
             DType::F64 => Storage::F64(vec![f64::NAN; len]),
             DType::I8 => Storage::I8(vec![0x5b; len]),
             DType::U8 => Storage::U8(vec![0xa5; len]),

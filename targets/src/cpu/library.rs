@@ -181,7 +181,7 @@ impl Library {
                         b.ins().call(par, &[n, f, args]);
                     }
                     None => {
-                        call_routine(&mut b, routine, args);
+                        call_routine(&mut b, routine, &[args]);
                     }
                 }
             }
@@ -217,6 +217,15 @@ fn kernel_refs<M: Module>(
 fn buffer_address(b: &mut FunctionBuilder, table: Value, buf: u32) -> Value {
     let fl = MemFlagsData::trusted().with_readonly();
     b.ins().load(I64, fl, table, (buf as i32) * 8)
+}
+
+/// Starts task function `id` (`(ctx, begin, end)`): its signature and
+/// name, and a reference to the routine it calls.
+fn task_refs<M: Module>(module: &mut M, id: FuncId, routine: FuncId, ctx: &mut Context) -> FuncRef {
+    let cc = module.isa().default_call_conv();
+    ctx.func.signature = ptr_sig(cc, 3, false);
+    ctx.func.name = UserFuncName::user(0, id.as_u32());
+    module.declare_func_in_func(routine, &mut ctx.func)
 }
 
 /// The task-defining functions of the routines.
@@ -268,10 +277,7 @@ fn define_task<M: Module>(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<usize, CpuError> {
-    let cc = module.isa().default_call_conv();
-    ctx.func.signature = ptr_sig(cc, 3, false);
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
-    let routine = module.declare_func_in_func(routine, &mut ctx.func);
+    let routine = task_refs(module, id, routine, ctx);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let ps = super::emit::entry(&mut b);
@@ -322,16 +328,16 @@ fn define_task<M: Module>(
         let n = b.ins().isub(end, begin);
         b.ins().stack_store(I64, n, slot, OFF_CHANNELS);
         let args = b.ins().stack_addr(I64, slot, 0);
-        call_routine(&mut b, routine, args);
+        call_routine(&mut b, routine, &[args]);
         b.ins().return_(&[]);
         b.finalize(module.target_config());
     }
     define(module, id, ctx)
 }
 
-/// `routine(args)`, trapping when it refuses them (non-zero status).
-fn call_routine(b: &mut FunctionBuilder, routine: cranelift_codegen::ir::FuncRef, args: Value) {
-    let inst = b.ins().call(routine, &[args]);
+/// `routine(args…)`, trapping when it refuses them (non-zero status).
+fn call_routine(b: &mut FunctionBuilder, routine: FuncRef, args: &[Value]) {
+    let inst = b.ins().call(routine, args);
     let rc = b.inst_results(inst)[0];
     b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
 }
@@ -412,9 +418,7 @@ impl ExpLibrary {
                     b.ins().call(par, &[rows, f, block]);
                 }
                 None => {
-                    let inst = b.ins().call(routine, &[x, m, y, rows, len]);
-                    let rc = b.inst_results(inst)[0];
-                    b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+                    call_routine(&mut b, routine, &[x, m, y, rows, len]);
                 }
             }
             b.ins().return_(&[]);
@@ -433,10 +437,7 @@ fn define_exp_task<M: Module>(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<usize, CpuError> {
-    let cc = module.isa().default_call_conv();
-    ctx.func.signature = ptr_sig(cc, 3, false);
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
-    let routine = module.declare_func_in_func(routine, &mut ctx.func);
+    let routine = task_refs(module, id, routine, ctx);
     {
         let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
         let ps = super::emit::entry(&mut b);
@@ -454,9 +455,7 @@ fn define_exp_task<M: Module>(
         let mb = b.ins().ishl_imm_s(begin, 2);
         let m = b.ins().iadd(m, mb);
         let rows = b.ins().isub(end, begin);
-        let inst = b.ins().call(routine, &[x, m, y, rows, len]);
-        let rc = b.inst_results(inst)[0];
-        b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));
+        call_routine(&mut b, routine, &[x, m, y, rows, len]);
         b.ins().return_(&[]);
         b.finalize(module.target_config());
     }
