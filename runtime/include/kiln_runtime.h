@@ -142,6 +142,34 @@ int kiln_exp_rows_f32_avx512(const float *x, const float *m, float *y,
                              size_t rows, size_t len);
 #endif
 
+/* Direct 2-D convolution of one group over an input already padded, output
+   channels in the vector lanes (what generated code calls for dense convs
+   on AVX-512 targets). x holds cin planes of hp x wp; w the weights packed
+   in panels of 32 output channels (element (co, p), p = (ci*kh + ky)*kw +
+   kx, at (co/32)*depth*32 + p*32 + co%32, depth = cin*kh*kw, channels past
+   cout zero); bias cout values or NULL; y cout planes of oh x ow. For
+   co < cout, oy < oh, ox < ow:
+     y[(co*oh + oy)*ow + ox] = clamp(f(bias[co] + sum over ci, ky, kx of
+       w(co, ci, ky, kx) * x[(ci*hp + oy*sh + ky*dh)*wp + ox*sw + kx*dw]))
+   with clamp and f as for the depthwise routine. Only work items
+   begin..end are computed, item r*ceil(cout/32) + b being output row r of
+   channel block b. Returns 0, or a negative code (null args/x/w/y -1, a
+   zero size or overflow -2, a window past the padded input -3, a bad item
+   range -4, unknown func -5, CPU lacks AVX-512F -6). x86_64 only. */
+typedef struct KilnConvArgs {
+  const float *x;
+  const float *w;
+  const float *bias;
+  float *y;
+  size_t cin, hp, wp, cout, oh, ow, kh, kw, sh, sw, dh, dw;
+  size_t begin, end;
+  float act_min, act_max;
+  uint32_t func;
+} KilnConvArgs;
+#if defined(__x86_64__) || defined(_M_X64)
+int kiln_conv2d_f32_avx512(const KilnConvArgs *args);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,6 +19,7 @@
 #[cfg(any(feature = "std", not(target_os = "none"), test))]
 extern crate std;
 
+pub mod conv;
 pub mod dwconv;
 pub mod func;
 pub mod gemm;

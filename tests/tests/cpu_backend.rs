@@ -480,3 +480,149 @@ fn depthwise_library_call_matches_the_body() {
             .unwrap_or_else(|e| panic!("{n}x{c}x{h}x{w} k{kh}x{kw} s{s} d{d} pads {pads:?}: {e}"));
     }
 }
+
+/// (batch, cin, cout, h, w, kernel, stride, dilation, pads [t, l, b, r],
+/// bias, tail): one conv a `.kiln` model runs, with its activation tail.
+type ConvCase<'a> = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    usize,
+    [usize; 4],
+    bool,
+    &'a str,
+);
+
+/// Dense convolutions whose lowering attaches a direct-conv call: on
+/// AVX-512 hosts the CPU backend calls the runtime's routine (weights packed
+/// at compile time) in place of the im2col GEMM. Over geometries and fused
+/// tails the shared models do not all reach (batch 2, no bias, 5x5, row
+/// stride 2, dilation 2, sigmoid, SiLU, clip), the generated code must give
+/// what the interpreter computes, and the planned kernels must carry the
+/// call (with the tail folded in when it is an activation).
+#[test]
+fn conv_library_call_matches_the_interpreter() {
+    use kiln_ir::kernel::call::LibraryCall;
+    let cases: [ConvCase; 7] = [
+        (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "relu"),
+        (
+            2,
+            16,
+            64,
+            7,
+            20,
+            3,
+            [1, 1],
+            1,
+            [1, 1, 1, 1],
+            false,
+            "sigmoid",
+        ),
+        (1, 4, 60, 11, 9, 5, [2, 1], 1, [2, 2, 2, 2], true, "silu"),
+        (1, 8, 32, 10, 10, 3, [1, 1], 2, [2, 2, 2, 2], true, "clip"),
+        (1, 12, 96, 6, 29, 3, [1, 1], 1, [0, 1, 2, 1], true, ""),
+        (1, 64, 32, 14, 14, 1, [1, 1], 1, [1, 1, 1, 1], true, "relu"),
+        // A tail that is no activation: the call is dropped, the GEMM runs.
+        (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "neg"),
+    ];
+    let mut seed = 0x0dd_c0de_u64;
+    let mut list = |n: usize, scale: f32| -> String {
+        let v: Vec<String> = (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                format!(
+                    "{:.6}",
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                )
+            })
+            .collect();
+        format!("[{}]", v.join(", "))
+    };
+    let dir = temp_dir("conv-call");
+    for (ci, (n, cin, cout, h, w, k, s, d, pads, bias, tail)) in cases.into_iter().enumerate() {
+        let oh = (h + pads[0] + pads[2] - ((k - 1) * d + 1)) / s[0] + 1;
+        let ow = (w + pads[1] + pads[3] - ((k - 1) * d + 1)) / s[1] + 1;
+        let depth = cin * k * k;
+        let mut text = String::from("kiln 1\nmodel \"conv\"\n");
+        text += &format!(
+            "const %w: f32[{cout},{cin},{k},{k}] = dense<{}>\n",
+            list(cout * depth, 2.0 / (depth as f32).sqrt())
+        );
+        if bias {
+            text += &format!("const %b: f32[{cout}] = dense<{}>\n", list(cout, 1.0));
+        }
+        text += "const %zero: f32[] = dense<[0.0]>\nconst %six: f32[] = dense<[0.5]>\n";
+        text += &format!("func(%x: f32[{n},{cin},{h},{w}]) {{\n");
+        let t = format!("f32[{n},{cout},{oh},{ow}]");
+        text += &format!(
+            "  %c = conv(%x, %w{}) {{kernel: [{k}, {k}], strides: [{}, {}], pads: [{}, {}, {}, {}], \
+             dilations: [{d}, {d}], group: 1}} : {t}\n",
+            if bias { ", %b" } else { "" },
+            s[0],
+            s[1],
+            pads[0],
+            pads[1],
+            pads[2],
+            pads[3]
+        );
+        text += &match tail {
+            "relu" => format!("  %y = unary(%c) {{op: relu}} : {t}\n"),
+            "sigmoid" => format!("  %y = unary(%c) {{op: sigmoid}} : {t}\n"),
+            "silu" => format!(
+                "  %s = unary(%c) {{op: sigmoid}} : {t}\n  %y = binary(%c, %s) {{op: mul}} : {t}\n"
+            ),
+            "clip" => format!(
+                "  %l = binary(%c, %zero) {{op: max}} : {t}\n  %y = binary(%l, %six) {{op: min}} : {t}\n"
+            ),
+            "neg" => format!("  %y = unary(%c) {{op: neg}} : {t}\n"),
+            _ => String::new(),
+        };
+        text += &format!(
+            "  return {}\n}}\n",
+            if tail.is_empty() { "%c" } else { "%y" }
+        );
+        let path = dir.join(format!("conv{ci}.kiln"));
+        std::fs::write(&path, &text).expect("write model");
+        let model = load(&path).unwrap_or_else(|e| panic!("case {ci}: {e}"));
+        let x = Tensor::new(
+            vec![n, cin, h, w],
+            Storage::F32(
+                (0..n * cin * h * w)
+                    .map(|i| ((i * 7919) % 211) as f32 / 105.0 - 1.0)
+                    .collect(),
+            ),
+        )
+        .expect("input");
+        let (m, _) = bind_static(&model, std::slice::from_ref(&x)).expect("bind");
+        let prog = plan_model(&m).unwrap_or_else(|e| panic!("case {ci}: plan: {e}"));
+        let calls: Vec<_> = prog
+            .steps
+            .iter()
+            .flat_map(|s| &s.program.kernels)
+            .filter_map(|k| match &k.call {
+                Some(LibraryCall::Conv2d(c)) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        match (tail, calls.first()) {
+            ("neg", c) => assert!(c.is_none(), "case {ci}: a negation kept the call"),
+            (_, None) => panic!("case {ci}: no conv2d call"),
+            ("relu", Some(c)) => assert_eq!(c.act, (0.0, f32::INFINITY), "case {ci}"),
+            ("clip", Some(c)) => assert_eq!(c.act, (0.0, 0.5), "case {ci}"),
+            ("sigmoid" | "silu", Some(c)) => assert!(c.func.is_some(), "case {ci}: {c:?}"),
+            _ => {}
+        }
+        let want = run_plan(&prog, std::slice::from_ref(&x)).expect("interpreter");
+        let native = NativeModel::compile(&model, std::slice::from_ref(&x)).expect("compile");
+        let got = native.run(std::slice::from_ref(&x)).expect("run");
+        compare_within(&got[0], &want[0], 1e-4, 1e-4).unwrap_or_else(|e| {
+            panic!("case {ci} ({n}x{cin}x{h}x{w} -> {cout}, k{k} s{s:?} d{d} {tail}): {e}")
+        });
+    }
+}

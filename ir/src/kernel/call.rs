@@ -8,8 +8,8 @@
 //! Cranelift cannot emit) may call it instead. Passes that rewrite a body
 //! must keep the promise true or drop it: fusion that applies a clamp (or
 //! one of the [`Activation`]s, then a clamp) to a kernel's stores records
-//! it in [`Depthwise2d::act`] (and [`Depthwise2d::func`]), anything else
-//! drops the call.
+//! it in [`Depthwise2d::act`] (and [`Depthwise2d::func`]; the same fields
+//! of [`Conv2d`]), anything else drops the call.
 
 use super::{BinOp, BufId, Expr, Stmt, UnOp, VarId};
 use crate::dtype::DType;
@@ -20,7 +20,41 @@ use std::collections::HashMap;
 #[serde(rename_all = "snake_case")]
 pub enum LibraryCall {
     Depthwise2d(Depthwise2d),
+    Conv2d(Conv2d),
     ExpRows(ExpRows),
+}
+
+/// f32 2-D convolution of one group, NCHW, over an input its lowering has
+/// already padded: for every image `n < batch`, `y[n, co, oy, ox] =
+/// clamp(func(bias[co] + Σ w[co, ci, ky, kx] · x[n, ci, oy·sh + ky·dh,
+/// ox·sw + kx·dw]), act)` over `ci < cin`, `ky < k_h`, `kx < k_w`. `x`
+/// holds `batch·cin` planes of `in_h × in_w` (the padded size; every window
+/// lies inside), `w` is `cout × cin × k_h × k_w`, `y` `batch·cout` planes
+/// of `out_h × out_w`, all dense.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    pub x: BufId,
+    pub w: BufId,
+    pub bias: Option<BufId>,
+    pub y: BufId,
+    pub batch: u64,
+    pub cin: u64,
+    pub cout: u64,
+    pub in_h: u64,
+    pub in_w: u64,
+    pub out_h: u64,
+    pub out_w: u64,
+    pub k_h: u64,
+    pub k_w: u64,
+    pub stride_h: u64,
+    pub stride_w: u64,
+    pub dil_h: u64,
+    pub dil_w: u64,
+    /// Clamp bounds applied last (±∞: none).
+    pub act: (f32, f32),
+    /// A function applied before the clamp (None: identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub func: Option<Activation>,
 }
 
 /// The exponentials of softmax: `y[r·len + j] = exp(x[r·len + j] − m[r])`

@@ -61,6 +61,35 @@ impl fmt::Display for KernelProgram {
                     writeln!(f, "//   applying {func:?} before the clamp")?;
                 }
             }
+            if let Some(super::call::LibraryCall::Conv2d(c)) = &k.call {
+                writeln!(
+                    f,
+                    "// same as conv2d(x=b{}, w=b{}, bias={}, y=b{}, {}x{}x{}x{} -> {}x{}x{}, \
+                     kernel {}x{}, stride {}x{}, dilation {}x{}, clamp [{}, {}])",
+                    c.x,
+                    c.w,
+                    c.bias.map_or("none".into(), |b| format!("b{b}")),
+                    c.y,
+                    c.batch,
+                    c.cin,
+                    c.in_h,
+                    c.in_w,
+                    c.cout,
+                    c.out_h,
+                    c.out_w,
+                    c.k_h,
+                    c.k_w,
+                    c.stride_h,
+                    c.stride_w,
+                    c.dil_h,
+                    c.dil_w,
+                    c.act.0,
+                    c.act.1
+                )?;
+                if let Some(func) = c.func {
+                    writeln!(f, "//   applying {func:?} before the clamp")?;
+                }
+            }
             writeln!(f, "kernel {} {{", k.name)?;
             let mut s = String::new();
             block(&mut s, &k.body, 1);

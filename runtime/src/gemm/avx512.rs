@@ -64,6 +64,56 @@ impl Kernel for Avx512 {
             _ => run!(1),
         }
     }
+
+    #[inline]
+    unsafe fn remainder(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        mr: usize,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    ) -> bool {
+        // A half tile where 16 columns are left, then `narrow`.
+        let half = if nr >= NR / 2 { NR / 2 } else { 0 };
+        let rest = nr - half;
+        if rest > NARROW_MAX {
+            return false;
+        }
+        if half > 0 {
+            Self::tile(kc, a, 0, b, ldb, c, ldc, mr, half, bias, epi);
+        }
+        let bias = if !bias.is_null() && !epi.bias_rows {
+            bias.add(half)
+        } else {
+            bias
+        };
+        let epi = TileEpi {
+            src: if epi.src.is_null() {
+                epi.src
+            } else {
+                epi.src.add(half)
+            },
+            ..*epi
+        };
+        let (b, c) = (b.add(half), c.add(half));
+        match rest {
+            0 => {}
+            1 => narrow::<1>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            2 => narrow::<2>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            3 => narrow::<3>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            4 => narrow::<4>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            5 => narrow::<5>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            6 => narrow::<6>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            7 => narrow::<7>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+            _ => narrow::<8>(kc, a, b, ldb, c, ldc, mr, bias, &epi),
+        }
+        true
+    }
 }
 
 /// `R × 32` product of an `MR`-row `A` panel (rows past `R` unread) and a
@@ -116,42 +166,112 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         step!(0);
     }
 
-    let lo = _mm512_set1_ps(epi.lo);
-    let hi = _mm512_set1_ps(epi.hi);
-    let has_bias = !bias.is_null();
     // Lanes `j < nr` of each 16-column half.
     let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
     let mask = [bits as u16, (bits >> 16) as u16];
     for (i, row) in acc.iter().enumerate() {
-        let cr = c.add(i * ldc);
-        for (h, &acc_h) in row.iter().enumerate() {
-            let k = mask[h];
-            if k == 0 {
-                continue;
+        for (h, &v) in row.iter().enumerate() {
+            if mask[h] != 0 {
+                store(v, mask[h], c, ldc, i, 16 * h, bias, epi);
             }
-            let mut v = acc_h;
-            if !epi.src.is_null() {
-                v = _mm512_add_ps(
-                    v,
-                    _mm512_maskz_loadu_ps(k, epi.src.add(i * epi.lds + 16 * h)),
-                );
-            }
-            if has_bias {
-                let bv = if epi.bias_rows {
-                    _mm512_set1_ps(*bias.add(i))
-                } else {
-                    _mm512_maskz_loadu_ps(k, bias.add(16 * h))
-                };
-                v = _mm512_add_ps(v, bv);
-            }
-            if epi.func != Func::Identity {
-                v = apply_avx512(epi.func, v);
-            }
-            if epi.clamp {
-                // `max(lo, v)` returns `v` when either is NaN: NaN passes.
-                v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-            }
-            _mm512_mask_storeu_ps(cr.add(16 * h), k, v);
         }
+    }
+}
+
+/// Lanes `k` of row `i`, columns `j..j + 16` of the tile at `c`, through
+/// the epilogue: plus `src`, plus bias, function, clamp.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn store(
+    mut v: __m512,
+    k: u16,
+    c: *mut f32,
+    ldc: usize,
+    i: usize,
+    j: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    if !epi.src.is_null() {
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, epi.src.add(i * epi.lds + j)));
+    }
+    if !bias.is_null() {
+        let bv = if epi.bias_rows {
+            _mm512_set1_ps(*bias.add(i))
+        } else {
+            _mm512_maskz_loadu_ps(k, bias.add(j))
+        };
+        v = _mm512_add_ps(v, bv);
+    }
+    if epi.func != Func::Identity {
+        v = apply_avx512(epi.func, v);
+    }
+    if epi.clamp {
+        // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+        v = _mm512_min_ps(
+            _mm512_set1_ps(epi.hi),
+            _mm512_max_ps(_mm512_set1_ps(epi.lo), v),
+        );
+    }
+    _mm512_mask_storeu_ps(c.add(i * ldc + j), k, v);
+}
+
+/// The widest column remainder [`narrow`] takes: past it, its `N` FMAs
+/// per depth step (on 12 of 16 lanes) lose to the half tile's 12.
+const NARROW_MAX: usize = 8;
+
+/// `mr × N` product of a packed `A` panel and `N` columns of a row-major
+/// `B` read in place: vectors run down the panel's `MR` rows (one load of
+/// packed `A` per depth step) and each column of `B` is broadcast, so a
+/// remainder of `N` columns costs `N` FMAs per step instead of a half
+/// tile's 12. Two accumulator sets (even and odd steps) keep a short `N`
+/// from waiting on FMA latency.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn narrow<const N: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    // The panel's `MR` rows of one depth step; the lanes past them would
+    // read the next step (or past the end of `A`).
+    const ROWS: u16 = ((1u32 << MR) - 1) as u16;
+    let mut acc = [[_mm512_setzero_ps(); N]; 2];
+    let mut ap = a;
+    let mut bp = b;
+    for _ in 0..kc / 2 {
+        for (s, set) in acc.iter_mut().enumerate() {
+            let av = _mm512_maskz_loadu_ps(ROWS, ap.add(s * MR));
+            for (j, r) in set.iter_mut().enumerate() {
+                *r = _mm512_fmadd_ps(av, _mm512_set1_ps(*bp.add(s * ldb + j)), *r);
+            }
+        }
+        ap = ap.add(2 * MR);
+        bp = bp.add(2 * ldb);
+    }
+    if kc % 2 == 1 {
+        let av = _mm512_maskz_loadu_ps(ROWS, ap);
+        for (j, r) in acc[0].iter_mut().enumerate() {
+            *r = _mm512_fmadd_ps(av, _mm512_set1_ps(*bp.add(j)), *r);
+        }
+    }
+    // Columns to rows: `t[i][j]` is `C(i, j)`.
+    let mut t = [[0.0f32; 16]; 16];
+    for j in 0..N {
+        let mut col = [0.0f32; 16];
+        _mm512_storeu_ps(col.as_mut_ptr(), _mm512_add_ps(acc[0][j], acc[1][j]));
+        for (row, &v) in t.iter_mut().zip(&col) {
+            row[j] = v;
+        }
+    }
+    let k = ((1u32 << N) - 1) as u16;
+    for (i, row) in t.iter().enumerate().take(mr) {
+        store(_mm512_loadu_ps(row.as_ptr()), k, c, ldc, i, 0, bias, epi);
     }
 }

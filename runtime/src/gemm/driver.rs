@@ -60,6 +60,32 @@ pub(crate) trait Kernel {
         bias: *const f32,
         epi: &TileEpi,
     );
+
+    /// Columns `0..nr` (`nr < NR`) of a packed-`A` product whose row-major
+    /// `B` is read in place, touching no column past `nr`; `false`, having
+    /// done nothing, where this kernel has no cheaper path than a packed,
+    /// zero-padded panel. Why: a block of 98 or 196 conv columns ends in a
+    /// panel of 2 or 4 that costs a whole half tile (ResNet-50's 14x14
+    /// layers lost 8-20% to it).
+    ///
+    /// # Safety
+    /// As [`Kernel::tile`] with `lda == 0`, `ldb` the row stride of `B`,
+    /// and only `nr` columns of each row of `B` readable.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn remainder(
+        _kc: usize,
+        _a: *const f32,
+        _b: *const f32,
+        _ldb: usize,
+        _c: *mut f32,
+        _ldc: usize,
+        _mr: usize,
+        _nr: usize,
+        _bias: *const f32,
+        _epi: &TileEpi,
+    ) -> bool {
+        false
+    }
 }
 
 /// Validated operands of one GEMM call (see `api.rs` for the checks).

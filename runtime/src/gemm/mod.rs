@@ -55,13 +55,14 @@
 //! [`GemmError::code`].
 
 mod driver;
+pub(crate) use driver::{clamps, pack_panels, TileEpi};
 mod packed_a;
 mod scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 

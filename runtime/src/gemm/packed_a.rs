@@ -139,9 +139,48 @@ pub(crate) unsafe fn gemm<K: Kernel>(args: &Args) {
         }
         jr += nr;
     }
+    // Row-major (in place or, with fewer than `NR` columns, merely dense).
+    let row_major = cs == 1 && rs >= n.min(nr);
+    if full < n && row_major && remainder_in_place::<K>(args, full) {
+        return;
+    }
     if full < n {
         packed_panels::<K>(args, full);
     }
+}
+
+/// Columns `j0..n` (fewer than `NR`) of a product whose `B` is read in
+/// place, by the kernel's [`Kernel::remainder`] path, row panel by row
+/// panel over the whole depth; `false` where the kernel has none.
+///
+/// # Safety
+/// As [`gemm`], with `B` row-major and `n - j0 < NR`.
+unsafe fn remainder_in_place<K: Kernel>(args: &Args, j0: usize) -> bool {
+    let Blocking { mr, .. } = K::B;
+    let (m, n, k) = (args.m, args.n, args.k);
+    let mut ir = 0;
+    while ir < m {
+        let (ct, bias, epi) = super::driver::tile_epilogue(args, ir, j0, 0, true);
+        let done = K::remainder(
+            k,
+            args.a.add(ir * k),
+            args.b.add(j0),
+            args.ldb_cs.0,
+            ct,
+            args.ldc,
+            mr.min(m - ir),
+            n - j0,
+            bias,
+            &epi,
+        );
+        if !done {
+            // Decided by `nr` alone: the first panel already says so.
+            debug_assert_eq!(ir, 0);
+            return false;
+        }
+        ir += mr;
+    }
+    true
 }
 
 /// Columns `j0..n` of the product through packed panels of `B` (a strided

@@ -59,12 +59,21 @@ pub(crate) fn emit_program<M: Module>(
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
 
-    // Matmuls calling the runtime's GEMM kernels, with their packed weights.
-    let gemms = super::gemm::Gemms::plan(module, prog, name, threads)?;
+    // Convolutions calling the runtime's direct conv, then matmuls calling
+    // its GEMM kernels, with their packed weights.
+    let dw_variant = super::library::variant(module.isa());
+    let convs = super::conv_call::ConvCalls::plan(
+        module,
+        prog,
+        (name, dw_variant, threads),
+        &mut ctx,
+        &mut fctx,
+    )?;
+    let gemms = super::gemm::Gemms::plan(module, prog, name, threads, &convs)?;
     // Weights: read-only, 64-byte aligned, local; one byte for those read
     // only through a packed copy.
     let mut weight_ids = vec![];
-    let mut weight_bytes = gemms.packed_bytes;
+    let mut weight_bytes = gemms.packed_bytes + convs.packed_bytes;
     for (i, w) in prog.weights.iter().enumerate() {
         check_dtype(w.data.dtype(), &format!("weight '{}'", w.name))?;
         let id = module
@@ -128,7 +137,6 @@ pub(crate) fn emit_program<M: Module>(
         None
     };
     // Runtime routines for kernels that carry a library call.
-    let dw_variant = super::library::variant(module.isa());
     let uses_library = prog.steps.iter().any(|s| {
         s.program
             .kernels
@@ -178,6 +186,17 @@ pub(crate) fn emit_program<M: Module>(
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {
             // A kernel whose library call the target renders is that call.
+            if convs.replaces(si, ki) {
+                let id = module
+                    .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
+                    .map_err(cg)?;
+                code_bytes += convs
+                    .define(module, (si, ki), id, &mut ctx, &mut fctx)?
+                    .unwrap_or(0);
+                functions += 1;
+                ids.push(id);
+                continue;
+            }
             let bufs = &step.program.buffers;
             let dw = library
                 .as_ref()

@@ -259,6 +259,10 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             "kiln_exp_rows_f32_avx512",
             kiln_runtime::func::kiln_exp_rows_f32_avx512 as *const u8,
         ),
+        (
+            "kiln_conv2d_f32_avx512",
+            kiln_runtime::conv::kiln_conv2d_f32_avx512 as *const u8,
+        ),
     ];
     #[cfg(target_arch = "aarch64")]
     let v: Vec<(&'static str, *const u8)> = vec![
@@ -315,6 +319,7 @@ impl Gemms {
         prog: &AotProgram,
         name: &str,
         threads: bool,
+        convs: &super::conv_call::ConvCalls,
     ) -> Result<Gemms, CpuError> {
         let ks = Kernels::of(module.isa());
         let mut g = Gemms {
@@ -332,6 +337,10 @@ impl Gemms {
         let mut blobs: Blobs = HashMap::new();
         for (si, step) in prog.steps.iter().enumerate() {
             for (ki, k) in step.program.kernels.iter().enumerate() {
+                // Rendered as a direct-conv call: its body is not emitted.
+                if convs.replaces(si, ki) {
+                    continue;
+                }
                 let mut found: Vec<(&Matmul, Option<&Stmt>, Option<&Stmt>)> = vec![];
                 walk(&k.body, &mut |m, prev, next| found.push((m, prev, next)));
                 let mut keys = vec![];
@@ -412,7 +421,7 @@ impl Gemms {
             .filter(|(_, p)| matches!(p.how, How::Weight(_) | How::WeightA(_)))
             .map(|(k, _)| *k)
             .collect();
-        g.unread_weights = super::gemm_weights::unread_weights(prog, &packed);
+        g.unread_weights = super::gemm_weights::unread_weights(prog, &packed, convs);
         Ok(g)
     }
 

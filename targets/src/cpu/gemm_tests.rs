@@ -396,7 +396,14 @@ fn activation_epilogues_are_folded() {
             )
             .expect("builder");
             let mut module = cranelift_object::ObjectModule::new(builder);
-            let g = super::gemm::Gemms::plan(&mut module, &prog, "mm", false).expect("plan");
+            let g = super::gemm::Gemms::plan(
+                &mut module,
+                &prog,
+                "mm",
+                false,
+                &super::conv_call::ConvCalls::none(),
+            )
+            .expect("plan");
             let epi = &prog.steps[0].program.kernels[0].body[1];
             assert_eq!(g.folds(epi), folds, "{what}");
             let data = [

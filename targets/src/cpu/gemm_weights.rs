@@ -8,10 +8,16 @@ use std::collections::HashSet;
 
 /// Indices of weights bound somewhere and read nowhere but through packed
 /// matmuls (`packed` holds those matmuls' addresses).
-pub(super) fn unread_weights(prog: &AotProgram, packed: &HashSet<usize>) -> HashSet<usize> {
+/// A kernel rendered as a direct-conv call reads its weight buffer only
+/// through the call's packed copy, and is taken to read every other buffer.
+pub(super) fn unread_weights(
+    prog: &AotProgram,
+    packed: &HashSet<usize>,
+    convs: &super::conv_call::ConvCalls,
+) -> HashSet<usize> {
     let mut bound = HashSet::new();
     let mut read = HashSet::new();
-    for step in &prog.steps {
+    for (si, step) in prog.steps.iter().enumerate() {
         for (bi, loc) in step.bindings.iter().enumerate() {
             let BufferLoc::Weight(wi) = *loc else {
                 continue;
@@ -21,12 +27,12 @@ pub(super) fn unread_weights(prog: &AotProgram, packed: &HashSet<usize>) -> Hash
                 read.insert(wi);
                 continue;
             };
-            if !step
-                .program
-                .kernels
-                .iter()
-                .all(|k| only_packed(&k.body, buf, packed))
-            {
+            let unread =
+                |(ki, k): (usize, &kiln_ir::kernel::Kernel)| match convs.packed_weight(si, ki) {
+                    Some(w) => w == buf,
+                    None => only_packed(&k.body, buf, packed),
+                };
+            if !step.program.kernels.iter().enumerate().all(unread) {
                 read.insert(wi);
             }
         }

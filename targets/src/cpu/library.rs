@@ -93,7 +93,7 @@ fn cg(e: impl std::fmt::Display) -> CpuError {
     CpuError::Codegen(e.to_string())
 }
 
-fn ptr_sig(cc: cranelift_codegen::isa::CallConv, n: usize, ret: bool) -> Signature {
+pub(super) fn ptr_sig(cc: cranelift_codegen::isa::CallConv, n: usize, ret: bool) -> Signature {
     let mut s = Signature::new(cc);
     for _ in 0..n {
         s.params.push(AbiParam::new(I64));
@@ -194,7 +194,7 @@ impl Library {
 
 /// Starts kernel `id` (`(table)`): its signature and name, and references
 /// to the routine and, with threads, to the task and `kiln_parallel_for`.
-fn kernel_refs<M: Module>(
+pub(super) fn kernel_refs<M: Module>(
     module: &mut M,
     id: FuncId,
     (routine, task): (FuncId, Option<(FuncId, FuncId)>),
@@ -214,14 +214,19 @@ fn kernel_refs<M: Module>(
 }
 
 /// The address of buffer `buf` from the step's table.
-fn buffer_address(b: &mut FunctionBuilder, table: Value, buf: u32) -> Value {
+pub(super) fn buffer_address(b: &mut FunctionBuilder, table: Value, buf: u32) -> Value {
     let fl = MemFlagsData::trusted().with_readonly();
     b.ins().load(I64, fl, table, (buf as i32) * 8)
 }
 
 /// Starts task function `id` (`(ctx, begin, end)`): its signature and
 /// name, and a reference to the routine it calls.
-fn task_refs<M: Module>(module: &mut M, id: FuncId, routine: FuncId, ctx: &mut Context) -> FuncRef {
+pub(super) fn task_refs<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    routine: FuncId,
+    ctx: &mut Context,
+) -> FuncRef {
     let cc = module.isa().default_call_conv();
     ctx.func.signature = ptr_sig(cc, 3, false);
     ctx.func.name = UserFuncName::user(0, id.as_u32());
@@ -264,7 +269,11 @@ fn declare_with_task<M: Module>(
     Ok((routine, Some((id, par))))
 }
 
-fn define<M: Module>(module: &mut M, id: FuncId, ctx: &mut Context) -> Result<usize, CpuError> {
+pub(super) fn define<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    ctx: &mut Context,
+) -> Result<usize, CpuError> {
     super::emit::define(module, id, ctx).map_err(CpuError::Codegen)
 }
 
@@ -336,7 +345,7 @@ fn define_task<M: Module>(
 }
 
 /// `routine(args…)`, trapping when it refuses them (non-zero status).
-fn call_routine(b: &mut FunctionBuilder, routine: FuncRef, args: &[Value]) {
+pub(super) fn call_routine(b: &mut FunctionBuilder, routine: FuncRef, args: &[Value]) {
     let inst = b.ins().call(routine, args);
     let rc = b.inst_results(inst)[0];
     b.ins().trapnz(rc, TrapCode::unwrap_user(DW_TRAP));

@@ -9,6 +9,7 @@
 //! (see `gemm.rs`), and `kiln_parallel_for` with threads: link with
 //! `-lkiln_runtime`.
 
+mod conv_call;
 mod emit;
 mod fallback;
 mod gemm;

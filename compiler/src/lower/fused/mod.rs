@@ -29,7 +29,7 @@ use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
 use kiln_ir::kernel::call::{
-    final_store, peel_activation, peel_clamp, Activation, Depthwise2d, ExpRows, LibraryCall,
+    final_store, peel_activation, peel_clamp, Activation, Conv2d, Depthwise2d, ExpRows, LibraryCall,
 };
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
@@ -719,6 +719,7 @@ pub fn lower_group(g: &Group) -> Result<KernelProgram> {
             }
             epilogue_kernels(
                 &kernels,
+                act,
                 &tail,
                 root_t,
                 &mut next,
@@ -777,6 +778,13 @@ fn remap_call(call: &LibraryCall, map: &[BufId]) -> LibraryCall {
             bias: d.bias.map(m),
             y: m(d.y),
             ..d.clone()
+        }),
+        LibraryCall::Conv2d(c) => LibraryCall::Conv2d(Conv2d {
+            x: m(c.x),
+            w: m(c.w),
+            bias: c.bias.map(m),
+            y: m(c.y),
+            ..c.clone()
         }),
         LibraryCall::ExpRows(e) => LibraryCall::ExpRows(ExpRows {
             x: m(e.x),
@@ -837,18 +845,30 @@ fn with_act(call: LibraryCall, act: Option<TailAct>) -> Option<LibraryCall> {
     let (func, lo, hi) = act?;
     match call {
         LibraryCall::Depthwise2d(mut d) => {
-            if func.is_some() {
-                let unclamped = d.act == (f32::NEG_INFINITY, f32::INFINITY);
-                if !unclamped || d.func.is_some() {
-                    return None;
-                }
-                d.func = func;
-            }
-            d.act = (d.act.0.max(lo), d.act.1.min(hi));
+            then_act(&mut d.act, &mut d.func, (func, lo, hi))?;
             Some(LibraryCall::Depthwise2d(d))
+        }
+        LibraryCall::Conv2d(mut c) => {
+            then_act(&mut c.act, &mut c.func, (func, lo, hi))?;
+            Some(LibraryCall::Conv2d(c))
         }
         LibraryCall::ExpRows(_) => None,
     }
+}
+
+/// A routine's clamp `act` and function `f` followed by `then`: the
+/// function only onto an unclamped, function-free routine (a function
+/// after a clamp is no epilogue a routine applies), clamps intersected.
+fn then_act(act: &mut (f32, f32), f: &mut Option<Activation>, then: TailAct) -> Option<()> {
+    let (func, lo, hi) = then;
+    if func.is_some() {
+        if *act != (f32::NEG_INFINITY, f32::INFINITY) || f.is_some() {
+            return None;
+        }
+        *f = func;
+    }
+    *act = (act.0.max(lo), act.1.min(hi));
+    Some(())
 }
 
 /// Whether, in every block on the way to the output GEMM, stores to `out`
@@ -885,6 +905,7 @@ fn stores_precede_gemm(b: &[Stmt], out: BufId) -> bool {
 /// (bias initialisation that the GEMM accumulates onto).
 fn epilogue_kernels(
     kernels: &[Kernel],
+    act: Option<TailAct>,
     tail: &Tail,
     root_t: DType,
     next: &mut VarId,
@@ -928,7 +949,9 @@ fn epilogue_kernels(
         res.push(Kernel {
             name: k.name.clone(),
             body,
-            call: None,
+            // The body still stores what the call computes when the tail
+            // is an activation the call takes over.
+            call: k.call.clone().and_then(|c| with_act(c, act)),
         });
     }
     if written != len as u64 {

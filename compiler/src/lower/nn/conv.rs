@@ -18,7 +18,7 @@ use super::window::{
     over_taps, pad_phased, pad_source, row_nest, tap_list, Source, Window, MAX_UNROLLED_TAPS,
 };
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
-use kiln_ir::kernel::call::{Depthwise2d, LibraryCall};
+use kiln_ir::kernel::call::{Conv2d, Depthwise2d, LibraryCall};
 use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt};
 use kiln_ir::Op;
 
@@ -159,10 +159,12 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     };
     let end = win.end_pads(&xd[2..], osp);
     let zero = Expr::constant(dt, 0.0);
+    // The padded copy, kept apart from the blocks (see `direct_call`).
+    let mut pad = std::mem::take(&mut body);
     let src = if phases > 1 {
-        pad_phased(pb, &mut body, source, dt, &pads[..sp], &end, zero, phases)
+        pad_phased(pb, &mut pad, source, dt, &pads[..sp], &end, zero, phases)
     } else {
-        pad_source(pb, &mut body, source, dt, &pads[..sp], &end, zero)
+        pad_source(pb, &mut pad, source, dt, &pads[..sp], &end, zero)
     };
     // Length of one phase of a padded row.
     let plen = src.dims.last().copied().unwrap_or(1) as i64 / phases as i64;
@@ -275,9 +277,89 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             s
         }));
     }
-    pb.kernel(cx.node, body);
+    // The same computation as a direct-conv call reading the padded copy,
+    // for renderers that have one (see `direct_call`): the copy becomes a
+    // kernel of its own, which the call does not replace.
+    match direct_call(
+        &src,
+        phases,
+        one_block,
+        (g, oc, cg, kk),
+        dt,
+        (w, bias, y),
+        &win,
+        osp,
+    ) {
+        Some(call) => {
+            if !pad.is_empty() {
+                pb.kernel(format!("{}_pad", cx.node), pad);
+            }
+            pb.kernel_with_call(cx.node, body, call);
+        }
+        None => {
+            pad.extend(body);
+            pb.kernel(cx.node, pad);
+        }
+    }
     Ok(())
 }
+
+/// The direct-conv call of an im2col conv, where one pays: 2-D, f32, one
+/// group, a plain padded copy (strided along the last axis, the im2col
+/// reads a phase-split one, which the call cannot), the GEMM not
+/// transposed, output channels filling 32-lane blocks to at least 7/8
+/// (the call computes whole blocks), and a depth of at least 64 per output
+/// (shallower, the tile's store of its 32 channels dominates).
+#[allow(clippy::too_many_arguments)]
+fn direct_call(
+    src: &Source,
+    phases: usize,
+    one_block: bool,
+    (g, oc, cg, kk): (usize, usize, usize, usize),
+    dt: kiln_ir::DType,
+    (w, bias, y): (BufId, Option<BufId>, BufId),
+    win: &Window,
+    osp: &[usize],
+) -> Option<LibraryCall> {
+    let blocks = oc.div_ceil(DIRECT_CHANNEL_BLOCK) * DIRECT_CHANNEL_BLOCK;
+    let pays = g == 1 && blocks * 7 <= oc * 8 && cg * kk >= DIRECT_MIN_DEPTH;
+    if src.dims.len() != 4
+        || osp.len() != 2
+        || phases != 1
+        || one_block
+        || dt != kiln_ir::DType::F32
+        || !pays
+    {
+        return None;
+    }
+    let u = |v: usize| v as u64;
+    Some(LibraryCall::Conv2d(Conv2d {
+        x: src.buf,
+        w,
+        bias,
+        y,
+        batch: u(src.dims[0]),
+        cin: u(src.dims[1]),
+        cout: u(oc),
+        in_h: u(src.dims[2]),
+        in_w: u(src.dims[3]),
+        out_h: u(osp[0]),
+        out_w: u(osp[1]),
+        k_h: u(win.kernel[0]),
+        k_w: u(win.kernel[1]),
+        stride_h: u(win.strides[0]),
+        stride_w: u(win.strides[1]),
+        dil_h: u(win.dilations[0]),
+        dil_w: u(win.dilations[1]),
+        act: (f32::NEG_INFINITY, f32::INFINITY),
+        func: None,
+    }))
+}
+
+/// Output channels per block of the direct-conv routine's tiles.
+const DIRECT_CHANNEL_BLOCK: usize = 32;
+/// The least depth (`cin·kh·kw`) of a direct-conv call.
+const DIRECT_MIN_DEPTH: usize = 64;
 
 /// Channel multipliers (output channels per input channel of a one-channel
 /// group) from which a conv goes through im2col and a GEMM instead: that many

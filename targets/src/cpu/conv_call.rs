@@ -1,0 +1,281 @@
+//! Kernels replaced by the runtime's direct convolution: a kernel carrying
+//! a [`Conv2d`] call, on an AVX-512 target, with its weights a constant,
+//! becomes `kiln_conv2d_f32_avx512(const KilnConvArgs *)` (see
+//! `kiln_runtime::conv`) per image, its work items (output rows times
+//! 32-channel blocks) split over `kiln_parallel_for` with threads.
+//!
+//! The weights are packed here, at compile time, into the routine's
+//! 32-channel panels (a local read-only blob); the original weight is then
+//! read by nothing the object runs (see `gemm_weights.rs`).
+
+use super::library::{buffer_address, call_routine, define, kernel_refs, ptr_sig, task_refs};
+use super::CpuError;
+use crate::plan::{AotProgram, BufferLoc};
+use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use kiln_ir::kernel::call::{Conv2d, LibraryCall};
+use kiln_ir::kernel::BufId;
+use kiln_ir::{DType, Storage};
+use std::collections::HashMap;
+
+/// Bytes of `KilnConvArgs`: 4 pointers, 14 sizes, 2 floats, a u32 (padded).
+const ARGS_BYTES: u32 = 4 * 8 + 14 * 8 + 16;
+const OFF_X: i32 = 0;
+const OFF_W: i32 = 8;
+const OFF_BIAS: i32 = 16;
+const OFF_Y: i32 = 24;
+const OFF_SIZES: i32 = 32;
+/// `begin` and `end`, the last two sizes.
+const OFF_BEGIN: i32 = OFF_SIZES + 12 * 8;
+const OFF_END: i32 = OFF_BEGIN + 8;
+const OFF_ACT: i32 = OFF_SIZES + 14 * 8;
+const OFF_FUNC: i32 = OFF_ACT + 8;
+/// Images emitted as separate calls; more falls back to the body.
+const MAX_BATCH: u64 = 16;
+
+/// The direct-conv kernels of a program: their calls, packed weights, and
+/// the routine (and, with threads, the task) they call.
+pub(crate) struct ConvCalls {
+    /// `(step, kernel)` → (the call, its packed weights).
+    kernels: HashMap<(usize, usize), (Conv2d, DataId)>,
+    routine: Option<FuncId>,
+    task: Option<(FuncId, FuncId)>,
+    /// Bytes of the packed weights.
+    pub packed_bytes: usize,
+}
+
+impl ConvCalls {
+    /// No kernel replaced.
+    pub(crate) fn none() -> ConvCalls {
+        ConvCalls {
+            kernels: HashMap::new(),
+            routine: None,
+            task: None,
+            packed_bytes: 0,
+        }
+    }
+
+    /// Finds the kernels the routine can replace (`variant` is the
+    /// library's, see [`super::library::variant`]), packs their weights
+    /// and declares the routine.
+    pub(crate) fn plan<M: Module>(
+        module: &mut M,
+        prog: &AotProgram,
+        (name, variant, threads): (&str, Option<&str>, bool),
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<ConvCalls, CpuError> {
+        let mut calls = ConvCalls::none();
+        if variant != Some("avx512") {
+            return Ok(calls);
+        }
+        // One blob per weight, shared by the steps that bind it.
+        let mut blobs: HashMap<usize, DataId> = HashMap::new();
+        for (si, step) in prog.steps.iter().enumerate() {
+            for (ki, k) in step.program.kernels.iter().enumerate() {
+                let Some(LibraryCall::Conv2d(c)) = &k.call else {
+                    continue;
+                };
+                let bufs = &step.program.buffers;
+                let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
+                let sizes = [
+                    c.cin, c.cout, c.in_h, c.in_w, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
+                    c.stride_w, c.dil_h, c.dil_w,
+                ];
+                let ok = f32_buf(c.x)
+                    && f32_buf(c.y)
+                    && c.bias.is_none_or(f32_buf)
+                    && (1..=MAX_BATCH).contains(&c.batch)
+                    && !sizes.contains(&0);
+                let Some(BufferLoc::Weight(wi)) = step.bindings.get(c.w as usize) else {
+                    continue;
+                };
+                let Some(Storage::F32(data)) = prog.weights.get(*wi).map(|w| &w.data) else {
+                    continue;
+                };
+                let (cout, depth) = (c.cout as usize, (c.cin * c.k_h * c.k_w) as usize);
+                if !ok || data.len() != cout * depth {
+                    continue;
+                }
+                let id = match blobs.get(wi) {
+                    Some(id) => *id,
+                    None => {
+                        let packed = kiln_runtime::conv::pack_weights_vec(cout, depth, data)
+                            .map_err(|e| CpuError::Kernel {
+                                node: step.node.clone(),
+                                kernel: k.name.clone(),
+                                msg: format!("packing conv weights: {e:?}"),
+                            })?;
+                        let bytes: Vec<u8> = packed.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        calls.packed_bytes += bytes.len();
+                        let id = module
+                            .declare_data(
+                                &format!("{name}_conv_w{}", blobs.len()),
+                                Linkage::Local,
+                                false,
+                                false,
+                            )
+                            .map_err(cg)?;
+                        let mut d = DataDescription::new();
+                        d.define(bytes.into_boxed_slice());
+                        d.set_align(64);
+                        module.define_data(id, &d).map_err(cg)?;
+                        blobs.insert(*wi, id);
+                        id
+                    }
+                };
+                calls.kernels.insert((si, ki), (c.clone(), id));
+            }
+        }
+        if calls.kernels.is_empty() {
+            return Ok(calls);
+        }
+        let cc = module.isa().default_call_conv();
+        let routine = module
+            .declare_function(
+                "kiln_conv2d_f32_avx512",
+                Linkage::Import,
+                &ptr_sig(cc, 1, true),
+            )
+            .map_err(cg)?;
+        calls.routine = Some(routine);
+        if threads {
+            let par = module
+                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
+                .map_err(cg)?;
+            let id = module
+                .declare_function(
+                    &format!("{name}_conv_task"),
+                    Linkage::Local,
+                    &ptr_sig(cc, 3, false),
+                )
+                .map_err(cg)?;
+            define_task(module, id, routine, ctx, fctx)?;
+            calls.task = Some((id, par));
+        }
+        Ok(calls)
+    }
+
+    /// Whether kernel `ki` of step `si` is a call of the routine.
+    pub(crate) fn replaces(&self, si: usize, ki: usize) -> bool {
+        self.kernels.contains_key(&(si, ki))
+    }
+
+    /// The weight buffer kernel `ki` of step `si` reads only through its
+    /// packed copy, if it is a call of the routine.
+    pub(crate) fn packed_weight(&self, si: usize, ki: usize) -> Option<BufId> {
+        self.kernels.get(&(si, ki)).map(|(c, _)| c.w)
+    }
+
+    /// Defines kernel `id` (`(table)`) as the calls of kernel `ki` of step
+    /// `si`, one per image. Returns the code bytes, or None when the kernel
+    /// is not such a call.
+    pub(crate) fn define<M: Module>(
+        &self,
+        module: &mut M,
+        (si, ki): (usize, usize),
+        id: FuncId,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<Option<usize>, CpuError> {
+        let (Some((c, blob)), Some(routine)) = (self.kernels.get(&(si, ki)), self.routine) else {
+            return Ok(None);
+        };
+        let (routine, task) = kernel_refs(module, id, (routine, self.task), ctx);
+        let wgv = module.declare_data_in_func(*blob, &mut ctx.func);
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let table = super::emit::entry(&mut b)[0];
+            let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
+            let (x, y) = (base(&mut b, c.x), base(&mut b, c.y));
+            let w = b.ins().symbol_value(I64, wgv);
+            let bias = match c.bias {
+                Some(bb) => base(&mut b, bb),
+                None => b.ins().iconst(I64, 0),
+            };
+            let slot = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                ARGS_BYTES,
+                3,
+            ));
+            let items = c.out_h * c.cout.div_ceil(kiln_runtime::conv::CHANNEL_BLOCK as u64);
+            let sizes = [
+                c.cin, c.in_h, c.in_w, c.cout, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
+                c.stride_w, c.dil_h, c.dil_w, 0, items,
+            ];
+            for (i, v) in sizes.iter().enumerate() {
+                let v = b.ins().iconst(I64, *v as i64);
+                b.ins().stack_store(I64, v, slot, OFF_SIZES + 8 * i as i32);
+            }
+            let lo = b.ins().f32const(c.act.0);
+            let hi = b.ins().f32const(c.act.1);
+            b.ins().stack_store(I64, lo, slot, OFF_ACT);
+            b.ins().stack_store(I64, hi, slot, OFF_ACT + 4);
+            let func = b.ins().iconst(I32, super::gemm::func_code(c.func) as i64);
+            b.ins().stack_store(I64, func, slot, OFF_FUNC);
+            b.ins().stack_store(I64, w, slot, OFF_W);
+            b.ins().stack_store(I64, bias, slot, OFF_BIAS);
+            let args = b.ins().stack_addr(I64, slot, 0);
+            let in_img = (c.cin * c.in_h * c.in_w * 4) as i64;
+            let out_img = (c.cout * c.out_h * c.out_w * 4) as i64;
+            for img in 0..c.batch as i64 {
+                let xi = b.ins().iadd_imm_s(x, img * in_img);
+                let yi = b.ins().iadd_imm_s(y, img * out_img);
+                b.ins().stack_store(I64, xi, slot, OFF_X);
+                b.ins().stack_store(I64, yi, slot, OFF_Y);
+                match task {
+                    Some((t, par)) => {
+                        let n = b.ins().iconst(I64, items as i64);
+                        let f = b.ins().func_addr(I64, t);
+                        b.ins().call(par, &[n, f, args]);
+                    }
+                    None => call_routine(&mut b, routine, &[args]),
+                }
+            }
+            b.ins().return_(&[]);
+            b.finalize(module.target_config());
+        }
+        define(module, id, ctx).map(Some)
+    }
+}
+
+fn cg(e: impl std::fmt::Display) -> CpuError {
+    CpuError::Codegen(e.to_string())
+}
+
+/// `task(ctx, begin, end)`: the routine on work items `begin..end` of the
+/// argument block at `ctx` (copied, then narrowed).
+fn define_task<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    routine: FuncId,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<usize, CpuError> {
+    let routine = task_refs(module, id, routine, ctx);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let ps = super::emit::entry(&mut b);
+        let (src, begin, end) = (ps[0], ps[1], ps[2]);
+        let fl = MemFlagsData::trusted();
+        let slot = b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            ARGS_BYTES,
+            3,
+        ));
+        for off in (0..ARGS_BYTES as i32).step_by(8) {
+            let v: Value = b.ins().load(I64, fl, src, off);
+            b.ins().stack_store(I64, v, slot, off);
+        }
+        b.ins().stack_store(I64, begin, slot, OFF_BEGIN);
+        b.ins().stack_store(I64, end, slot, OFF_END);
+        let args = b.ins().stack_addr(I64, slot, 0);
+        call_routine(&mut b, routine, &[args]);
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    define(module, id, ctx)
+}
