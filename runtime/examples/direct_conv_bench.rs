@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sw: 1,
             dh: 1,
             dw: 1,
+            phases: 1,
             begin: 0,
             end: 0,
             act_min: 0.0,

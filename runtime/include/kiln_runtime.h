@@ -151,17 +151,19 @@ int kiln_exp_rows_f32_avx512(const float *x, const float *m, float *y,
    co < cout, oy < oh, ox < ow:
      y[(co*oh + oy)*ow + ox] = clamp(f(bias[co] + sum over ci, ky, kx of
        w(co, ci, ky, kx) * x[(ci*hp + oy*sh + ky*dh)*wp + ox*sw + kx*dw]))
-   with clamp and f as for the depthwise routine. Only work items
+   with clamp and f as for the depthwise routine; with phases > 1 (then
+   equal to sw) each padded row of x is stored phase-split, column p at
+   (p % phases)*(wp/phases) + p/phases. Only work items
    begin..end are computed, item r*ceil(cout/32) + b being output row r of
    channel block b. Returns 0, or a negative code (null args/x/w/y -1, a
-   zero size or overflow -2, a window past the padded input -3, a bad item
+   zero size, overflow or bad phases -2, a window past the padded input -3, a bad item
    range -4, unknown func -5, CPU lacks AVX-512F -6). x86_64 only. */
 typedef struct KilnConvArgs {
   const float *x;
   const float *w;
   const float *bias;
   float *y;
-  size_t cin, hp, wp, cout, oh, ow, kh, kw, sh, sw, dh, dw;
+  size_t cin, hp, wp, cout, oh, ow, kh, kw, sh, sw, dh, dw, phases;
   size_t begin, end;
   float act_min, act_max;
   uint32_t func;

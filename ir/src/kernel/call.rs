@@ -30,7 +30,9 @@ pub enum LibraryCall {
 /// ox·sw + kx·dw]), act)` over `ci < cin`, `ky < k_h`, `kx < k_w`. `x`
 /// holds `batch·cin` planes of `in_h × in_w` (the padded size; every window
 /// lies inside), `w` is `cout × cin × k_h × k_w`, `y` `batch·cout` planes
-/// of `out_h × out_w`, all dense.
+/// of `out_h × out_w`, all dense. With `phases > 1` (equal to `stride_w`)
+/// each padded row is stored phase-split, column `p` at `(p % phases)·(in_w
+/// / phases) + p / phases` (the copy strided im2col convs read).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub x: BufId,
@@ -50,6 +52,7 @@ pub struct Conv2d {
     pub stride_w: u64,
     pub dil_h: u64,
     pub dil_w: u64,
+    pub phases: u64,
     /// Clamp bounds applied last (±∞: none).
     pub act: (f32, f32),
     /// A function applied before the clamp (None: identity).

@@ -65,7 +65,7 @@ impl fmt::Display for KernelProgram {
                 writeln!(
                     f,
                     "// same as conv2d(x=b{}, w=b{}, bias={}, y=b{}, {}x{}x{}x{} -> {}x{}x{}, \
-                     kernel {}x{}, stride {}x{}, dilation {}x{}, clamp [{}, {}])",
+                     kernel {}x{}, stride {}x{}, dilation {}x{}, {} phases, clamp [{}, {}])",
                     c.x,
                     c.w,
                     c.bias.map_or("none".into(), |b| format!("b{b}")),
@@ -83,6 +83,7 @@ impl fmt::Display for KernelProgram {
                     c.stride_w,
                     c.dil_h,
                     c.dil_w,
+                    c.phases,
                     c.act.0,
                     c.act.1
                 )?;

@@ -41,6 +41,9 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
     let tiles = a.ow.div_ceil(MAX_TILE_PIXELS);
     let (small, extra) = (a.ow / tiles, a.ow % tiles);
     let mut offs = [0isize; MAX_TAPS];
+    // Phase-split rows hold the pixels under a tap contiguously.
+    let (ph, plen) = (a.phases, a.wp / a.phases);
+    let step = if ph > 1 { 1 } else { a.sw };
     for item in a.begin..a.end {
         let (row, panel) = (item / panels, item % panels);
         let w = a.w.add(panel * depth * CHANNEL_BLOCK);
@@ -63,16 +66,18 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
                 let t1 = (t0 + MAX_TAPS).min(taps);
                 for (i, o) in offs.iter_mut().enumerate().take(t1 - t0) {
                     let (ky, kx) = ((t0 + i) / a.kw, (t0 + i) % a.kw);
-                    *o = (ky * a.dh * a.wp + kx * a.dw) as isize;
+                    let q = kx * a.dw;
+                    let col = if ph > 1 { (q % ph) * plen + q / ph } else { q };
+                    *o = (ky * a.dh * a.wp + col) as isize;
                 }
                 let chunk = Chunk {
-                    x: x_row.add(ox * a.sw),
+                    x: x_row.add(ox * step),
                     plane,
                     cin: a.cin,
                     offs: &offs[..t1 - t0],
                     w: w.add(t0 * CHANNEL_BLOCK),
                     taps,
-                    sw: a.sw,
+                    sw: step,
                 };
                 let last = t1 == taps;
                 let mut e = epi;

@@ -33,14 +33,18 @@ pub const CHANNEL_BLOCK: usize = 32;
 pub const MAX_TILE_PIXELS: usize = 12;
 
 /// The operands of one call (one image), as the C entry point takes them;
-/// `KilnConvArgs` in `kiln_runtime.h` mirrors it: four pointers, fourteen
+/// `KilnConvArgs` in `kiln_runtime.h` mirrors it: four pointers, fifteen
 /// `size_t`, two `float`, a `uint32_t`.
 ///
 /// `x` holds `cin` padded planes of `hp × wp`; `w` the weights packed by
 /// [`pack_weights`] (`⌈cout/32⌉` panels of `cin·kh·kw × 32`); `bias` `cout`
 /// values or null; `y` `cout` planes of `oh × ow`, overlapping nothing
 /// else. Output pixel `(oy, ox)` of channel `co` is `clamp(func(bias[co] +
-/// Σ w[co, ci, ky, kx] · x[ci, oy·sh + ky·dh, ox·sw + kx·dw]))`. Only work
+/// Σ w[co, ci, ky, kx] · x[ci, oy·sh + ky·dh, ox·sw + kx·dw]))`, where with
+/// `phases > 1` (then equal to `sw`) each padded row is stored phase-split
+/// as the im2col lowering builds it for strided convs: column `p` at `(p %
+/// phases)·(wp / phases) + p / phases`, so that the pixels under one tap
+/// are contiguous whatever the stride. Only work
 /// items `begin..end` are computed, item `r·⌈cout/32⌉ + b` being output
 /// row `r` of channel panel `b` (rows outer, so a thread's share is a band
 /// of rows whose input stays in cache across the panels).
@@ -63,6 +67,7 @@ pub struct KilnConvArgs {
     pub sw: usize,
     pub dh: usize,
     pub dw: usize,
+    pub phases: usize,
     pub begin: usize,
     pub end: usize,
     pub act_min: f32,
@@ -114,8 +119,19 @@ impl KilnConvArgs {
             return Err(ConvError::NullPointer);
         }
         let sizes = [
-            self.cin, self.hp, self.wp, self.cout, self.oh, self.ow, self.kh, self.kw, self.sh,
-            self.sw, self.dh, self.dw,
+            self.cin,
+            self.hp,
+            self.wp,
+            self.cout,
+            self.oh,
+            self.ow,
+            self.kh,
+            self.kw,
+            self.sh,
+            self.sw,
+            self.dh,
+            self.dw,
+            self.phases,
         ];
         if sizes.contains(&0) {
             return Err(ConvError::BadSize);
@@ -131,10 +147,25 @@ impl KilnConvArgs {
         let last = |o: usize, s: usize, k: usize, d: usize| -> Option<usize> {
             (o - 1).checked_mul(s)?.checked_add((k - 1).checked_mul(d)?)
         };
-        let (Some(ly), Some(lx)) = (
-            last(self.oh, self.sh, self.kh, self.dh),
-            last(self.ow, self.sw, self.kw, self.dw),
-        ) else {
+        let ph = self.phases;
+        if ph > 1 && (self.sw != ph || self.wp % ph != 0) {
+            return Err(ConvError::BadSize);
+        }
+        // The last column read: in the phase of the last tap, with phases.
+        let lx = if ph > 1 {
+            (0..self.kw)
+                .map(|kx| {
+                    let q = kx.checked_mul(self.dw)?;
+                    (q % ph)
+                        .checked_mul(self.wp / ph)?
+                        .checked_add(q / ph)?
+                        .checked_add(self.ow - 1)
+                })
+                .try_fold(0, |m, c| c.map(|c| m.max(c)))
+        } else {
+            last(self.ow, self.sw, self.kw, self.dw)
+        };
+        let (Some(ly), Some(lx)) = (last(self.oh, self.sh, self.kh, self.dh), lx) else {
             return Err(ConvError::BadSize);
         };
         if ly >= self.hp || lx >= self.wp {

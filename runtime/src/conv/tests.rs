@@ -36,7 +36,7 @@ fn fill(rng: &mut Rng, n: usize) -> Vec<f32> {
 /// those items against the f64 reference; others must stay untouched.
 fn check(
     g: Geo,
-    bias: bool,
+    (bias, phased): (bool, bool),
     (lo, hi): (f32, f32),
     func: Func,
     range: Option<(usize, usize)>,
@@ -46,19 +46,28 @@ fn check(
     let (kh, kw) = g.k;
     let depth = g.cin * kh * kw;
     let x = fill(rng, g.cin * hp * wp);
+    // Phase-split rows (strided along the row) as the lowering stores them.
+    let ph = if phased { g.s.1 } else { 1 };
+    let plen = wp.div_ceil(ph);
+    let mut xs = vec![0.0; g.cin * hp * ph * plen];
+    for r in 0..g.cin * hp {
+        for p in 0..wp {
+            xs[r * ph * plen + (p % ph) * plen + p / ph] = x[r * wp + p];
+        }
+    }
     let w = fill(rng, g.cout * depth);
     let b = fill(rng, g.cout);
     let packed = pack_weights_vec(g.cout, depth, &w).unwrap();
     let sentinel = 12345.0;
     let mut y = vec![sentinel; g.cout * g.oh * g.ow];
     let mut a = KilnConvArgs {
-        x: x.as_ptr(),
+        x: xs.as_ptr(),
         w: packed.as_ptr(),
         bias: if bias { b.as_ptr() } else { core::ptr::null() },
         y: y.as_mut_ptr(),
         cin: g.cin,
         hp,
-        wp,
+        wp: ph * plen,
         cout: g.cout,
         oh: g.oh,
         ow: g.ow,
@@ -68,6 +77,7 @@ fn check(
         sw: g.s.1,
         dh: g.d.0,
         dw: g.d.1,
+        phases: ph,
         begin: 0,
         end: 0,
         act_min: lo,
@@ -153,7 +163,15 @@ fn direct_conv_matches_reference() {
                 } else {
                     (f32::NEG_INFINITY, f32::INFINITY)
                 };
-                check(g, i % 2 == 0, clamp, funcs[i % funcs.len()], None, &mut rng);
+                let phased = i % 4 == 3 && s.1 > 1;
+                check(
+                    g,
+                    (i % 2 == 0, phased),
+                    clamp,
+                    funcs[i % funcs.len()],
+                    None,
+                    &mut rng,
+                );
                 i += 1;
             }
         }
@@ -178,15 +196,39 @@ fn direct_conv_splits_work_and_long_windows() {
         s: (1, 1),
         d: (1, 1),
     };
-    check(g, true, (-0.5, 0.5), Func::Tanh, None, &mut rng);
+    check(g, (true, false), (-0.5, 0.5), Func::Tanh, None, &mut rng);
     check(
         g,
-        false,
+        (false, false),
         (0.0, f32::INFINITY),
         Func::Identity,
         None,
         &mut rng,
     );
+    // Phase-split rows: strides 2 and 3 along the row, dilated and not.
+    for (k, s, d) in [
+        ((3, 3), (2, 2), (1, 1)),
+        ((7, 7), (2, 2), (1, 1)),
+        ((3, 5), (1, 3), (1, 2)),
+    ] {
+        let g = Geo {
+            cin: 3,
+            cout: 32,
+            oh: 4,
+            ow: 13,
+            k,
+            s,
+            d,
+        };
+        check(
+            g,
+            (true, true),
+            (0.0, f32::INFINITY),
+            Func::Identity,
+            None,
+            &mut rng,
+        );
+    }
     // Ranges of items (rows × 2 panels): thread shares.
     let g = Geo {
         cin: 4,
@@ -198,7 +240,14 @@ fn direct_conv_splits_work_and_long_windows() {
         d: (1, 1),
     };
     for range in [(0, 1), (1, 4), (3, 10), (9, 10), (4, 4)] {
-        check(g, true, (0.0, 6.0), Func::Identity, Some(range), &mut rng);
+        check(
+            g,
+            (true, false),
+            (0.0, 6.0),
+            Func::Identity,
+            Some(range),
+            &mut rng,
+        );
     }
 }
 
@@ -224,6 +273,7 @@ fn direct_conv_refuses_bad_calls() {
         sw: 1,
         dh: 1,
         dw: 1,
+        phases: 1,
         begin: 0,
         end: 1,
         act_min: f32::NEG_INFINITY,
@@ -275,6 +325,25 @@ fn direct_conv_refuses_bad_calls() {
         call(KilnConvArgs { func: 99, ..good }),
         ConvError::BadFunc.code()
     );
+    // Phases must be the row stride and divide the padded row.
+    let bad = |a: KilnConvArgs| assert_eq!(call(a), ConvError::BadSize.code(), "{a:?}");
+    bad(KilnConvArgs { phases: 0, ..good });
+    bad(KilnConvArgs { phases: 2, ..good });
+    bad(KilnConvArgs {
+        phases: 2,
+        sw: 2,
+        ..good
+    });
+    if supported() {
+        assert_eq!(
+            call(KilnConvArgs {
+                phases: 3,
+                sw: 3,
+                ..good
+            }),
+            0
+        );
+    }
     assert_eq!(packed_len(33, 5), 64 * 5);
     assert_eq!(
         pack_weights(2, 3, &[0.0; 5], &mut [0.0; 96]),

@@ -21,17 +21,17 @@ use kiln_ir::kernel::BufId;
 use kiln_ir::{DType, Storage};
 use std::collections::HashMap;
 
-/// Bytes of `KilnConvArgs`: 4 pointers, 14 sizes, 2 floats, a u32 (padded).
-const ARGS_BYTES: u32 = 4 * 8 + 14 * 8 + 16;
+/// Bytes of `KilnConvArgs`: 4 pointers, 15 sizes, 2 floats, a u32 (padded).
+const ARGS_BYTES: u32 = 4 * 8 + 15 * 8 + 16;
 const OFF_X: i32 = 0;
 const OFF_W: i32 = 8;
 const OFF_BIAS: i32 = 16;
 const OFF_Y: i32 = 24;
 const OFF_SIZES: i32 = 32;
 /// `begin` and `end`, the last two sizes.
-const OFF_BEGIN: i32 = OFF_SIZES + 12 * 8;
+const OFF_BEGIN: i32 = OFF_SIZES + 13 * 8;
 const OFF_END: i32 = OFF_BEGIN + 8;
-const OFF_ACT: i32 = OFF_SIZES + 14 * 8;
+const OFF_ACT: i32 = OFF_SIZES + 15 * 8;
 const OFF_FUNC: i32 = OFF_ACT + 8;
 /// Images emitted as separate calls; more falls back to the body.
 const MAX_BATCH: u64 = 16;
@@ -204,7 +204,7 @@ impl ConvCalls {
             let items = c.out_h * c.cout.div_ceil(kiln_runtime::conv::CHANNEL_BLOCK as u64);
             let sizes = [
                 c.cin, c.in_h, c.in_w, c.cout, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
-                c.stride_w, c.dil_h, c.dil_w, 0, items,
+                c.stride_w, c.dil_h, c.dil_w, c.phases, 0, items,
             ];
             for (i, v) in sizes.iter().enumerate() {
                 let v = b.ins().iconst(I64, *v as i64);

@@ -305,11 +305,11 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
 }
 
 /// The direct-conv call of an im2col conv, where one pays: 2-D, f32, one
-/// group, a plain padded copy (strided along the last axis, the im2col
-/// reads a phase-split one, which the call cannot), the GEMM not
-/// transposed, output channels filling 32-lane blocks to at least 7/8
-/// (the call computes whole blocks), and a depth of at least 64 per output
-/// (shallower, the tile's store of its 32 channels dominates).
+/// group, the GEMM not transposed, output channels filling 32-lane blocks
+/// to at least 7/8 (the call computes whole blocks), and a depth of at
+/// least 27 per output (a 3x3 RGB stem; shallower, the tile's store of its
+/// 32 channels dominates). The call reads the padded copy the im2col
+/// reads, phase-split or not.
 #[allow(clippy::too_many_arguments)]
 fn direct_call(
     src: &Source,
@@ -323,9 +323,10 @@ fn direct_call(
 ) -> Option<LibraryCall> {
     let blocks = oc.div_ceil(DIRECT_CHANNEL_BLOCK) * DIRECT_CHANNEL_BLOCK;
     let pays = g == 1 && blocks * 7 <= oc * 8 && cg * kk >= DIRECT_MIN_DEPTH;
+    let phased_ok = phases == 1 || phases == win.strides[1];
     if src.dims.len() != 4
         || osp.len() != 2
-        || phases != 1
+        || !phased_ok
         || one_block
         || dt != kiln_ir::DType::F32
         || !pays
@@ -351,6 +352,7 @@ fn direct_call(
         stride_w: u(win.strides[1]),
         dil_h: u(win.dilations[0]),
         dil_w: u(win.dilations[1]),
+        phases: u(phases),
         act: (f32::NEG_INFINITY, f32::INFINITY),
         func: None,
     }))
@@ -359,7 +361,7 @@ fn direct_call(
 /// Output channels per block of the direct-conv routine's tiles.
 const DIRECT_CHANNEL_BLOCK: usize = 32;
 /// The least depth (`cin·kh·kw`) of a direct-conv call.
-const DIRECT_MIN_DEPTH: usize = 64;
+const DIRECT_MIN_DEPTH: usize = 27;
 
 /// Channel multipliers (output channels per input channel of a one-channel
 /// group) from which a conv goes through im2col and a GEMM instead: that many
