@@ -148,7 +148,7 @@ impl KilnConvArgs {
             (o - 1).checked_mul(s)?.checked_add((k - 1).checked_mul(d)?)
         };
         let ph = self.phases;
-        if ph > 1 && (self.sw != ph || self.wp % ph != 0) {
+        if ph > 1 && (self.sw != ph || !self.wp.is_multiple_of(ph)) {
             return Err(ConvError::BadSize);
         }
         // The last column read: in the phase of the last tap, with phases.
