@@ -528,7 +528,7 @@ fn conv_library_call_matches_the_interpreter() {
         (1, 64, 32, 14, 14, 1, [1, 1], 1, [1, 1, 1, 1], true, "relu"),
         // Strided along the row: the call reads the phase-split copy.
         (1, 3, 32, 23, 23, 7, [2, 2], 1, [3, 3, 3, 3], true, "relu"),
-        (1, 3, 64, 15, 25, 3, [2, 2], 1, [1, 1, 1, 1], false, "clip"),
+        (1, 8, 64, 15, 25, 3, [2, 2], 1, [1, 1, 1, 1], false, "clip"),
         (1, 16, 32, 12, 19, 3, [1, 3], 2, [2, 2, 2, 2], true, ""),
         // A tail that is no activation: the call is dropped, the GEMM runs.
         (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "neg"),

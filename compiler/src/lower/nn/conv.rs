@@ -315,9 +315,11 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
 /// The direct-conv call of an im2col conv, where one pays: 2-D, f32, one
 /// group, the GEMM not transposed, output channels filling 32-lane blocks
 /// to at least 7/8 (the call computes whole blocks), and a depth of at
-/// least 64 per output, or 27 (a 3x3 RGB stem) over rows of at least 12
-/// pixels (shallower, the tile's store of its 32 channels dominates). The
-/// call reads the padded copy the im2col reads, phase-split or not.
+/// least 64 per output: shallower, the tile's store of its 32 channel runs
+/// outweighs the im2col it saves (3x3 RGB stems, one thread: MobileNetV2's
+/// 416 -> 472 us, SqueezeNet's 817 -> 760; KWS's 10x4 stem over 5-pixel
+/// rows 9.9 -> 15.5 us). The call reads the padded copy the im2col reads,
+/// phase-split or not.
 #[allow(clippy::too_many_arguments)]
 fn direct_call(
     src: &Source,
@@ -330,11 +332,7 @@ fn direct_call(
     osp: &[usize],
 ) -> Option<LibraryCall> {
     let blocks = oc.div_ceil(DIRECT_CHANNEL_BLOCK) * DIRECT_CHANNEL_BLOCK;
-    // Shallow windows pay only over whole 12-pixel tiles, whose FMAs then
-    // outweigh the store of the tile's 32 channel runs (KWS's 10x4 stem
-    // over 5-pixel rows: 9.9 us as a GEMM, 15.5 direct).
-    let deep = cg * kk >= DIRECT_DEEP || (cg * kk >= DIRECT_MIN_DEPTH && osp.get(1) >= Some(&12));
-    let pays = g == 1 && blocks * 7 <= oc * 8 && deep;
+    let pays = g == 1 && blocks * 7 <= oc * 8 && cg * kk >= DIRECT_MIN_DEPTH;
     let phased_ok = phases == 1 || phases == win.strides[1];
     if src.dims.len() != 4
         || osp.len() != 2
@@ -372,10 +370,8 @@ fn direct_call(
 
 /// Output channels per block of the direct-conv routine's tiles.
 const DIRECT_CHANNEL_BLOCK: usize = 32;
-/// The least depth (`cin·kh·kw`) of a direct-conv call, and the depth
-/// from which it pays whatever the row length.
-const DIRECT_MIN_DEPTH: usize = 27;
-const DIRECT_DEEP: usize = 64;
+/// The least depth (`cin·kh·kw`) of a direct-conv call.
+const DIRECT_MIN_DEPTH: usize = 64;
 
 /// Channel multipliers (output channels per input channel of a one-channel
 /// group) from which a conv goes through im2col and a GEMM instead: that many
