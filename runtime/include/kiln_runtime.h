@@ -172,6 +172,23 @@ typedef struct KilnConvArgs {
 int kiln_conv2d_f32_avx512(const KilnConvArgs *args);
 #endif
 
+/* 2-D max pooling over planes already padded (with -INFINITY, and past
+   the end for ceil_mode): for p in begin..end, oy < oh, ox < ow,
+     y[(p*oh + oy)*ow + ox] = max over ky < kh, kx < kw of
+       x[(p*hp + oy*sh + ky*dh)*wp + ox*sw + kx*dw]
+   Returns 0, or a negative code (null args/x/y -1, a zero size, overflow
+   or a row reading more than 4096 columns -2, a window past the padded
+   input -3, a bad plane range -4, CPU lacks AVX-512F -6). x86_64 only. */
+typedef struct KilnMaxPoolArgs {
+  const float *x;
+  float *y;
+  size_t hp, wp, oh, ow, kh, kw, sh, sw, dh, dw, planes;
+  size_t begin, end;
+} KilnMaxPoolArgs;
+#if defined(__x86_64__) || defined(_M_X64)
+int kiln_maxpool2d_f32_avx512(const KilnMaxPoolArgs *args);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

@@ -23,6 +23,7 @@ pub mod conv;
 pub mod dwconv;
 pub mod func;
 pub mod gemm;
+pub mod maxpool;
 mod model;
 #[cfg(feature = "std")]
 mod pool;

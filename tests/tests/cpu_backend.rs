@@ -630,3 +630,66 @@ fn conv_library_call_matches_the_interpreter() {
         });
     }
 }
+
+/// Max pooling lowers with a library call: on AVX-512 hosts, rows of at
+/// least 16 outputs run the runtime's routine over the padded copy. Over
+/// strides 1, 2 and 3, pads, dilation and ceil mode, the generated code
+/// must give what the interpreter computes.
+#[test]
+fn maxpool_library_call_matches_the_interpreter() {
+    use kiln_ir::kernel::call::LibraryCall;
+    // (channels, h, w, kernel, stride, dilation, pads [t, l, b, r], ceil)
+    let cases: [(usize, usize, usize, usize, usize, usize, [usize; 4], bool); 6] = [
+        (4, 37, 40, 3, 2, 1, [0, 0, 0, 0], true),
+        (3, 20, 33, 3, 1, 1, [1, 1, 1, 1], false),
+        (2, 18, 70, 2, 2, 1, [0, 0, 0, 0], false),
+        (2, 15, 61, 3, 3, 1, [1, 0, 1, 2], true),
+        (3, 16, 45, 3, 2, 2, [2, 2, 2, 2], false),
+        (5, 111, 111, 3, 2, 1, [0, 0, 0, 0], true),
+    ];
+    let dir = temp_dir("pool-call");
+    for (ci, (c, h, w, k, s, d, pads, ceil)) in cases.into_iter().enumerate() {
+        let span = |len: usize, a: usize, b: usize| {
+            let full = len + a + b - ((k - 1) * d + 1);
+            let o = if ceil { full.div_ceil(s) } else { full / s } + 1;
+            // ONNX: the last window must start inside the input or left pad.
+            if ceil && (o - 1) * s >= len + a {
+                o - 1
+            } else {
+                o
+            }
+        };
+        let (oh, ow) = (span(h, pads[0], pads[2]), span(w, pads[1], pads[3]));
+        let text = format!(
+            "kiln 1\nmodel \"pool\"\nfunc(%x: f32[1,{c},{h},{w}]) {{\n  %y = pool(%x) {{kind: max, \
+             kernel: [{k}, {k}], strides: [{s}, {s}], pads: [{}, {}, {}, {}], dilations: [{d}, {d}], \
+             ceil_mode: {ceil}}} : f32[1,{c},{oh},{ow}]\n  return %y\n}}\n",
+            pads[0], pads[1], pads[2], pads[3]
+        );
+        let path = dir.join(format!("pool{ci}.kiln"));
+        std::fs::write(&path, &text).expect("write model");
+        let model = load(&path).unwrap_or_else(|e| panic!("case {ci}: {e}\n{text}"));
+        let x = Tensor::new(
+            vec![1, c, h, w],
+            Storage::F32(
+                (0..c * h * w)
+                    .map(|i| ((i * 7919) % 1009) as f32 / 500.0 - 1.0)
+                    .collect(),
+            ),
+        )
+        .expect("input");
+        let (m, _) = bind_static(&model, std::slice::from_ref(&x)).expect("bind");
+        let prog = plan_model(&m).unwrap_or_else(|e| panic!("case {ci}: plan: {e}"));
+        let has_call = prog
+            .steps
+            .iter()
+            .flat_map(|s| &s.program.kernels)
+            .any(|k| matches!(k.call, Some(LibraryCall::MaxPool2d(_))));
+        assert!(has_call, "case {ci}: no maxpool2d call");
+        let want = run_plan(&prog, std::slice::from_ref(&x)).expect("interpreter");
+        let native = NativeModel::compile(&model, std::slice::from_ref(&x)).expect("compile");
+        let got = native.run(std::slice::from_ref(&x)).expect("run");
+        compare_within(&got[0], &want[0], 0.0, 0.0)
+            .unwrap_or_else(|e| panic!("case {ci} ({c}x{h}x{w} k{k} s{s} d{d} {pads:?}): {e}"));
+    }
+}

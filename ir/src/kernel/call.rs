@@ -21,7 +21,30 @@ use std::collections::HashMap;
 pub enum LibraryCall {
     Depthwise2d(Depthwise2d),
     Conv2d(Conv2d),
+    MaxPool2d(MaxPool2d),
     ExpRows(ExpRows),
+}
+
+/// f32 2-D max pooling over an input its lowering has already padded (with
+/// -inf, and past the end where `ceil_mode` lets a window overrun): for
+/// every plane `p < planes`, `y[p, oy, ox] = max over ky < k_h, kx < k_w of
+/// x[p, oy·stride_h + ky·dil_h, ox·stride_w + kx·dil_w]`. `x` holds
+/// `planes` planes of `in_h × in_w`, `y` of `out_h × out_w`, all dense.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaxPool2d {
+    pub x: BufId,
+    pub y: BufId,
+    pub planes: u64,
+    pub in_h: u64,
+    pub in_w: u64,
+    pub out_h: u64,
+    pub out_w: u64,
+    pub k_h: u64,
+    pub k_w: u64,
+    pub stride_h: u64,
+    pub stride_w: u64,
+    pub dil_h: u64,
+    pub dil_w: u64,
 }
 
 /// f32 2-D convolution of one group, NCHW, over an input its lowering has

@@ -91,6 +91,26 @@ impl fmt::Display for KernelProgram {
                     writeln!(f, "//   applying {func:?} before the clamp")?;
                 }
             }
+            if let Some(super::call::LibraryCall::MaxPool2d(m)) = &k.call {
+                writeln!(
+                    f,
+                    "// same as maxpool2d(x=b{}, y=b{}, {}x{}x{} -> {}x{}, kernel {}x{}, \
+                     stride {}x{}, dilation {}x{})",
+                    m.x,
+                    m.y,
+                    m.planes,
+                    m.in_h,
+                    m.in_w,
+                    m.out_h,
+                    m.out_w,
+                    m.k_h,
+                    m.k_w,
+                    m.stride_h,
+                    m.stride_w,
+                    m.dil_h,
+                    m.dil_w
+                )?;
+            }
             writeln!(f, "kernel {} {{", k.name)?;
             let mut s = String::new();
             block(&mut s, &k.body, 1);

@@ -8,11 +8,11 @@
 //! 32-channel panels (a local read-only blob); the original weight is then
 //! read by nothing the object runs (see `gemm_weights.rs`).
 
-use super::library::{buffer_address, call_routine, define, kernel_refs, ptr_sig, task_refs};
+use super::library::{buffer_address, call_routine, declare_range_routine, define, kernel_refs};
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
 use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Value};
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -30,7 +30,6 @@ const OFF_Y: i32 = 24;
 const OFF_SIZES: i32 = 32;
 /// `begin` and `end`, the last two sizes.
 const OFF_BEGIN: i32 = OFF_SIZES + 13 * 8;
-const OFF_END: i32 = OFF_BEGIN + 8;
 const OFF_ACT: i32 = OFF_SIZES + 15 * 8;
 const OFF_FUNC: i32 = OFF_ACT + 8;
 /// Images emitted as separate calls; more falls back to the body.
@@ -133,29 +132,15 @@ impl ConvCalls {
         if calls.kernels.is_empty() {
             return Ok(calls);
         }
-        let cc = module.isa().default_call_conv();
-        let routine = module
-            .declare_function(
-                "kiln_conv2d_f32_avx512",
-                Linkage::Import,
-                &ptr_sig(cc, 1, true),
-            )
-            .map_err(cg)?;
+        let (routine, task) = declare_range_routine(
+            module,
+            "kiln_conv2d_f32_avx512",
+            threads.then(|| format!("{name}_conv_task")),
+            (ARGS_BYTES, OFF_BEGIN),
+            (ctx, fctx),
+        )?;
         calls.routine = Some(routine);
-        if threads {
-            let par = module
-                .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
-                .map_err(cg)?;
-            let id = module
-                .declare_function(
-                    &format!("{name}_conv_task"),
-                    Linkage::Local,
-                    &ptr_sig(cc, 3, false),
-                )
-                .map_err(cg)?;
-            define_task(module, id, routine, ctx, fctx)?;
-            calls.task = Some((id, par));
-        }
+        calls.task = task;
         Ok(calls)
     }
 
@@ -244,38 +229,4 @@ impl ConvCalls {
 
 fn cg(e: impl std::fmt::Display) -> CpuError {
     CpuError::Codegen(e.to_string())
-}
-
-/// `task(ctx, begin, end)`: the routine on work items `begin..end` of the
-/// argument block at `ctx` (copied, then narrowed).
-fn define_task<M: Module>(
-    module: &mut M,
-    id: FuncId,
-    routine: FuncId,
-    ctx: &mut Context,
-    fctx: &mut FunctionBuilderContext,
-) -> Result<usize, CpuError> {
-    let routine = task_refs(module, id, routine, ctx);
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let ps = super::emit::entry(&mut b);
-        let (src, begin, end) = (ps[0], ps[1], ps[2]);
-        let fl = MemFlagsData::trusted();
-        let slot = b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            ARGS_BYTES,
-            3,
-        ));
-        for off in (0..ARGS_BYTES as i32).step_by(8) {
-            let v: Value = b.ins().load(I64, fl, src, off);
-            b.ins().stack_store(I64, v, slot, off);
-        }
-        b.ins().stack_store(I64, begin, slot, OFF_BEGIN);
-        b.ins().stack_store(I64, end, slot, OFF_END);
-        let args = b.ins().stack_addr(I64, slot, 0);
-        call_routine(&mut b, routine, &[args]);
-        b.ins().return_(&[]);
-        b.finalize(module.target_config());
-    }
-    define(module, id, ctx)
 }

@@ -70,6 +70,13 @@ pub(crate) fn emit_program<M: Module>(
         &mut fctx,
     )?;
     let gemms = super::gemm::Gemms::plan(module, prog, name, threads, &convs)?;
+    let pools = super::pool_call::PoolCalls::plan(
+        module,
+        prog,
+        (name, dw_variant, threads),
+        &mut ctx,
+        &mut fctx,
+    )?;
     // Weights: read-only, 64-byte aligned, local; one byte for those read
     // only through a packed copy.
     let mut weight_ids = vec![];
@@ -186,13 +193,16 @@ pub(crate) fn emit_program<M: Module>(
         let mut ids = vec![];
         for (ki, k) in step.program.kernels.iter().enumerate() {
             // A kernel whose library call the target renders is that call.
-            if convs.replaces(si, ki) {
+            if convs.replaces(si, ki) || pools.replaces(si, ki) {
                 let id = module
                     .declare_function(&format!("{name}_s{si}_k{ki}"), Linkage::Local, &ksig)
                     .map_err(cg)?;
-                code_bytes += convs
-                    .define(module, (si, ki), id, &mut ctx, &mut fctx)?
-                    .unwrap_or(0);
+                code_bytes += match convs.define(module, (si, ki), id, &mut ctx, &mut fctx)? {
+                    Some(n) => n,
+                    None => pools
+                        .define(module, (si, ki), id, &mut ctx, &mut fctx)?
+                        .unwrap_or(0),
+                };
                 functions += 1;
                 ids.push(id);
                 continue;

@@ -263,6 +263,10 @@ pub(crate) fn jit_symbols() -> Vec<(&'static str, *const u8)> {
             "kiln_conv2d_f32_avx512",
             kiln_runtime::conv::kiln_conv2d_f32_avx512 as *const u8,
         ),
+        (
+            "kiln_maxpool2d_f32_avx512",
+            kiln_runtime::maxpool::kiln_maxpool2d_f32_avx512 as *const u8,
+        ),
     ];
     #[cfg(target_arch = "aarch64")]
     let v: Vec<(&'static str, *const u8)> = vec![

@@ -470,3 +470,50 @@ fn define_exp_task<M: Module>(
     }
     define(module, id, ctx)
 }
+
+/// Imports `routine` (one argument block, an `i32` status) and, with
+/// `task` named, `kiln_parallel_for` and the local task
+/// `task(ctx, begin, end)`: the routine on a copy of the `bytes`-byte block
+/// at `ctx` with `begin` and `end` stored at `range_at` and 8 bytes on.
+pub(super) fn declare_range_routine<M: Module>(
+    module: &mut M,
+    routine: &str,
+    task: Option<String>,
+    (bytes, range_at): (u32, i32),
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+) -> Result<(FuncId, Option<(FuncId, FuncId)>), CpuError> {
+    let cc = module.isa().default_call_conv();
+    let routine = module
+        .declare_function(routine, Linkage::Import, &ptr_sig(cc, 1, true))
+        .map_err(cg)?;
+    let Some(task) = task else {
+        return Ok((routine, None));
+    };
+    let par = module
+        .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
+        .map_err(cg)?;
+    let id = module
+        .declare_function(&task, Linkage::Local, &ptr_sig(cc, 3, false))
+        .map_err(cg)?;
+    let r = task_refs(module, id, routine, ctx);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let ps = super::emit::entry(&mut b);
+        let (src, begin, end) = (ps[0], ps[1], ps[2]);
+        let fl = MemFlagsData::trusted();
+        let slot =
+            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
+        for off in (0..bytes as i32).step_by(8) {
+            let v = b.ins().load(I64, fl, src, off);
+            b.ins().stack_store(I64, v, slot, off);
+        }
+        b.ins().stack_store(I64, begin, slot, range_at);
+        b.ins().stack_store(I64, end, slot, range_at + 8);
+        let args = b.ins().stack_addr(I64, slot, 0);
+        call_routine(&mut b, r, &[args]);
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    define(module, id, ctx)?;
+    Ok((routine, Some((id, par))))
+}

@@ -27,6 +27,7 @@ mod matmul;
 mod object_tests;
 mod ops;
 mod parallel;
+mod pool_call;
 pub mod profile;
 #[cfg(test)]
 mod test_util;

@@ -29,7 +29,8 @@ use expr::{as_dtype, loads_of, loop_ranges, max_var, remap_bufs, split_affine};
 use kiln_ir::infer::specialize::specialize;
 use kiln_ir::kernel::build::{linear_index, strides};
 use kiln_ir::kernel::call::{
-    final_store, peel_activation, peel_clamp, Activation, Conv2d, Depthwise2d, ExpRows, LibraryCall,
+    final_store, peel_activation, peel_clamp, Activation, Conv2d, Depthwise2d, ExpRows,
+    LibraryCall, MaxPool2d,
 };
 use kiln_ir::kernel::{
     BufId, BufferDecl, BufferRole, Expr, Kernel, KernelProgram, Matmul, Stmt, VarId,
@@ -786,6 +787,11 @@ fn remap_call(call: &LibraryCall, map: &[BufId]) -> LibraryCall {
             y: m(c.y),
             ..c.clone()
         }),
+        LibraryCall::MaxPool2d(p) => LibraryCall::MaxPool2d(MaxPool2d {
+            x: m(p.x),
+            y: m(p.y),
+            ..p.clone()
+        }),
         LibraryCall::ExpRows(e) => LibraryCall::ExpRows(ExpRows {
             x: m(e.x),
             m: m(e.m),
@@ -852,7 +858,7 @@ fn with_act(call: LibraryCall, act: Option<TailAct>) -> Option<LibraryCall> {
             then_act(&mut c.act, &mut c.func, (func, lo, hi))?;
             Some(LibraryCall::Conv2d(c))
         }
-        LibraryCall::ExpRows(_) => None,
+        LibraryCall::MaxPool2d(_) | LibraryCall::ExpRows(_) => None,
     }
 }
 

@@ -18,6 +18,7 @@ use super::window::{
 };
 use kiln_ir::graph::PoolKind;
 use kiln_ir::kernel::build::{strides, ProgramBuilder};
+use kiln_ir::kernel::call::{LibraryCall, MaxPool2d};
 use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt, UnOp};
 use kiln_ir::{DType, Op};
 
@@ -64,10 +65,11 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         _ => Expr::constant(dt, 0.0),
     };
     let (x, y) = (io.input(0), io.outputs[0]);
-    let mut body = vec![];
+    // The padded copy, a kernel apart where a library call reads it.
+    let mut pad = vec![];
     let src = pad_source(
         pb,
-        &mut body,
+        &mut pad,
         Source {
             buf: x,
             dims: xd.clone(),
@@ -77,6 +79,7 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         &end,
         fill,
     );
+    let mut body = vec![];
     let ss = src.spatial_strides();
     let plane = src.plane();
     let kk: usize = kernel.iter().product();
@@ -191,7 +194,33 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             padded,
         ));
     }
-    pb.kernel(cx.node, body);
+    // 2-D max pooling is also the runtime's routine, for renderers that
+    // have it: the padded copy is then a kernel of its own.
+    if matches!(kind, PoolKind::Max) && sp == 2 && dt == DType::F32 && cx.outputs.len() == 1 {
+        let u = |v: usize| v as u64;
+        let call = LibraryCall::MaxPool2d(MaxPool2d {
+            x: src.buf,
+            y,
+            planes: u(n * c),
+            in_h: u(src.dims[2]),
+            in_w: u(src.dims[3]),
+            out_h: u(osp[0]),
+            out_w: u(osp[1]),
+            k_h: u(kernel[0]),
+            k_w: u(kernel[1]),
+            stride_h: u(st[0]),
+            stride_w: u(st[1]),
+            dil_h: u(dilations[0]),
+            dil_w: u(dilations[1]),
+        });
+        if !pad.is_empty() {
+            pb.kernel(format!("{}_pad", cx.node), pad);
+        }
+        pb.kernel_with_call(cx.node, body, call);
+        return Ok(());
+    }
+    pad.extend(body);
+    pb.kernel(cx.node, pad);
     Ok(())
 }
 

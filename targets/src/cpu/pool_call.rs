@@ -1,0 +1,145 @@
+//! Kernels replaced by the runtime's max pooling: a kernel carrying a
+//! [`MaxPool2d`] call, on an AVX-512 target, becomes
+//! `kiln_maxpool2d_f32_avx512(const KilnMaxPoolArgs *)` (see
+//! `kiln_runtime::maxpool`) over all planes, split over
+//! `kiln_parallel_for` with threads.
+
+use super::library::{buffer_address, call_routine, declare_range_routine, define, kernel_refs};
+use super::CpuError;
+use crate::plan::AotProgram;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{FuncId, Module};
+use kiln_ir::kernel::call::{LibraryCall, MaxPool2d};
+use kiln_ir::DType;
+use std::collections::HashMap;
+
+/// Bytes of `KilnMaxPoolArgs`: 2 pointers, 13 sizes.
+const ARGS_BYTES: u32 = 2 * 8 + 13 * 8;
+const OFF_X: i32 = 0;
+const OFF_Y: i32 = 8;
+const OFF_SIZES: i32 = 16;
+/// `begin` and `end`, the last two sizes.
+const OFF_BEGIN: i32 = OFF_SIZES + 11 * 8;
+
+/// The max-pool kernels of a program and the routine (and, with threads,
+/// the task) they call.
+pub(crate) struct PoolCalls {
+    kernels: HashMap<(usize, usize), MaxPool2d>,
+    routine: Option<(FuncId, Option<(FuncId, FuncId)>)>,
+}
+
+impl PoolCalls {
+    /// Finds the kernels the routine can replace (`variant` is the
+    /// library's, see [`super::library::variant`]) and declares it.
+    pub(crate) fn plan<M: Module>(
+        module: &mut M,
+        prog: &AotProgram,
+        (name, variant, threads): (&str, Option<&str>, bool),
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<PoolCalls, CpuError> {
+        let mut calls = PoolCalls {
+            kernels: HashMap::new(),
+            routine: None,
+        };
+        if variant != Some("avx512") {
+            return Ok(calls);
+        }
+        for (si, step) in prog.steps.iter().enumerate() {
+            for (ki, k) in step.program.kernels.iter().enumerate() {
+                let Some(LibraryCall::MaxPool2d(p)) = &k.call else {
+                    continue;
+                };
+                let bufs = &step.program.buffers;
+                let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
+                let sizes = [
+                    p.in_h, p.in_w, p.out_h, p.out_w, p.k_h, p.k_w, p.stride_h, p.stride_w,
+                    p.dil_h, p.dil_w,
+                ];
+                let span = (p.out_w.saturating_sub(1))
+                    .saturating_mul(p.stride_w)
+                    .saturating_add(p.k_w.saturating_sub(1).saturating_mul(p.dil_w))
+                    .saturating_add(1);
+                // Rows of fewer than 16 outputs (one vector) run the body:
+                // the routine's row buffers then cost more than they save
+                // (SqueezeNet's 13-wide pool: 60 -> 73 us).
+                if f32_buf(p.x)
+                    && f32_buf(p.y)
+                    && p.out_w >= 16
+                    && !sizes.contains(&0)
+                    && p.planes > 0
+                    && span <= kiln_runtime::maxpool::MAX_SPAN as u64
+                {
+                    calls.kernels.insert((si, ki), p.clone());
+                }
+            }
+        }
+        if !calls.kernels.is_empty() {
+            calls.routine = Some(declare_range_routine(
+                module,
+                "kiln_maxpool2d_f32_avx512",
+                threads.then(|| format!("{name}_maxpool_task")),
+                (ARGS_BYTES, OFF_BEGIN),
+                (ctx, fctx),
+            )?);
+        }
+        Ok(calls)
+    }
+
+    /// Whether kernel `ki` of step `si` is a call of the routine.
+    pub(crate) fn replaces(&self, si: usize, ki: usize) -> bool {
+        self.kernels.contains_key(&(si, ki))
+    }
+
+    /// Defines kernel `id` (`(table)`) as the call of kernel `ki` of step
+    /// `si`. Returns the code bytes, or None when it is not such a call.
+    pub(crate) fn define<M: Module>(
+        &self,
+        module: &mut M,
+        (si, ki): (usize, usize),
+        id: FuncId,
+        ctx: &mut Context,
+        fctx: &mut FunctionBuilderContext,
+    ) -> Result<Option<usize>, CpuError> {
+        let (Some(p), Some(routine)) = (self.kernels.get(&(si, ki)), self.routine) else {
+            return Ok(None);
+        };
+        let (routine, task) = kernel_refs(module, id, routine, ctx);
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let table = super::emit::entry(&mut b)[0];
+            let x = buffer_address(&mut b, table, p.x);
+            let y = buffer_address(&mut b, table, p.y);
+            let slot = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                ARGS_BYTES,
+                3,
+            ));
+            b.ins().stack_store(I64, x, slot, OFF_X);
+            b.ins().stack_store(I64, y, slot, OFF_Y);
+            let sizes = [
+                p.in_h, p.in_w, p.out_h, p.out_w, p.k_h, p.k_w, p.stride_h, p.stride_w, p.dil_h,
+                p.dil_w, p.planes, 0, p.planes,
+            ];
+            for (i, v) in sizes.iter().enumerate() {
+                let v = b.ins().iconst(I64, *v as i64);
+                b.ins().stack_store(I64, v, slot, OFF_SIZES + 8 * i as i32);
+            }
+            let args = b.ins().stack_addr(I64, slot, 0);
+            match task {
+                Some((t, par)) => {
+                    let n = b.ins().iconst(I64, p.planes as i64);
+                    let f = b.ins().func_addr(I64, t);
+                    b.ins().call(par, &[n, f, args]);
+                }
+                None => call_routine(&mut b, routine, &[args]),
+            }
+            b.ins().return_(&[]);
+            b.finalize(module.target_config());
+        }
+        define(module, id, ctx).map(Some)
+    }
+}
