@@ -631,6 +631,9 @@ fn conv_library_call_matches_the_interpreter() {
     }
 }
 
+/// (channels, h, w, kernel, stride, dilation, pads [t, l, b, r], ceil mode)
+type PoolCase = (usize, usize, usize, usize, usize, usize, [usize; 4], bool);
+
 /// Max pooling lowers with a library call: on AVX-512 hosts, rows of at
 /// least 16 outputs run the runtime's routine over the padded copy. Over
 /// strides 1, 2 and 3, pads, dilation and ceil mode, the generated code
@@ -638,8 +641,7 @@ fn conv_library_call_matches_the_interpreter() {
 #[test]
 fn maxpool_library_call_matches_the_interpreter() {
     use kiln_ir::kernel::call::LibraryCall;
-    // (channels, h, w, kernel, stride, dilation, pads [t, l, b, r], ceil)
-    let cases: [(usize, usize, usize, usize, usize, usize, [usize; 4], bool); 6] = [
+    let cases: [PoolCase; 6] = [
         (4, 37, 40, 3, 2, 1, [0, 0, 0, 0], true),
         (3, 20, 33, 3, 1, 1, [1, 1, 1, 1], false),
         (2, 18, 70, 2, 2, 1, [0, 0, 0, 0], false),
