@@ -41,9 +41,12 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
     let tiles = a.ow.div_ceil(MAX_TILE_PIXELS);
     let (small, extra) = (a.ow / tiles, a.ow % tiles);
     let mut offs = [0isize; MAX_TAPS];
-    // Phase-split rows hold the pixels under a tap contiguously.
-    let (ph, plen) = (a.phases, a.wp / a.phases);
+    let ph = a.phases;
     let step = if ph > 1 { 1 } else { a.sw };
+    // One chunk of taps (nearly always): its offsets once for every tile.
+    if taps <= MAX_TAPS {
+        tap_offsets(a, 0, &mut offs[..taps]);
+    }
     for item in a.begin..a.end {
         let (row, panel) = (item / panels, item % panels);
         let w = a.w.add(panel * depth * CHANNEL_BLOCK);
@@ -64,11 +67,8 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
             let mut t0 = 0;
             while t0 < taps {
                 let t1 = (t0 + MAX_TAPS).min(taps);
-                for (i, o) in offs.iter_mut().enumerate().take(t1 - t0) {
-                    let (ky, kx) = ((t0 + i) / a.kw, (t0 + i) % a.kw);
-                    let q = kx * a.dw;
-                    let col = if ph > 1 { (q % ph) * plen + q / ph } else { q };
-                    *o = (ky * a.dh * a.wp + col) as isize;
+                if taps > MAX_TAPS {
+                    tap_offsets(a, t0, &mut offs[..t1 - t0]);
                 }
                 let chunk = Chunk {
                     x: x_row.add(ox * step),
@@ -94,6 +94,20 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
             }
             ox += r;
         }
+    }
+}
+
+/// Offsets of taps `t0..t0 + offs.len()` from a window's origin: with
+/// phase-split rows, the pixels under one tap are contiguous in the phase
+/// of its column. (Per call, not per tile: the divisions cost as much as a
+/// shallow tile's FMAs.)
+fn tap_offsets(a: &KilnConvArgs, t0: usize, offs: &mut [isize]) {
+    let (ph, plen) = (a.phases, a.wp / a.phases);
+    for (i, o) in offs.iter_mut().enumerate() {
+        let (ky, kx) = ((t0 + i) / a.kw, (t0 + i) % a.kw);
+        let q = kx * a.dw;
+        let col = if ph > 1 { (q % ph) * plen + q / ph } else { q };
+        *o = (ky * a.dh * a.wp + col) as isize;
     }
 }
 
