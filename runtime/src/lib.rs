@@ -39,6 +39,19 @@ pub use model::{OwnedArena, Session};
 
 use core::ffi::{c_char, c_int, c_void};
 
+/// Whether this CPU runs AVX-512F code (the direct conv and max pool
+/// routines have no other kernel).
+pub(crate) fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A loop body handed to [`kiln_parallel_for`]: runs iterations `begin..end`.
 pub type Task = unsafe extern "C" fn(ctx: *mut c_void, begin: usize, end: usize);
 

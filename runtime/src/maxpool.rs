@@ -116,14 +116,7 @@ impl KilnMaxPoolArgs {
 
 /// Whether this build and CPU run the routine.
 pub fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::avx512f()
 }
 
 /// Runs the call after checking it.

@@ -226,14 +226,7 @@ pub fn pack_weights_vec(
 
 /// Whether this build and CPU run the direct conv kernel.
 pub fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::avx512f()
 }
 
 /// Runs the call after checking it.

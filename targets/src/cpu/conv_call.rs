@@ -8,10 +8,13 @@
 //! 32-channel panels (a local read-only blob); the original weight is then
 //! read by nothing the object runs (see `gemm_weights.rs`).
 
-use super::library::{buffer_address, call_routine, declare_range_routine, define, kernel_refs};
+use super::library::{
+    buffer_address, declare_range_routine, define, kernel_refs, per_image, store_act, store_words,
+    Images,
+};
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
-use cranelift_codegen::ir::types::{I32, I64};
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -31,7 +34,6 @@ const OFF_SIZES: i32 = 32;
 /// `begin` and `end`, the last two sizes.
 const OFF_BEGIN: i32 = OFF_SIZES + 13 * 8;
 const OFF_ACT: i32 = OFF_SIZES + 15 * 8;
-const OFF_FUNC: i32 = OFF_ACT + 8;
 /// Images emitted as separate calls; more falls back to the body.
 const MAX_BATCH: u64 = 16;
 
@@ -191,35 +193,16 @@ impl ConvCalls {
                 c.cin, c.in_h, c.in_w, c.cout, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
                 c.stride_w, c.dil_h, c.dil_w, c.phases, 0, items,
             ];
-            for (i, v) in sizes.iter().enumerate() {
-                let v = b.ins().iconst(I64, *v as i64);
-                b.ins().stack_store(I64, v, slot, OFF_SIZES + 8 * i as i32);
-            }
-            let lo = b.ins().f32const(c.act.0);
-            let hi = b.ins().f32const(c.act.1);
-            b.ins().stack_store(I64, lo, slot, OFF_ACT);
-            b.ins().stack_store(I64, hi, slot, OFF_ACT + 4);
-            let func = b.ins().iconst(I32, super::gemm::func_code(c.func) as i64);
-            b.ins().stack_store(I64, func, slot, OFF_FUNC);
+            store_words(&mut b, slot, OFF_SIZES, &sizes);
+            store_act(&mut b, slot, OFF_ACT, c.act, c.func);
             b.ins().stack_store(I64, w, slot, OFF_W);
             b.ins().stack_store(I64, bias, slot, OFF_BIAS);
-            let args = b.ins().stack_addr(I64, slot, 0);
-            let in_img = (c.cin * c.in_h * c.in_w * 4) as i64;
-            let out_img = (c.cout * c.out_h * c.out_w * 4) as i64;
-            for img in 0..c.batch as i64 {
-                let xi = b.ins().iadd_imm_s(x, img * in_img);
-                let yi = b.ins().iadd_imm_s(y, img * out_img);
-                b.ins().stack_store(I64, xi, slot, OFF_X);
-                b.ins().stack_store(I64, yi, slot, OFF_Y);
-                match task {
-                    Some((t, par)) => {
-                        let n = b.ins().iconst(I64, items as i64);
-                        let f = b.ins().func_addr(I64, t);
-                        b.ins().call(par, &[n, f, args]);
-                    }
-                    None => call_routine(&mut b, routine, &[args]),
-                }
-            }
+            let images = Images {
+                x: (x, OFF_X, c.cin * c.in_h * c.in_w * 4),
+                y: (y, OFF_Y, c.cout * c.out_h * c.out_w * 4),
+                batch: c.batch,
+            };
+            per_image(&mut b, slot, images, (routine, task), items);
             b.ins().return_(&[]);
             b.finalize(module.target_config());
         }

@@ -15,8 +15,8 @@
 use super::CpuError;
 use cranelift_codegen::ir::types::{I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlotData, StackSlotKind,
-    TrapCode, UserFuncName, Value,
+    AbiParam, FuncRef, InstBuilder, MemFlagsData, Signature, StackSlot, StackSlotData,
+    StackSlotKind, TrapCode, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::Context;
@@ -153,38 +153,18 @@ impl Library {
                 d.channels, d.in_h, d.in_w, d.out_h, d.out_w, d.k_h, d.k_w, d.stride_h, d.stride_w,
                 d.pad_top, d.pad_left, d.dil_h, d.dil_w,
             ];
-            for (i, v) in sizes.iter().enumerate() {
-                let c = b.ins().iconst(I64, *v as i64);
-                b.ins()
-                    .stack_store(I64, c, slot, OFF_CHANNELS + 8 * i as i32);
-            }
-            let lo = b.ins().f32const(d.act.0);
-            let hi = b.ins().f32const(d.act.1);
-            b.ins().stack_store(I64, lo, slot, OFF_ACT);
-            b.ins().stack_store(I64, hi, slot, OFF_ACT + 4);
-            let func = b.ins().iconst(I32, super::gemm::func_code(d.func) as i64);
-            b.ins().stack_store(I64, func, slot, OFF_FUNC);
+            store_words(&mut b, slot, OFF_CHANNELS, &sizes);
+            store_act(&mut b, slot, OFF_ACT, d.act, d.func);
             b.ins().stack_store(I64, w, slot, OFF_W);
             b.ins().stack_store(I64, bias, slot, OFF_BIAS);
-            let args = b.ins().stack_addr(I64, slot, 0);
-            let in_img = (d.channels * d.in_h * d.in_w * 4) as i64;
-            let out_img = (d.channels * d.out_h * d.out_w * 4) as i64;
-            for img in 0..d.batch as i64 {
-                let xi = b.ins().iadd_imm_s(x, img * in_img);
-                let yi = b.ins().iadd_imm_s(y, img * out_img);
-                b.ins().stack_store(I64, xi, slot, OFF_X);
-                b.ins().stack_store(I64, yi, slot, OFF_Y);
-                match task {
-                    Some((t, par)) => {
-                        let n = b.ins().iconst(I64, d.channels as i64);
-                        let f = b.ins().func_addr(I64, t);
-                        b.ins().call(par, &[n, f, args]);
-                    }
-                    None => {
-                        call_routine(&mut b, routine, &[args]);
-                    }
-                }
-            }
+            let in_img = d.channels * d.in_h * d.in_w * 4;
+            let out_img = d.channels * d.out_h * d.out_w * 4;
+            let images = Images {
+                x: (x, OFF_X, in_img),
+                y: (y, OFF_Y, out_img),
+                batch: d.batch,
+            };
+            per_image(&mut b, slot, images, (routine, task), d.channels);
             b.ins().return_(&[]);
             b.finalize(module.target_config());
         }
@@ -233,15 +213,6 @@ pub(super) fn task_refs<M: Module>(
     module.declare_func_in_func(routine, &mut ctx.func)
 }
 
-/// The task-defining functions of the routines.
-type DefineTask<M> = fn(
-    &mut M,
-    FuncId,
-    FuncId,
-    &mut Context,
-    &mut FunctionBuilderContext,
-) -> Result<usize, CpuError>;
-
 /// Imports `routine` (`args` pointer-sized arguments, an `i32` status) and,
 /// with `task` named, `kiln_parallel_for` and the local task function
 /// `define_task` defines around the routine.
@@ -250,7 +221,13 @@ fn declare_with_task<M: Module>(
     (routine, args): (&str, usize),
     task: Option<String>,
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
-    define_task: DefineTask<M>,
+    define_task: impl FnOnce(
+        &mut M,
+        FuncId,
+        FuncId,
+        &mut Context,
+        &mut FunctionBuilderContext,
+    ) -> Result<usize, CpuError>,
 ) -> Result<(FuncId, Option<(FuncId, FuncId)>), CpuError> {
     let cc = module.isa().default_call_conv();
     let routine = module
@@ -482,38 +459,90 @@ pub(super) fn declare_range_routine<M: Module>(
     (bytes, range_at): (u32, i32),
     (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
 ) -> Result<(FuncId, Option<(FuncId, FuncId)>), CpuError> {
-    let cc = module.isa().default_call_conv();
-    let routine = module
-        .declare_function(routine, Linkage::Import, &ptr_sig(cc, 1, true))
-        .map_err(cg)?;
-    let Some(task) = task else {
-        return Ok((routine, None));
-    };
-    let par = module
-        .declare_function("kiln_parallel_for", Linkage::Import, &ptr_sig(cc, 3, false))
-        .map_err(cg)?;
-    let id = module
-        .declare_function(&task, Linkage::Local, &ptr_sig(cc, 3, false))
-        .map_err(cg)?;
-    let r = task_refs(module, id, routine, ctx);
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let ps = super::emit::entry(&mut b);
-        let (src, begin, end) = (ps[0], ps[1], ps[2]);
-        let fl = MemFlagsData::trusted();
-        let slot =
-            b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3));
-        for off in (0..bytes as i32).step_by(8) {
-            let v = b.ins().load(I64, fl, src, off);
-            b.ins().stack_store(I64, v, slot, off);
+    let define_task = |module: &mut M, id, routine, ctx: &mut Context, fctx: &mut _| {
+        let r = task_refs(module, id, routine, ctx);
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+            let ps = super::emit::entry(&mut b);
+            let (src, begin, end) = (ps[0], ps[1], ps[2]);
+            let fl = MemFlagsData::trusted();
+            let slot = b.create_sized_stack_slot(StackSlotData::new(
+                StackSlotKind::ExplicitSlot,
+                bytes,
+                3,
+            ));
+            for off in (0..bytes as i32).step_by(8) {
+                let v = b.ins().load(I64, fl, src, off);
+                b.ins().stack_store(I64, v, slot, off);
+            }
+            b.ins().stack_store(I64, begin, slot, range_at);
+            b.ins().stack_store(I64, end, slot, range_at + 8);
+            let args = b.ins().stack_addr(I64, slot, 0);
+            call_routine(&mut b, r, &[args]);
+            b.ins().return_(&[]);
+            b.finalize(module.target_config());
         }
-        b.ins().stack_store(I64, begin, slot, range_at);
-        b.ins().stack_store(I64, end, slot, range_at + 8);
-        let args = b.ins().stack_addr(I64, slot, 0);
-        call_routine(&mut b, r, &[args]);
-        b.ins().return_(&[]);
-        b.finalize(module.target_config());
+        define(module, id, ctx)
+    };
+    declare_with_task(module, (routine, 1), task, (ctx, fctx), define_task)
+}
+
+/// Stores `words` as 64-bit values at `at`, `at + 8`, … of `slot`.
+pub(super) fn store_words(b: &mut FunctionBuilder, slot: StackSlot, at: i32, words: &[u64]) {
+    for (i, v) in words.iter().enumerate() {
+        let c = b.ins().iconst(I64, *v as i64);
+        b.ins().stack_store(I64, c, slot, at + 8 * i as i32);
     }
-    define(module, id, ctx)?;
-    Ok((routine, Some((id, par))))
+}
+
+/// Stores a routine's clamp bounds (two f32 at `at`) and function code
+/// (a u32 at `at + 8`).
+pub(super) fn store_act(
+    b: &mut FunctionBuilder,
+    slot: StackSlot,
+    at: i32,
+    (lo, hi): (f32, f32),
+    func: Option<kiln_ir::kernel::call::Activation>,
+) {
+    let lo = b.ins().f32const(lo);
+    let hi = b.ins().f32const(hi);
+    b.ins().stack_store(I64, lo, slot, at);
+    b.ins().stack_store(I64, hi, slot, at + 4);
+    let func = b.ins().iconst(I32, super::gemm::func_code(func) as i64);
+    b.ins().stack_store(I64, func, slot, at + 8);
+}
+
+/// The images of a call: input and output base addresses, where the
+/// argument block holds them, and bytes per image.
+pub(super) struct Images {
+    pub x: (Value, i32, u64),
+    pub y: (Value, i32, u64),
+    pub batch: u64,
+}
+
+/// Per image, the argument block at `slot` pointed at the image, then the
+/// routine over its `items` work items: split over `kiln_parallel_for` by
+/// the task with threads, else one checked call.
+pub(super) fn per_image(
+    b: &mut FunctionBuilder,
+    slot: StackSlot,
+    images: Images,
+    (routine, task): (FuncRef, Option<(FuncRef, FuncRef)>),
+    items: u64,
+) {
+    let args = b.ins().stack_addr(I64, slot, 0);
+    for img in 0..images.batch as i64 {
+        for (base, at, bytes) in [images.x, images.y] {
+            let p = b.ins().iadd_imm_s(base, img * bytes as i64);
+            b.ins().stack_store(I64, p, slot, at);
+        }
+        match task {
+            Some((t, par)) => {
+                let n = b.ins().iconst(I64, items as i64);
+                let f = b.ins().func_addr(I64, t);
+                b.ins().call(par, &[n, f, args]);
+            }
+            None => call_routine(b, routine, &[args]),
+        }
+    }
 }

@@ -4,10 +4,11 @@
 //! `kiln_runtime::maxpool`) over all planes, split over
 //! `kiln_parallel_for` with threads.
 
-use super::library::{buffer_address, call_routine, declare_range_routine, define, kernel_refs};
+use super::library::{
+    buffer_address, declare_range_routine, define, kernel_refs, per_image, store_words, Images,
+};
 use super::CpuError;
 use crate::plan::AotProgram;
-use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -118,25 +119,17 @@ impl PoolCalls {
                 ARGS_BYTES,
                 3,
             ));
-            b.ins().stack_store(I64, x, slot, OFF_X);
-            b.ins().stack_store(I64, y, slot, OFF_Y);
             let sizes = [
                 p.in_h, p.in_w, p.out_h, p.out_w, p.k_h, p.k_w, p.stride_h, p.stride_w, p.dil_h,
                 p.dil_w, p.planes, 0, p.planes,
             ];
-            for (i, v) in sizes.iter().enumerate() {
-                let v = b.ins().iconst(I64, *v as i64);
-                b.ins().stack_store(I64, v, slot, OFF_SIZES + 8 * i as i32);
-            }
-            let args = b.ins().stack_addr(I64, slot, 0);
-            match task {
-                Some((t, par)) => {
-                    let n = b.ins().iconst(I64, p.planes as i64);
-                    let f = b.ins().func_addr(I64, t);
-                    b.ins().call(par, &[n, f, args]);
-                }
-                None => call_routine(&mut b, routine, &[args]),
-            }
+            store_words(&mut b, slot, OFF_SIZES, &sizes);
+            let images = Images {
+                x: (x, OFF_X, 0),
+                y: (y, OFF_Y, 0),
+                batch: 1,
+            };
+            per_image(&mut b, slot, images, (routine, task), p.planes);
             b.ins().return_(&[]);
             b.finalize(module.target_config());
         }

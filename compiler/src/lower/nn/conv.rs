@@ -15,7 +15,8 @@
 use super::super::{LowerCtx, Result};
 use super::matmul::gemm;
 use super::window::{
-    over_taps, pad_phased, pad_source, row_nest, tap_list, Source, Window, MAX_UNROLLED_TAPS,
+    kernels_with_call, over_taps, pad_phased, pad_source, row_nest, tap_list, Source, Window,
+    MAX_UNROLLED_TAPS,
 };
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
 use kiln_ir::kernel::call::{Conv2d, Depthwise2d, LibraryCall};
@@ -298,12 +299,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
         &win,
         osp,
     ) {
-        Some(call) => {
-            if !pad.is_empty() {
-                pb.kernel(format!("{}_pad", cx.node), pad);
-            }
-            pb.kernel_with_call(cx.node, body, call);
-        }
+        Some(call) => kernels_with_call(pb, cx.node, pad, body, call),
         None => {
             pad.extend(body);
             pb.kernel(cx.node, pad);

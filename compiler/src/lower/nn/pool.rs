@@ -13,8 +13,8 @@
 
 use super::super::{LowerCtx, Result};
 use super::window::{
-    fold_taps, over_taps, pad_source, row_nest, spatial_nest, tap_list, Source, Window,
-    MAX_UNROLLED_TAPS,
+    fold_taps, kernels_with_call, over_taps, pad_source, row_nest, spatial_nest, tap_list, Source,
+    Window, MAX_UNROLLED_TAPS,
 };
 use kiln_ir::graph::PoolKind;
 use kiln_ir::kernel::build::{strides, ProgramBuilder};
@@ -213,10 +213,7 @@ pub(super) fn lower(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             dil_h: u(dilations[0]),
             dil_w: u(dilations[1]),
         });
-        if !pad.is_empty() {
-            pb.kernel(format!("{}_pad", cx.node), pad);
-        }
-        pb.kernel_with_call(cx.node, body, call);
+        kernels_with_call(pb, cx.node, pad, body, call);
         return Ok(());
     }
     pad.extend(body);

@@ -351,3 +351,19 @@ pub(super) fn over_taps(
     }
     e
 }
+
+/// The padded copy `pad` as a kernel of its own (where there is one), then
+/// `body` carrying `call`: the routine that may replace the body reads the
+/// copy, so it must not replace the copy too.
+pub(super) fn kernels_with_call(
+    pb: &mut ProgramBuilder,
+    node: &str,
+    pad: Vec<Stmt>,
+    body: Vec<Stmt>,
+    call: kiln_ir::kernel::call::LibraryCall,
+) {
+    if !pad.is_empty() {
+        pb.kernel(format!("{node}_pad"), pad);
+    }
+    pb.kernel_with_call(node, body, call);
+}
