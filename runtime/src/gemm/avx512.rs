@@ -38,13 +38,17 @@ impl Kernel for Avx512 {
         macro_rules! run {
             ($r:literal) => {
                 match (lda == 0, nr <= NR / 2) {
-                    (true, true) => tile::<$r, true, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
-                    (true, false) => tile::<$r, true, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi),
+                    (true, true) => {
+                        tile::<$r, true, 1, false>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
+                    (true, false) => {
+                        tile::<$r, true, 2, false>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                    }
                     (false, true) => {
-                        tile::<$r, false, 1>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                        tile::<$r, false, 1, false>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
                     }
                     (false, false) => {
-                        tile::<$r, false, 2>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
+                        tile::<$r, false, 2, false>(kc, a, lda, b, ldb, c, ldc, nr, bias, epi)
                     }
                 }
             };
@@ -78,11 +82,35 @@ impl Kernel for Avx512 {
         bias: *const f32,
         epi: &TileEpi,
     ) -> bool {
-        // A half tile where 16 columns are left, then `narrow`.
+        // A half tile where 16 columns are left, then `narrow`; past
+        // `NARROW_MAX` the whole tile with masked loads of `B`.
         let half = if nr >= NR / 2 { NR / 2 } else { 0 };
         let rest = nr - half;
         if rest > NARROW_MAX {
-            return false;
+            macro_rules! masked {
+                ($r:literal) => {
+                    if nr <= NR / 2 {
+                        tile::<$r, true, 1, true>(kc, a, 0, b, ldb, c, ldc, nr, bias, epi)
+                    } else {
+                        tile::<$r, true, 2, true>(kc, a, 0, b, ldb, c, ldc, nr, bias, epi)
+                    }
+                };
+            }
+            match mr {
+                12 => masked!(12),
+                11 => masked!(11),
+                10 => masked!(10),
+                9 => masked!(9),
+                8 => masked!(8),
+                7 => masked!(7),
+                6 => masked!(6),
+                5 => masked!(5),
+                4 => masked!(4),
+                3 => masked!(3),
+                2 => masked!(2),
+                _ => masked!(1),
+            }
+            return true;
         }
         if half > 0 {
             Self::tile(kc, a, 0, b, ldb, c, ldc, mr, half, bias, epi);
@@ -120,7 +148,7 @@ impl Kernel for Avx512 {
 /// `B` panel, stored through the epilogue into `nr ≤ 32` columns of `C`.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
+unsafe fn tile<const R: usize, const PACKED: bool, const W: usize, const M: bool>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -140,12 +168,20 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
     let mut acc = [[_mm512_setzero_ps(); W]; R];
     let mut ap = a;
     let mut bp = b;
+    // With `M`, `B` holds only `nr` readable columns.
+    let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
+    let bmask = [bits as u16, (bits >> 16) as u16];
     // One depth step `$p` positions ahead of `ap`/`bp`.
     macro_rules! step {
         ($p:expr) => {
             let mut bv = [_mm512_setzero_ps(); W];
             for (h, v) in bv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(bp.add($p * ldb + 16 * h));
+                let at = bp.add($p * ldb + 16 * h);
+                *v = if M {
+                    _mm512_maskz_loadu_ps(bmask[h], at)
+                } else {
+                    _mm512_loadu_ps(at)
+                };
             }
             for (i, row) in acc.iter_mut().enumerate() {
                 let ai = _mm512_set1_ps(*ap.add(if PACKED { $p * MR + i } else { i * lda + $p }));
@@ -217,7 +253,8 @@ pub(crate) unsafe fn store(
 }
 
 /// The widest column remainder [`narrow`] takes: past it, its `N` FMAs
-/// per depth step (on 12 of 16 lanes) lose to the half tile's 12.
+/// per depth step (on 12 of 16 lanes) lose to the half tile's 12, and the
+/// remainder runs as a tile whose loads of `B` are masked (no packing).
 const NARROW_MAX: usize = 8;
 
 /// `mr × N` product of a packed `A` panel and `N` columns of a row-major
