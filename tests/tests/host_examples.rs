@@ -483,3 +483,83 @@ fn thread_pool_same_results_for_1_2_4_threads_and_nested_calls() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Prints, for each routine's argument block of `kiln_runtime.h`, its size
+/// and the offset of every field, as `name=value` words.
+const LAYOUT_CHECK: &str = r#"
+#include <stddef.h>
+#include <stdio.h>
+#include "kiln_runtime.h"
+#define F(T, f) printf(#T "." #f "=%zu ", offsetof(T, f))
+int main(void) {
+  printf("KilnDwArgs=%zu KilnConvArgs=%zu KilnMaxPoolArgs=%zu ", sizeof(KilnDwArgs),
+         sizeof(KilnConvArgs), sizeof(KilnMaxPoolArgs));
+  F(KilnDwArgs, x); F(KilnDwArgs, y); F(KilnDwArgs, channels); F(KilnDwArgs, dil_w);
+  F(KilnDwArgs, act_min); F(KilnDwArgs, act_max); F(KilnDwArgs, func);
+  F(KilnConvArgs, x); F(KilnConvArgs, w); F(KilnConvArgs, bias); F(KilnConvArgs, y);
+  F(KilnConvArgs, cin); F(KilnConvArgs, dw); F(KilnConvArgs, phases); F(KilnConvArgs, begin);
+  F(KilnConvArgs, end); F(KilnConvArgs, act_min); F(KilnConvArgs, act_max); F(KilnConvArgs, func);
+  F(KilnMaxPoolArgs, x); F(KilnMaxPoolArgs, y); F(KilnMaxPoolArgs, hp); F(KilnMaxPoolArgs, dw);
+  F(KilnMaxPoolArgs, planes); F(KilnMaxPoolArgs, begin); F(KilnMaxPoolArgs, end);
+  printf("\n");
+  return 0;
+}
+"#;
+
+/// The header's argument blocks are the runtime's structs, field by field
+/// (a C caller of a routine, and the header's documentation, rely on it).
+#[test]
+fn header_argument_blocks_match_the_runtime() {
+    use core::mem::{offset_of, size_of};
+    use kiln_runtime::conv::KilnConvArgs as C;
+    use kiln_runtime::dwconv::KilnDwArgs as D;
+    use kiln_runtime::maxpool::KilnMaxPoolArgs as P;
+    let dir = temp_dir("layout");
+    std::fs::write(dir.join("layout.c"), LAYOUT_CHECK).expect("write layout.c");
+    let exe = dir.join("layout");
+    let o = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Werror", "-I"])
+        .arg(repo_root().join("runtime/include"))
+        .arg(dir.join("layout.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run cc (is a C compiler installed?)");
+    assert!(o.status.success(), "cc failed:\n{}", text(&o));
+    let o = Command::new(&exe).output().expect("run layout");
+    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    let want = [
+        ("KilnDwArgs", size_of::<D>()),
+        ("KilnConvArgs", size_of::<C>()),
+        ("KilnMaxPoolArgs", size_of::<P>()),
+        ("KilnDwArgs.x", offset_of!(D, x)),
+        ("KilnDwArgs.y", offset_of!(D, y)),
+        ("KilnDwArgs.channels", offset_of!(D, channels)),
+        ("KilnDwArgs.dil_w", offset_of!(D, dil_w)),
+        ("KilnDwArgs.act_min", offset_of!(D, act_min)),
+        ("KilnDwArgs.act_max", offset_of!(D, act_max)),
+        ("KilnDwArgs.func", offset_of!(D, func)),
+        ("KilnConvArgs.x", offset_of!(C, x)),
+        ("KilnConvArgs.w", offset_of!(C, w)),
+        ("KilnConvArgs.bias", offset_of!(C, bias)),
+        ("KilnConvArgs.y", offset_of!(C, y)),
+        ("KilnConvArgs.cin", offset_of!(C, cin)),
+        ("KilnConvArgs.dw", offset_of!(C, dw)),
+        ("KilnConvArgs.phases", offset_of!(C, phases)),
+        ("KilnConvArgs.begin", offset_of!(C, begin)),
+        ("KilnConvArgs.end", offset_of!(C, end)),
+        ("KilnConvArgs.act_min", offset_of!(C, act_min)),
+        ("KilnConvArgs.act_max", offset_of!(C, act_max)),
+        ("KilnConvArgs.func", offset_of!(C, func)),
+        ("KilnMaxPoolArgs.x", offset_of!(P, x)),
+        ("KilnMaxPoolArgs.y", offset_of!(P, y)),
+        ("KilnMaxPoolArgs.hp", offset_of!(P, hp)),
+        ("KilnMaxPoolArgs.dw", offset_of!(P, dw)),
+        ("KilnMaxPoolArgs.planes", offset_of!(P, planes)),
+        ("KilnMaxPoolArgs.begin", offset_of!(P, begin)),
+        ("KilnMaxPoolArgs.end", offset_of!(P, end)),
+    ];
+    for (key, v) in want {
+        assert_eq!(field(&line, key), v.to_string(), "{key} in '{line}'");
+    }
+}

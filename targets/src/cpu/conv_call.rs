@@ -213,3 +213,30 @@ impl ConvCalls {
 fn cg(e: impl std::fmt::Display) -> CpuError {
     CpuError::Codegen(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+    use kiln_runtime::conv::KilnConvArgs;
+
+    /// The block the generated code fills is the runtime's struct.
+    #[test]
+    fn argument_block_matches_the_runtime() {
+        assert_eq!(OFF_X as usize, offset_of!(KilnConvArgs, x));
+        assert_eq!(OFF_W as usize, offset_of!(KilnConvArgs, w));
+        assert_eq!(OFF_BIAS as usize, offset_of!(KilnConvArgs, bias));
+        assert_eq!(OFF_Y as usize, offset_of!(KilnConvArgs, y));
+        assert_eq!(OFF_SIZES as usize, offset_of!(KilnConvArgs, cin));
+        assert_eq!(
+            OFF_SIZES as usize + 12 * 8,
+            offset_of!(KilnConvArgs, phases)
+        );
+        assert_eq!(OFF_BEGIN as usize, offset_of!(KilnConvArgs, begin));
+        assert_eq!(OFF_BEGIN as usize + 8, offset_of!(KilnConvArgs, end));
+        assert_eq!(OFF_ACT as usize, offset_of!(KilnConvArgs, act_min));
+        assert_eq!(OFF_ACT as usize + 4, offset_of!(KilnConvArgs, act_max));
+        assert_eq!(OFF_ACT as usize + 8, offset_of!(KilnConvArgs, func));
+        assert_eq!(ARGS_BYTES as usize, size_of::<KilnConvArgs>());
+    }
+}

@@ -136,3 +136,25 @@ impl PoolCalls {
         define(module, id, ctx).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+    use kiln_runtime::maxpool::KilnMaxPoolArgs;
+
+    /// The block the generated code fills is the runtime's struct.
+    #[test]
+    fn argument_block_matches_the_runtime() {
+        assert_eq!(OFF_X as usize, offset_of!(KilnMaxPoolArgs, x));
+        assert_eq!(OFF_Y as usize, offset_of!(KilnMaxPoolArgs, y));
+        assert_eq!(OFF_SIZES as usize, offset_of!(KilnMaxPoolArgs, hp));
+        assert_eq!(
+            OFF_SIZES as usize + 10 * 8,
+            offset_of!(KilnMaxPoolArgs, planes)
+        );
+        assert_eq!(OFF_BEGIN as usize, offset_of!(KilnMaxPoolArgs, begin));
+        assert_eq!(OFF_BEGIN as usize + 8, offset_of!(KilnMaxPoolArgs, end));
+        assert_eq!(ARGS_BYTES as usize, size_of::<KilnMaxPoolArgs>());
+    }
+}
