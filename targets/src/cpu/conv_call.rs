@@ -9,13 +9,13 @@
 //! read by nothing the object runs (see `gemm_weights.rs`).
 
 use super::library::{
-    buffer_address, declare_range_routine, define, kernel_refs, per_image, store_act, store_words,
-    Images,
+    address_or_null, args_slot, buffer_address, cg, declare_range_routine, emit_body, kernel_refs,
+    per_image, store_act, store_words, Images,
 };
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
 use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
+use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
@@ -173,28 +173,20 @@ impl ConvCalls {
         };
         let (routine, task) = kernel_refs(module, id, (routine, self.task), ctx);
         let wgv = module.declare_data_in_func(*blob, &mut ctx.func);
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let table = super::emit::entry(&mut b)[0];
+        emit_body(module, id, (ctx, fctx), |b, ps| {
+            let table = ps[0];
             let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
-            let (x, y) = (base(&mut b, c.x), base(&mut b, c.y));
+            let (x, y) = (base(b, c.x), base(b, c.y));
             let w = b.ins().symbol_value(I64, wgv);
-            let bias = match c.bias {
-                Some(bb) => base(&mut b, bb),
-                None => b.ins().iconst(I64, 0),
-            };
-            let slot = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                ARGS_BYTES,
-                3,
-            ));
+            let bias = address_or_null(b, table, c.bias);
+            let slot = args_slot(b, ARGS_BYTES);
             let items = c.out_h * c.cout.div_ceil(kiln_runtime::conv::CHANNEL_BLOCK as u64);
             let sizes = [
                 c.cin, c.in_h, c.in_w, c.cout, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
                 c.stride_w, c.dil_h, c.dil_w, c.phases, 0, items,
             ];
-            store_words(&mut b, slot, OFF_SIZES, &sizes);
-            store_act(&mut b, slot, OFF_ACT, c.act, c.func);
+            store_words(b, slot, OFF_SIZES, &sizes);
+            store_act(b, slot, OFF_ACT, c.act, c.func);
             b.ins().stack_store(I64, w, slot, OFF_W);
             b.ins().stack_store(I64, bias, slot, OFF_BIAS);
             let images = Images {
@@ -202,16 +194,10 @@ impl ConvCalls {
                 y: (y, OFF_Y, c.cout * c.out_h * c.out_w * 4),
                 batch: c.batch,
             };
-            per_image(&mut b, slot, images, (routine, task), items);
-            b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        define(module, id, ctx).map(Some)
+            per_image(b, slot, images, (routine, task), items);
+        })
+        .map(Some)
     }
-}
-
-fn cg(e: impl std::fmt::Display) -> CpuError {
-    CpuError::Codegen(e.to_string())
 }
 
 #[cfg(test)]

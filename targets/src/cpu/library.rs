@@ -89,7 +89,7 @@ pub(crate) struct Library {
     task: Option<(FuncId, FuncId)>,
 }
 
-fn cg(e: impl std::fmt::Display) -> CpuError {
+pub(super) fn cg(e: impl std::fmt::Display) -> CpuError {
     CpuError::Codegen(e.to_string())
 }
 
@@ -135,26 +135,18 @@ impl Library {
         fctx: &mut FunctionBuilderContext,
     ) -> Result<usize, CpuError> {
         let (routine, task) = kernel_refs(module, id, (self.routine, self.task), ctx);
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let table = super::emit::entry(&mut b)[0];
+        emit_body(module, id, (ctx, fctx), |b, ps| {
+            let table = ps[0];
             let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
-            let (x, w, y) = (base(&mut b, d.x), base(&mut b, d.w), base(&mut b, d.y));
-            let bias = match d.bias {
-                Some(bb) => base(&mut b, bb),
-                None => b.ins().iconst(I64, 0),
-            };
-            let slot = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                ARGS_BYTES,
-                3,
-            ));
+            let (x, w, y) = (base(b, d.x), base(b, d.w), base(b, d.y));
+            let bias = address_or_null(b, table, d.bias);
+            let slot = args_slot(b, ARGS_BYTES);
             let sizes = [
                 d.channels, d.in_h, d.in_w, d.out_h, d.out_w, d.k_h, d.k_w, d.stride_h, d.stride_w,
                 d.pad_top, d.pad_left, d.dil_h, d.dil_w,
             ];
-            store_words(&mut b, slot, OFF_CHANNELS, &sizes);
-            store_act(&mut b, slot, OFF_ACT, d.act, d.func);
+            store_words(b, slot, OFF_CHANNELS, &sizes);
+            store_act(b, slot, OFF_ACT, d.act, d.func);
             b.ins().stack_store(I64, w, slot, OFF_W);
             b.ins().stack_store(I64, bias, slot, OFF_BIAS);
             let in_img = d.channels * d.in_h * d.in_w * 4;
@@ -164,11 +156,8 @@ impl Library {
                 y: (y, OFF_Y, out_img),
                 batch: d.batch,
             };
-            per_image(&mut b, slot, images, (routine, task), d.channels);
-            b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        define(module, id, ctx)
+            per_image(b, slot, images, (routine, task), d.channels);
+        })
     }
 }
 
@@ -264,28 +253,22 @@ fn define_task<M: Module>(
     fctx: &mut FunctionBuilderContext,
 ) -> Result<usize, CpuError> {
     let routine = task_refs(module, id, routine, ctx);
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let ps = super::emit::entry(&mut b);
+    emit_body(module, id, (ctx, fctx), |b, ps| {
         let (src, begin, end) = (ps[0], ps[1], ps[2]);
         let fl = MemFlagsData::trusted();
-        let slot = b.create_sized_stack_slot(StackSlotData::new(
-            StackSlotKind::ExplicitSlot,
-            ARGS_BYTES,
-            3,
-        ));
+        let slot = args_slot(b, ARGS_BYTES);
         let field = |b: &mut FunctionBuilder, off: i32| -> Value {
             let v = b.ins().load(I64, fl, src, off);
             b.ins().stack_store(I64, v, slot, off);
             v
         };
-        let x = field(&mut b, OFF_X);
-        let w = field(&mut b, OFF_W);
-        let bias = field(&mut b, OFF_BIAS);
-        let y = field(&mut b, OFF_Y);
+        let x = field(b, OFF_X);
+        let w = field(b, OFF_W);
+        let bias = field(b, OFF_BIAS);
+        let y = field(b, OFF_Y);
         let mut sizes = vec![];
         for i in 0..13 {
-            sizes.push(field(&mut b, OFF_CHANNELS + 8 * i));
+            sizes.push(field(b, OFF_CHANNELS + 8 * i));
         }
         let act = b.ins().load(I64, fl, src, OFF_ACT);
         b.ins().stack_store(I64, act, slot, OFF_ACT);
@@ -303,9 +286,9 @@ fn define_task<M: Module>(
         let in_plane = b.ins().imul(in_h, in_w);
         let out_plane = b.ins().imul(out_h, out_w);
         let taps = b.ins().imul(k_h, k_w);
-        advance(&mut b, x, in_plane, OFF_X);
-        advance(&mut b, y, out_plane, OFF_Y);
-        advance(&mut b, w, taps, OFF_W);
+        advance(b, x, in_plane, OFF_X);
+        advance(b, y, out_plane, OFF_Y);
+        advance(b, w, taps, OFF_W);
         // A bias is moved only if there is one (null stays null).
         let moved = b.ins().ishl_imm_s(begin, 2);
         let moved = b.ins().iadd(bias, moved);
@@ -314,11 +297,8 @@ fn define_task<M: Module>(
         let n = b.ins().isub(end, begin);
         b.ins().stack_store(I64, n, slot, OFF_CHANNELS);
         let args = b.ins().stack_addr(I64, slot, 0);
-        call_routine(&mut b, routine, &[args]);
-        b.ins().return_(&[]);
-        b.finalize(module.target_config());
-    }
-    define(module, id, ctx)
+        call_routine(b, routine, &[args]);
+    })
 }
 
 /// `routine(args…)`, trapping when it refuses them (non-zero status).
@@ -382,20 +362,15 @@ impl ExpLibrary {
         fctx: &mut FunctionBuilderContext,
     ) -> Result<usize, CpuError> {
         let (routine, task) = kernel_refs(module, id, (self.routine, self.task), ctx);
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let table = super::emit::entry(&mut b)[0];
+        emit_body(module, id, (ctx, fctx), |b, ps| {
+            let table = ps[0];
             let base = |b: &mut FunctionBuilder, buf: u32| buffer_address(b, table, buf);
-            let (x, m, y) = (base(&mut b, e.x), base(&mut b, e.m), base(&mut b, e.y));
+            let (x, m, y) = (base(b, e.x), base(b, e.m), base(b, e.y));
             let rows = b.ins().iconst(I64, e.rows as i64);
             let len = b.ins().iconst(I64, e.len as i64);
             match task {
                 Some((t, par)) => {
-                    let slot = b.create_sized_stack_slot(StackSlotData::new(
-                        StackSlotKind::ExplicitSlot,
-                        EXP_BLOCK,
-                        3,
-                    ));
+                    let slot = args_slot(b, EXP_BLOCK);
                     for (i, v) in [x, m, y, len].into_iter().enumerate() {
                         b.ins().stack_store(I64, v, slot, 8 * i as i32);
                     }
@@ -404,13 +379,10 @@ impl ExpLibrary {
                     b.ins().call(par, &[rows, f, block]);
                 }
                 None => {
-                    call_routine(&mut b, routine, &[x, m, y, rows, len]);
+                    call_routine(b, routine, &[x, m, y, rows, len]);
                 }
             }
-            b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        define(module, id, ctx)
+        })
     }
 }
 
@@ -424,9 +396,7 @@ fn define_exp_task<M: Module>(
     fctx: &mut FunctionBuilderContext,
 ) -> Result<usize, CpuError> {
     let routine = task_refs(module, id, routine, ctx);
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-        let ps = super::emit::entry(&mut b);
+    emit_body(module, id, (ctx, fctx), |b, ps| {
         let (src, begin, end) = (ps[0], ps[1], ps[2]);
         let fl = MemFlagsData::trusted();
         let x = b.ins().load(I64, fl, src, 0);
@@ -441,11 +411,8 @@ fn define_exp_task<M: Module>(
         let mb = b.ins().ishl_imm_s(begin, 2);
         let m = b.ins().iadd(m, mb);
         let rows = b.ins().isub(end, begin);
-        call_routine(&mut b, routine, &[x, m, y, rows, len]);
-        b.ins().return_(&[]);
-        b.finalize(module.target_config());
-    }
-    define(module, id, ctx)
+        call_routine(b, routine, &[x, m, y, rows, len]);
+    })
 }
 
 /// Imports `routine` (one argument block, an `i32` status) and, with
@@ -461,16 +428,10 @@ pub(super) fn declare_range_routine<M: Module>(
 ) -> Result<(FuncId, Option<(FuncId, FuncId)>), CpuError> {
     let define_task = |module: &mut M, id, routine, ctx: &mut Context, fctx: &mut _| {
         let r = task_refs(module, id, routine, ctx);
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let ps = super::emit::entry(&mut b);
+        emit_body(module, id, (ctx, fctx), |b, ps| {
             let (src, begin, end) = (ps[0], ps[1], ps[2]);
             let fl = MemFlagsData::trusted();
-            let slot = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                bytes,
-                3,
-            ));
+            let slot = args_slot(b, bytes);
             for off in (0..bytes as i32).step_by(8) {
                 let v = b.ins().load(I64, fl, src, off);
                 b.ins().stack_store(I64, v, slot, off);
@@ -478,11 +439,8 @@ pub(super) fn declare_range_routine<M: Module>(
             b.ins().stack_store(I64, begin, slot, range_at);
             b.ins().stack_store(I64, end, slot, range_at + 8);
             let args = b.ins().stack_addr(I64, slot, 0);
-            call_routine(&mut b, r, &[args]);
-            b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        define(module, id, ctx)
+            call_routine(b, r, &[args]);
+        })
     };
     declare_with_task(module, (routine, 1), task, (ctx, fctx), define_task)
 }
@@ -544,5 +502,37 @@ pub(super) fn per_image(
             }
             None => call_routine(b, routine, &[args]),
         }
+    }
+}
+
+/// Emits the body of function `id` (its signature and imports already in
+/// `ctx.func`) with `body`, given its parameters, then returns and
+/// defines it.
+pub(super) fn emit_body<M: Module>(
+    module: &mut M,
+    id: FuncId,
+    (ctx, fctx): (&mut Context, &mut FunctionBuilderContext),
+    body: impl FnOnce(&mut FunctionBuilder, &[Value]),
+) -> Result<usize, CpuError> {
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
+        let ps = super::emit::entry(&mut b);
+        body(&mut b, &ps);
+        b.ins().return_(&[]);
+        b.finalize(module.target_config());
+    }
+    define(module, id, ctx)
+}
+
+/// An argument block of `bytes` on the stack (8-byte aligned).
+pub(super) fn args_slot(b: &mut FunctionBuilder, bytes: u32) -> StackSlot {
+    b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, bytes, 3))
+}
+
+/// The address of buffer `buf` from the step's table, or null for none.
+pub(super) fn address_or_null(b: &mut FunctionBuilder, table: Value, buf: Option<u32>) -> Value {
+    match buf {
+        Some(buf) => buffer_address(b, table, buf),
+        None => b.ins().iconst(I64, 0),
     }
 }

@@ -5,13 +5,13 @@
 //! `kiln_parallel_for` with threads.
 
 use super::library::{
-    buffer_address, declare_range_routine, define, kernel_refs, per_image, store_words, Images,
+    args_slot, buffer_address, declare_range_routine, emit_body, kernel_refs, per_image,
+    store_words, Images,
 };
 use super::CpuError;
 use crate::plan::AotProgram;
-use cranelift_codegen::ir::{InstBuilder, StackSlotData, StackSlotKind};
 use cranelift_codegen::Context;
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{FuncId, Module};
 use kiln_ir::kernel::call::{LibraryCall, MaxPool2d};
 use kiln_ir::DType;
@@ -109,31 +109,24 @@ impl PoolCalls {
             return Ok(None);
         };
         let (routine, task) = kernel_refs(module, id, routine, ctx);
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, fctx);
-            let table = super::emit::entry(&mut b)[0];
-            let x = buffer_address(&mut b, table, p.x);
-            let y = buffer_address(&mut b, table, p.y);
-            let slot = b.create_sized_stack_slot(StackSlotData::new(
-                StackSlotKind::ExplicitSlot,
-                ARGS_BYTES,
-                3,
-            ));
+        emit_body(module, id, (ctx, fctx), |b, ps| {
+            let table = ps[0];
+            let x = buffer_address(b, table, p.x);
+            let y = buffer_address(b, table, p.y);
+            let slot = args_slot(b, ARGS_BYTES);
             let sizes = [
                 p.in_h, p.in_w, p.out_h, p.out_w, p.k_h, p.k_w, p.stride_h, p.stride_w, p.dil_h,
                 p.dil_w, p.planes, 0, p.planes,
             ];
-            store_words(&mut b, slot, OFF_SIZES, &sizes);
+            store_words(b, slot, OFF_SIZES, &sizes);
             let images = Images {
                 x: (x, OFF_X, 0),
                 y: (y, OFF_Y, 0),
                 batch: 1,
             };
-            per_image(&mut b, slot, images, (routine, task), p.planes);
-            b.ins().return_(&[]);
-            b.finalize(module.target_config());
-        }
-        define(module, id, ctx).map(Some)
+            per_image(b, slot, images, (routine, task), p.planes);
+        })
+        .map(Some)
     }
 }
 
