@@ -6,9 +6,10 @@
 //! call (as [`super::driver::gemm`] packs `A`) repeats the same copy for
 //! every block of pixels, and the activation `B` would have to be packed by
 //! generated code. Here the compiler packs `A` once ([`pack_a`]) and the
-//! tiles read a row-major `B` where it lies (see [`reads_b_in_place`]);
-//! only a last panel narrower than `NR`, or a `B` with a column stride, is
-//! packed into scratch.
+//! tiles read a row-major `B` where it lies (see [`reads_b_in_place`]),
+//! its last panel narrower than `NR` too where the kernel has a
+//! [`Kernel::remainder`] path (AVX-512); a `B` with a column stride, or a
+//! last panel without that path, is packed into scratch.
 //!
 //! # Layout of packed `A`
 //! Rows are cut into panels of `MR` (the last one zero-padded); a panel
