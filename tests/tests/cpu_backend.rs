@@ -507,7 +507,7 @@ type ConvCase<'a> = (
 #[test]
 fn conv_library_call_matches_the_interpreter() {
     use kiln_ir::kernel::call::LibraryCall;
-    let cases: [ConvCase; 10] = [
+    let cases: [ConvCase; 12] = [
         (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "relu"),
         (
             2,
@@ -530,6 +530,10 @@ fn conv_library_call_matches_the_interpreter() {
         (1, 3, 32, 23, 23, 7, [2, 2], 1, [3, 3, 3, 3], true, "relu"),
         (1, 8, 64, 15, 25, 3, [2, 2], 1, [1, 1, 1, 1], false, "clip"),
         (1, 16, 32, 12, 19, 3, [1, 3], 2, [2, 2, 2, 2], true, ""),
+        // Shallow windows (depth under 64): pixels in the lanes, over a
+        // phase-split RGB stem and at stride 1 with masked row ends.
+        (1, 3, 32, 20, 63, 3, [2, 2], 1, [1, 1, 1, 1], true, "relu"),
+        (2, 4, 40, 9, 16, 3, [1, 1], 1, [1, 1, 1, 1], false, "clip"),
         // A tail that is no activation: the call is dropped, the GEMM runs.
         (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "neg"),
     ];

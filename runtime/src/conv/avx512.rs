@@ -23,6 +23,10 @@ const MAX_TAPS: usize = 64;
 /// # Safety
 /// `a` passed [`KilnConvArgs::check`]; the CPU has AVX-512F.
 pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
+    if a.by_rows() {
+        super::rows::run(a, func);
+        return;
+    }
     let panels = a.cout.div_ceil(CHANNEL_BLOCK);
     let taps = a.kh * a.kw;
     let depth = a.cin * taps;
@@ -101,7 +105,7 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
 /// phase-split rows, the pixels under one tap are contiguous in the phase
 /// of its column. (Per call, not per tile: the divisions cost as much as a
 /// shallow tile's FMAs.)
-fn tap_offsets(a: &KilnConvArgs, t0: usize, offs: &mut [isize]) {
+pub(super) fn tap_offsets(a: &KilnConvArgs, t0: usize, offs: &mut [isize]) {
     let (ph, plen) = (a.phases, a.wp / a.phases);
     for (i, o) in offs.iter_mut().enumerate() {
         let (ky, kx) = ((t0 + i) / a.kw, (t0 + i) % a.kw);

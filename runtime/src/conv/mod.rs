@@ -21,6 +21,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod rows;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +33,13 @@ pub const CHANNEL_BLOCK: usize = 32;
 
 /// The most output pixels of one tile.
 pub const MAX_TILE_PIXELS: usize = 12;
+
+/// Depths (`cin·kh·kw`) below which a call whose taps read contiguous
+/// pixels runs with pixels in the lanes (`rows.rs`): over so few steps,
+/// turning channels-in-lanes tiles over to NCHW costs as much as the FMAs
+/// (MobileNetV2's 3x3 RGB stem, depth 27, ran slower that way than as an
+/// im2col GEMM).
+pub const ROWS_MAX_DEPTH: usize = 64;
 
 /// The operands of one call (one image), as the C entry point takes them;
 /// `KilnConvArgs` in `kiln_runtime.h` mirrors it: four pointers, fifteen
@@ -111,6 +120,14 @@ impl KilnConvArgs {
     /// Work items of the call: output rows times channel panels.
     pub fn items(&self) -> usize {
         self.oh.saturating_mul(self.cout.div_ceil(CHANNEL_BLOCK))
+    }
+
+    /// Whether the call runs with output pixels in the vector lanes: a
+    /// shallow window whose taps each read a contiguous run of pixels (a
+    /// stride of 1, or phase-split rows).
+    pub fn by_rows(&self) -> bool {
+        let depth = self.cin.saturating_mul(self.kh).saturating_mul(self.kw);
+        depth < ROWS_MAX_DEPTH && (self.sw == 1 || self.phases > 1)
     }
 
     /// Every check the kernel relies on to index without checks.

@@ -229,6 +229,28 @@ fn direct_conv_splits_work_and_long_windows() {
             &mut rng,
         );
     }
+    // Shallow windows (pixels in the lanes): an RGB stem's rows of 111
+    // pixels (three full 32-pixel tiles and a masked one, two panels),
+    // and a row of 40 at stride 1 with channels in tiles of 12 and under.
+    for (cout, ow, s, phased) in [(64, 111, (2, 2), true), (24, 40, (1, 1), false)] {
+        let g = Geo {
+            cin: 3,
+            cout,
+            oh: 2,
+            ow,
+            k: (3, 3),
+            s,
+            d: (1, 1),
+        };
+        check(
+            g,
+            (true, phased),
+            (0.0, 6.0),
+            Func::Identity,
+            None,
+            &mut rng,
+        );
+    }
     // Ranges of items (rows × 2 panels): thread shares.
     let g = Geo {
         cin: 4,
