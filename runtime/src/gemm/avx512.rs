@@ -70,6 +70,20 @@ impl Kernel for Avx512 {
     }
 
     #[inline]
+    unsafe fn row(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    ) -> bool {
+        row(k, a, b, c, nr, bias, epi);
+        true
+    }
+
+    #[inline]
     unsafe fn remainder(
         kc: usize,
         a: *const f32,
@@ -210,6 +224,53 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize, const M: bool
             if mask[h] != 0 {
                 store(v, mask[h], c, ldc, i, 16 * h, bias, epi);
             }
+        }
+    }
+}
+
+/// Depth steps in flight in [`row`]: each its own pair of accumulators,
+/// so that the FMAs of one step do not wait on the previous one's.
+const ROW_CHAINS: usize = 4;
+
+/// [`Kernel::row`]: one row of `A` against a packed `k × 32` panel,
+/// read front to back.
+#[target_feature(enable = "avx512f")]
+unsafe fn row(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    nr: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; ROW_CHAINS];
+    let mut p = 0;
+    while p + ROW_CHAINS <= k {
+        for (s, pair) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(p + s));
+            let bp = b.add((p + s) * NR);
+            pair[0] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp), pair[0]);
+            pair[1] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp.add(16)), pair[1]);
+        }
+        p += ROW_CHAINS;
+    }
+    while p < k {
+        let av = _mm512_set1_ps(*a.add(p));
+        let bp = b.add(p * NR);
+        acc[0][0] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp), acc[0][0]);
+        acc[0][1] = _mm512_fmadd_ps(av, _mm512_loadu_ps(bp.add(16)), acc[0][1]);
+        p += 1;
+    }
+    let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
+    for h in 0..2 {
+        let m = (bits >> (16 * h)) as u16;
+        if m != 0 {
+            let v = _mm512_add_ps(
+                _mm512_add_ps(acc[0][h], acc[1][h]),
+                _mm512_add_ps(acc[2][h], acc[3][h]),
+            );
+            store(v, m, c, 0, 0, 16 * h, bias, epi);
         }
     }
 }
