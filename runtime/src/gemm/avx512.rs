@@ -263,13 +263,11 @@ unsafe fn row(
         p += 1;
     }
     let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
+    let [c0, c1, c2, c3] = acc;
     for h in 0..2 {
         let m = (bits >> (16 * h)) as u16;
         if m != 0 {
-            let v = _mm512_add_ps(
-                _mm512_add_ps(acc[0][h], acc[1][h]),
-                _mm512_add_ps(acc[2][h], acc[3][h]),
-            );
+            let v = _mm512_add_ps(_mm512_add_ps(c0[h], c1[h]), _mm512_add_ps(c2[h], c3[h]));
             store(v, m, c, 0, 0, 16 * h, bias, epi);
         }
     }
