@@ -98,7 +98,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
             rows_per_block(rows, row_len, ocg * row_len * dt.size(), OUT_BLOCK_BYTES)
         };
         if transposes(g, ocg, ospn, cg) && k_rows == rows {
-            let ct = pb.scratch("ct", dt, ospn * ocg);
+            let ct = pb.scratch("ct", dt, ospn * ct_stride(ocg));
             body.extend(pb.nest(&[n], |pb, i| {
                 let xo = i[0].clone() * (c * isp) as i64;
                 let yo = i[0].clone() * (oc * ospn) as i64;
@@ -202,7 +202,7 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     let col = pb.scratch("col", dt, max_lanes * col_len);
     let base = pb.var();
     let in_row_step = st.first().copied().unwrap_or(1) as i64 * ss.first().copied().unwrap_or(0);
-    let ct = one_block.then(|| pb.scratch("ct", dt, ospn * ocg));
+    let ct = one_block.then(|| pb.scratch("ct", dt, ospn * ct_stride(ocg)));
     for run in &runs {
         let blen = run.k_rows * row_len;
         let mut blk_sp = osp.to_vec();
@@ -817,7 +817,7 @@ fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
 
 #[path = "conv_transposed.rs"]
 mod transposed;
-use transposed::{transposes, Transposed, WIDEST_TILE};
+use transposed::{ct_stride, transposes, Transposed, WIDEST_TILE};
 
 #[cfg(test)]
 #[path = "conv_tests.rs"]
