@@ -57,7 +57,7 @@ const TRANSPOSED_MAX_PIXELS: usize = 256;
 /// 64 rows over 64 different sets.
 pub(super) fn ct_stride(ocg: usize) -> usize {
     let lines = ocg.div_ceil(16);
-    (lines + usize::from(lines % 2 == 0)) * 16
+    (lines + usize::from(lines.is_multiple_of(2))) * 16
 }
 
 /// A conv block over a whole small image as `Cᵀ = Bᵀ · Wᵀ`: the
