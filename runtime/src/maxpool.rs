@@ -297,7 +297,7 @@ mod avx512 {
                 if pair.0 != c {
                     pair = (c, rows.down(top, c), rows.down(top, c + 16));
                 }
-                let idx = if q % 2 == 0 { even } else { odd };
+                let idx = if q.is_multiple_of(2) { even } else { odd };
                 m = _mm512_max_ps(m, _mm512_permutex2var_ps(pair.1, idx, pair.2));
             }
             _mm512_mask_storeu_ps(out.add(ox), lanes(a.ow - ox), m);
