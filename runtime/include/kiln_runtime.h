@@ -16,10 +16,11 @@ typedef void (*kiln_task_fn)(void *ctx, size_t begin, size_t end);
 
 /* Runs task over disjoint ranges covering [0, n) and returns when all are
    done. Without the runtime's `std` feature this is task(ctx, 0, n); with it,
-   the range is split statically over a persistent thread pool (the calling
-   thread takes the first part). Calls made from inside a task, or while
-   another thread is using the pool, run inline. task must tolerate running
-   concurrently on disjoint ranges. */
+   the range is cut into a fixed number of chunks (four per thread of a
+   persistent pool, the calling thread included), each thread runs the chunks
+   of its own share and then helps with the others'. Calls made from inside a
+   task, or while another thread is using the pool, run inline. task must
+   tolerate running concurrently on disjoint ranges. */
 void kiln_parallel_for(size_t n, kiln_task_fn task, void *ctx);
 
 /* Threads kiln_parallel_for uses, the caller's included: 1 without `std`;

@@ -59,10 +59,11 @@ pub type Task = unsafe extern "C" fn(ctx: *mut c_void, begin: usize, end: usize)
 /// on several threads, and returns when all of them have finished.
 ///
 /// Without the `std` feature (firmware), this is `task(ctx, 0, n)`. With it,
-/// the range is split statically over a persistent pool (see
-/// [`kiln_runtime_num_threads`]); the calling thread runs the first part, and
-/// a call made from inside a task, or while another thread uses the pool,
-/// runs inline instead of waiting.
+/// the range is cut into a fixed number of chunks for a persistent pool (see
+/// [`kiln_runtime_num_threads`]), which its threads, the caller's included,
+/// claim: each its own share first, then what the others left. A call made
+/// from inside a task, or while another thread uses the pool, runs inline
+/// instead of waiting.
 ///
 /// # Safety
 /// `task` must be safe to call concurrently on disjoint ranges with `ctx`.

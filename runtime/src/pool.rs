@@ -5,16 +5,22 @@
 //! started once (lazily) and kept; a job is a few words written into a
 //! preallocated slot (no allocation, no boxing); workers spin briefly before
 //! sleeping so back-to-back loops do not pay a wake-up each, and the caller
-//! touches the lock only when a worker is asleep. Ranges are
-//! split statically (part `k` of `p` always goes to thread `k`), which makes
-//! the split, and so any floating-point reduction inside a part, the same
-//! from run to run.
+//! touches the lock only when a worker is asleep.
+//!
+//! Ranges are cut into a fixed number of chunks ([`CHUNKS_PER_THREAD`] per
+//! thread, sizes differing by at most one), so the cut, and so any
+//! floating-point reduction inside a chunk, is the same from run to run.
+//! Which thread runs a chunk is not fixed: thread `k` first takes the
+//! chunks of its own share in order, then helps with what is left of the
+//! others'. On these machines a core is often shared with other work, and
+//! with one fixed half per thread the faster thread then waited for the
+//! slower one at every loop.
 
 use crate::Task;
 use core::ffi::c_void;
 use std::boxed::Box;
 use std::format;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 /// Polls before a waiting worker sleeps on the condition variable (some
@@ -23,6 +29,12 @@ const SPIN: u32 = 1 << 16;
 /// Every this many polls a waiting thread yields its core, so that when
 /// there are more threads than cores the one with work gets to run.
 const YIELD_EVERY: u32 = 64;
+
+/// Chunks a range is cut into per thread taking part: enough that a
+/// thread slowed down by other work on its core leaves a small tail to the
+/// others, few enough that each chunk's fixed costs (a claim, a task call,
+/// a GEMM task's packing) stay small.
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// One poll of a wait loop: a CPU pause, or a yield now and then.
 fn pause(i: u32) {
@@ -35,10 +47,13 @@ fn pause(i: u32) {
 
 /// The pool's shared state. The job fields are written only by the thread
 /// holding `busy`, before it bumps `epoch`, and read by workers after they
-/// see the new epoch; every worker acknowledges every epoch (through
-/// `remaining`) before the next job may be written, so no worker can read a
-/// half-written job. The hot path takes no lock: the mutex and condition
-/// variable are only for workers that stopped spinning.
+/// see the new epoch. Chunks are claimed from counters tagged with the
+/// job's epoch, and the caller writes the next job only once every chunk
+/// of this one has finished; so a worker that read a job's fields and then
+/// claimed a chunk of that epoch read them whole, and a worker that comes
+/// late (its core taken by other work) finds nothing left and holds no
+/// one up. The hot path takes no lock: the mutex and condition variable
+/// are only for workers that stopped spinning.
 struct Shared {
     /// Incremented per job.
     epoch: AtomicUsize,
@@ -46,15 +61,60 @@ struct Shared {
     task: AtomicPtr<()>,
     ctx: AtomicPtr<c_void>,
     n: AtomicUsize,
+    /// Chunks of the current job.
     parts: AtomicUsize,
-    /// Workers that have not finished (or, with no part, seen) the current job.
-    remaining: AtomicUsize,
+    /// Per share (one per thread asked for), the next chunk to claim,
+    /// tagged with the job (see [`tagged`]).
+    next: Box<[Slot]>,
+    /// Chunks of the current job finished.
+    done: AtomicUsize,
     /// Workers blocked, or about to block, on `wake`.
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
     /// Set while a caller owns the pool; other callers and nested calls run inline.
     busy: AtomicBool,
+}
+
+/// A counter alone on its cache line, so that threads claiming from their
+/// own shares do not contend.
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+/// Chunk `c` of the job of `epoch`, as the claim counters hold it: the
+/// epoch's low 32 bits above the chunk index.
+fn tagged(epoch: usize, c: usize) -> u64 {
+    ((epoch as u64) << 32) | c as u64
+}
+
+/// Runs every chunk of the job of `epoch` that thread `me` can still
+/// claim: first its own share's, in order, then what is left of the
+/// others'. A chunk runs exactly once, by whoever's compare-exchange moved
+/// its share's counter past it.
+///
+/// # Safety
+/// As `kiln_parallel_for`, for the job of `epoch` published in `sh`
+/// (`task`, `ctx`, `n`, `parts` read after seeing that epoch).
+unsafe fn claim(sh: &Shared, me: usize, epoch: usize, job: (Task, *mut c_void, usize, usize)) {
+    let (task, ctx, n, parts) = job;
+    let shares = sh.next.len();
+    for j in (0..shares).map(|i| (me + i) % shares) {
+        let end = tagged(epoch, range(parts, shares, j).1);
+        let slot = &sh.next[j].0;
+        let mut cur = slot.load(Ordering::SeqCst);
+        // Same epoch, and not past the share's end (tags compare first).
+        while cur >> 32 == tagged(epoch, 0) >> 32 && cur < end {
+            match slot.compare_exchange_weak(cur, cur + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => {
+                    let (b, e) = range(n, parts, (cur & u64::from(u32::MAX)) as usize);
+                    task(ctx, b, e);
+                    sh.done.fetch_add(1, Ordering::Release);
+                    cur = slot.load(Ordering::SeqCst);
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
 }
 
 struct Pool {
@@ -82,24 +142,27 @@ fn wanted_threads() -> usize {
 
 fn pool() -> &'static Pool {
     POOL.get_or_init(|| {
+        let wanted = wanted_threads();
         let shared: &'static Shared = Box::leak(Box::new(Shared {
             epoch: AtomicUsize::new(0),
             task: AtomicPtr::new(core::ptr::null_mut()),
             ctx: AtomicPtr::new(core::ptr::null_mut()),
             n: AtomicUsize::new(0),
             parts: AtomicUsize::new(0),
-            remaining: AtomicUsize::new(0),
+            next: (0..wanted).map(|_| Slot(AtomicU64::new(0))).collect(),
+            done: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
             busy: AtomicBool::new(false),
         }));
         let mut threads = 1;
-        for w in 1..wanted_threads() {
+        for w in 1..wanted {
             let spawned = std::thread::Builder::new()
                 .name(format!("kiln-worker-{w}"))
                 .spawn(move || worker(shared, w));
-            // Fewer threads than asked (a process limit) is still correct.
+            // Fewer threads than asked (a process limit) is still correct:
+            // the shares of those missing are taken by the others.
             if spawned.is_err() {
                 break;
             }
@@ -141,24 +204,24 @@ fn worker(sh: &'static Shared, w: usize) {
             }
             sh.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        // The caller waits for every worker's acknowledgement before the
-        // next job, so the epoch moved exactly one step.
-        seen = sh.epoch.load(Ordering::Acquire);
-        let parts = sh.parts.load(Ordering::Relaxed);
-        if w < parts {
-            let n = sh.n.load(Ordering::Relaxed);
-            let ctx = sh.ctx.load(Ordering::Relaxed);
-            let task = sh.task.load(Ordering::Relaxed);
-            // SAFETY: `task` holds the `Task` the caller stored for this
-            // epoch (never null: the caller stores it before the epoch).
-            let task: Task = unsafe { core::mem::transmute::<*mut (), Task>(task) };
-            let (b, e) = range(n, parts, w);
-            // SAFETY: the caller of `kiln_parallel_for` promised that `task`
-            // may run concurrently on disjoint ranges with `ctx`, and it
-            // waits for `remaining` to reach 0 before returning.
-            unsafe { task(ctx, b, e) };
+        seen = sh.epoch.load(Ordering::SeqCst);
+        let task = sh.task.load(Ordering::SeqCst);
+        if task.is_null() {
+            continue;
         }
-        sh.remaining.fetch_sub(1, Ordering::Release);
+        // SAFETY: `task` is a `Task` a caller stored (never null once set).
+        let task: Task = unsafe { core::mem::transmute::<*mut (), Task>(task) };
+        let job = (
+            task,
+            sh.ctx.load(Ordering::SeqCst),
+            sh.n.load(Ordering::SeqCst),
+            sh.parts.load(Ordering::SeqCst),
+        );
+        // SAFETY: the caller of `kiln_parallel_for` promised that `task`
+        // may run concurrently on disjoint ranges with `ctx`; a chunk is
+        // only run if its claim proves the job is still the one read (see
+        // `Shared`), and the caller waits for every chunk to finish.
+        unsafe { claim(sh, w, seen, job) };
     }
 }
 
@@ -168,8 +231,9 @@ fn worker(sh: &'static Shared, w: usize) {
 /// As `kiln_parallel_for`.
 pub unsafe fn parallel_for(n: usize, task: Task, ctx: *mut c_void) {
     let p = pool();
-    let parts = p.threads.min(n);
-    if parts <= 1
+    let parts = p.threads.saturating_mul(CHUNKS_PER_THREAD).min(n);
+    if p.threads <= 1
+        || parts <= 1
         || p.shared
             .busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -179,20 +243,25 @@ pub unsafe fn parallel_for(n: usize, task: Task, ctx: *mut c_void) {
         return;
     }
     let sh = p.shared;
-    sh.task.store(task as *mut (), Ordering::Relaxed);
-    sh.ctx.store(ctx, Ordering::Relaxed);
-    sh.n.store(n, Ordering::Relaxed);
-    sh.parts.store(parts, Ordering::Relaxed);
-    sh.remaining.store(p.threads - 1, Ordering::Relaxed);
-    sh.epoch.fetch_add(1, Ordering::SeqCst);
+    let epoch = sh.epoch.load(Ordering::SeqCst).wrapping_add(1);
+    sh.task.store(task as *mut (), Ordering::SeqCst);
+    sh.ctx.store(ctx, Ordering::SeqCst);
+    sh.n.store(n, Ordering::SeqCst);
+    sh.parts.store(parts, Ordering::SeqCst);
+    sh.done.store(0, Ordering::SeqCst);
+    let shares = sh.next.len();
+    for (j, slot) in sh.next.iter().enumerate() {
+        slot.0
+            .store(tagged(epoch, range(parts, shares, j).0), Ordering::SeqCst);
+    }
+    sh.epoch.store(epoch, Ordering::SeqCst);
     if sh.sleepers.load(Ordering::SeqCst) > 0 {
         let _g = lock(&sh.lock);
         sh.wake.notify_all();
     }
-    let (b, e) = range(n, parts, 0);
-    task(ctx, b, e);
+    claim(sh, 0, epoch, (task, ctx, n, parts));
     let mut spins = 0u32;
-    while sh.remaining.load(Ordering::Acquire) != 0 {
+    while sh.done.load(Ordering::Acquire) != parts {
         pause(spins);
         spins = spins.wrapping_add(1);
     }

@@ -476,10 +476,16 @@ fn thread_pool_same_results_for_1_2_4_threads_and_nested_calls() {
             "0",
             "a nested call left its thread"
         );
-        // Static chunking: one part per thread, each on its own thread.
-        assert_eq!(field(&line, "parts"), threads);
-        assert_eq!(field(&line, "distinct"), threads);
-        assert_eq!(field(&line, "nested_distinct"), threads);
+        // A fixed cut: four chunks per thread (one call with one thread),
+        // run by at most that many threads (which ones depends on which
+        // got there first).
+        let n: usize = threads.parse().expect("thread count");
+        let parts = if n == 1 { 1 } else { 4 * n };
+        assert_eq!(field(&line, "parts"), parts.to_string());
+        for key in ["distinct", "nested_distinct"] {
+            let d: usize = field(&line, key).parse().expect("a count");
+            assert!((1..=n).contains(&d), "{key}={d} with {n} threads");
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
