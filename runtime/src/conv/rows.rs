@@ -19,7 +19,7 @@ use core::arch::x86_64::*;
 
 use super::{KilnConvArgs, CHANNEL_BLOCK};
 use crate::func::Func;
-use crate::gemm::avx512::store;
+use crate::gemm::avx512::spill_and_store;
 use crate::gemm::TileEpi;
 
 /// The most output channels of one register tile (`12 × 2` accumulators).
@@ -170,35 +170,5 @@ unsafe fn tile<const R: usize, const W: usize>(t: &Tile, bias: *const f32, epi: 
         }
         wp = wp.add(CHANNEL_BLOCK);
     }
-    // The epilogue (a function, a clamp) is too long for the compiler to
-    // repeat `R·W` times, and looping over `acc` in place put the whole
-    // array in memory: zeroed by a call to memset and spilled every step.
-    // Copied out once, the accumulators stay in registers.
-    let mut out = core::mem::MaybeUninit::<[[__m512; W]; R]>::uninit();
-    let o = out.as_mut_ptr().cast::<__m512>();
-    for (i, row) in acc.iter().enumerate() {
-        for (h, &v) in row.iter().enumerate() {
-            o.add(i * W + h).write(v);
-        }
-    }
-    store_rows(o, R, W, mask, t, bias, epi);
-}
-
-/// Stores `rows × w` accumulator vectors (`w` per channel) at `acc`
-/// through the epilogue.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_rows(
-    acc: *const __m512,
-    rows: usize,
-    w: usize,
-    mask: [u16; 2],
-    t: &Tile,
-    bias: *const f32,
-    epi: &TileEpi,
-) {
-    for i in 0..rows {
-        for (h, &m) in mask.iter().enumerate().take(w) {
-            store(*acc.add(i * w + h), m, t.y, t.ldy, i, 16 * h, bias, epi);
-        }
-    }
+    spill_and_store(&acc, mask, (t.y, t.ldy), bias, epi);
 }

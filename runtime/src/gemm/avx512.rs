@@ -219,10 +219,50 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize, const M: bool
     // Lanes `j < nr` of each 16-column half.
     let bits = if nr >= NR { u32::MAX } else { (1u32 << nr) - 1 };
     let mask = [bits as u16, (bits >> 16) as u16];
+    spill_and_store(&acc, mask, (c, ldc), bias, epi);
+}
+
+/// Stores an `R × W` tile of accumulators (`W` vectors per row) through the
+/// epilogue, lanes `mask[h]` of each row's vector `h`.
+///
+/// Why through memory: the epilogue (a function, a clamp) is too long for
+/// the compiler to repeat `R·W` times, and a loop over the accumulators in
+/// place can make it keep the whole array in memory (the shallow conv's
+/// tiles spilled it at every depth step). Copied out once at the end, the
+/// accumulators stay in registers while they accumulate.
+#[inline(always)]
+pub(crate) unsafe fn spill_and_store<const R: usize, const W: usize>(
+    acc: &[[__m512; W]; R],
+    mask: [u16; 2],
+    (c, ldc): (*mut f32, usize),
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    let mut out = core::mem::MaybeUninit::<[[__m512; W]; R]>::uninit();
+    let o = out.as_mut_ptr().cast::<__m512>();
     for (i, row) in acc.iter().enumerate() {
         for (h, &v) in row.iter().enumerate() {
-            if mask[h] != 0 {
-                store(v, mask[h], c, ldc, i, 16 * h, bias, epi);
+            o.add(i * W + h).write(v);
+        }
+    }
+    store_rows(o, R, W, mask, (c, ldc), bias, epi);
+}
+
+/// The loop of [`spill_and_store`]: `rows × w` vectors at `acc`.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_rows(
+    acc: *const __m512,
+    rows: usize,
+    w: usize,
+    mask: [u16; 2],
+    (c, ldc): (*mut f32, usize),
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    for i in 0..rows {
+        for (h, &m) in mask.iter().enumerate().take(w) {
+            if m != 0 {
+                store(*acc.add(i * w + h), m, c, ldc, i, 16 * h, bias, epi);
             }
         }
     }
