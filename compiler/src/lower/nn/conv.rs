@@ -19,7 +19,7 @@ use super::window::{
     MAX_UNROLLED_TAPS,
 };
 use kiln_ir::kernel::build::{linear_index, strides, ProgramBuilder};
-use kiln_ir::kernel::call::{Conv2d, Depthwise2d, LibraryCall};
+use kiln_ir::kernel::call::{Depthwise2d, LibraryCall};
 use kiln_ir::kernel::{BinOp, BufId, Expr, RedOp, Stmt};
 use kiln_ir::Op;
 
@@ -307,86 +307,6 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     }
     Ok(())
 }
-
-/// The direct-conv call of an im2col conv, where one pays: 2-D, f32, one
-/// group, the GEMM not transposed, output channels filling 32-lane blocks
-/// to at least 7/8 (the call computes whole blocks), and a depth of at
-/// least 64 per output: shallower, the tile's store of its 32 channel runs
-/// outweighs the im2col it saves (3x3 RGB stems, one thread: MobileNetV2's
-/// 416 -> 472 us, SqueezeNet's 817 -> 760; KWS's 10x4 stem over 5-pixel
-/// rows 9.9 -> 15.5 us). The call reads the padded copy the im2col reads,
-/// phase-split or not.
-#[allow(clippy::too_many_arguments)]
-fn direct_call(
-    src: &Source,
-    phases: usize,
-    one_block: bool,
-    (g, oc, cg, kk): (usize, usize, usize, usize),
-    dt: kiln_ir::DType,
-    (w, bias, y): (BufId, Option<BufId>, BufId),
-    win: &Window,
-    osp: &[usize],
-) -> Option<LibraryCall> {
-    let phased_ok = phases == 1 || phases == win.strides[1];
-    if src.dims.len() != 4
-        || osp.len() != 2
-        || !direct_pays(g, oc, cg * kk, win.strides[1] == 1 || phases > 1, osp[1])
-        || !phased_ok
-        || one_block
-        || dt != kiln_ir::DType::F32
-    {
-        return None;
-    }
-    let u = |v: usize| v as u64;
-    Some(LibraryCall::Conv2d(Conv2d {
-        x: src.buf,
-        w,
-        bias,
-        y,
-        batch: u(src.dims[0]),
-        cin: u(src.dims[1]),
-        cout: u(oc),
-        in_h: u(src.dims[2]),
-        in_w: u(src.dims[3]),
-        out_h: u(osp[0]),
-        out_w: u(osp[1]),
-        k_h: u(win.kernel[0]),
-        k_w: u(win.kernel[1]),
-        stride_h: u(win.strides[0]),
-        stride_w: u(win.strides[1]),
-        dil_h: u(win.dilations[0]),
-        dil_w: u(win.dilations[1]),
-        phases: u(phases),
-        act: (f32::NEG_INFINITY, f32::INFINITY),
-        func: None,
-    }))
-}
-
-/// Whether the direct-conv routine beats the im2col GEMM on a conv of `g`
-/// groups, `oc` output channels, `depth` (`cin·kh·kw`), output rows of
-/// `ow` pixels and taps that each read `contiguous` pixels. From a depth
-/// of 64 its tiles hold 32 channels in the lanes, so the channel blocks
-/// must be nearly full. Below that it runs with pixels in the lanes, so
-/// the taps must read contiguous pixels and the rows must fill 3/4 of the
-/// 16-lane vectors they take; what it saves there is the column matrix,
-/// as large as the GEMM's work at such depths (SqueezeNet 1.1's 3x3 RGB
-/// stem, one thread: 0.80 -> 0.66 ms in the model, MobileNetV2's 0.40 -> 0.35).
-fn direct_pays(g: usize, oc: usize, depth: usize, contiguous: bool, ow: usize) -> bool {
-    if g != 1 {
-        return false;
-    }
-    if depth >= DIRECT_MIN_DEPTH {
-        let blocks = oc.div_ceil(DIRECT_CHANNEL_BLOCK) * DIRECT_CHANNEL_BLOCK;
-        return blocks * 7 <= oc * 8;
-    }
-    contiguous && ow.div_ceil(16) * 16 * 3 <= ow * 4
-}
-
-/// Output channels per block of the direct-conv routine's tiles.
-const DIRECT_CHANNEL_BLOCK: usize = 32;
-/// The depth (`cin·kh·kw`) from which the direct-conv routine holds
-/// channels in the lanes (`ROWS_MAX_DEPTH` in the runtime).
-const DIRECT_MIN_DEPTH: usize = 64;
 
 /// Channel multipliers (output channels per input channel of a one-channel
 /// group) from which a conv goes through im2col and a GEMM instead: that many
@@ -814,6 +734,10 @@ fn gemm_at(a: MatT, k: usize, n: usize, b: (BufId, Expr), c: BufId) -> Stmt {
     }
     s
 }
+
+#[path = "conv_direct.rs"]
+mod direct;
+use direct::direct_call;
 
 #[path = "conv_transposed.rs"]
 mod transposed;
