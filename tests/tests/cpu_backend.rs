@@ -411,7 +411,11 @@ type DwCase = (
 fn depthwise_library_call_matches_the_body() {
     use kiln_compiler::lower::{lower, LowerCtx};
     use kiln_ir::TensorType;
-    let cases: [DwCase; 8] = [
+    let cases: [DwCase; 10] = [
+        // Channels in more than one group of 16 (the threaded split), the
+        // last group short.
+        (1, 40, 14, 14, 3, 3, 1, 1, [1, 1, 1, 1], true),
+        (1, 33, 25, 5, 3, 3, 1, 1, [1, 1, 1, 1], true),
         (1, 8, 12, 12, 3, 3, 1, 1, [1, 1, 1, 1], true),
         (1, 5, 13, 17, 3, 3, 2, 1, [1, 1, 1, 1], true),
         (2, 3, 9, 11, 5, 5, 1, 1, [2, 2, 2, 2], false),

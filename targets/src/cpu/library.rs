@@ -82,6 +82,13 @@ pub(crate) fn depthwise<'k>(
     ok.then_some(d)
 }
 
+/// Channels per work item of a threaded depthwise call: a whole vector of
+/// them, so that a share of narrow planes can still take the routine's
+/// channels-last path (16 channels to a vector); split by channel, 8 of
+/// them to a chunk ran KWS's 64-channel layers slower on two threads
+/// (6.9 us) than on one (5.2 us).
+const DW_GROUP: u64 = 16;
+
 /// The imports and the shared task function of the depthwise calls.
 pub(crate) struct Library {
     routine: FuncId,
@@ -156,7 +163,13 @@ impl Library {
                 y: (y, OFF_Y, out_img),
                 batch: d.batch,
             };
-            per_image(b, slot, images, (routine, task), d.channels);
+            per_image(
+                b,
+                slot,
+                images,
+                (routine, task),
+                d.channels.div_ceil(DW_GROUP),
+            );
         })
     }
 }
@@ -276,6 +289,9 @@ fn define_task<M: Module>(
         b.ins().stack_store(I64, func, slot, OFF_FUNC);
         let (in_h, in_w, out_h, out_w, k_h, k_w) =
             (sizes[1], sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]);
+        // Items are groups of `DW_GROUP` channels (the last one short).
+        let begin = b.ins().imul_imm_s(begin, DW_GROUP as i64);
+        let end = b.ins().imul_imm_s(end, DW_GROUP as i64);
         // Move each per-channel pointer to channel `begin`.
         let advance = |b: &mut FunctionBuilder, p: Value, per: Value, off: i32| {
             let bytes = b.ins().imul(begin, per);
@@ -294,6 +310,7 @@ fn define_task<M: Module>(
         let moved = b.ins().iadd(bias, moved);
         let nb = b.ins().select(bias, moved, bias);
         b.ins().stack_store(I64, nb, slot, OFF_BIAS);
+        let end = b.ins().umin(end, sizes[0]);
         let n = b.ins().isub(end, begin);
         b.ins().stack_store(I64, n, slot, OFF_CHANNELS);
         let args = b.ins().stack_addr(I64, slot, 0);
