@@ -412,10 +412,10 @@ fn depthwise_library_call_matches_the_body() {
     use kiln_compiler::lower::{lower, LowerCtx};
     use kiln_ir::TensorType;
     let cases: [DwCase; 10] = [
-        // Channels in more than one group of 16 (the threaded split), the
-        // last group short.
-        (1, 40, 14, 14, 3, 3, 1, 1, [1, 1, 1, 1], true),
-        (1, 33, 25, 5, 3, 3, 1, 1, [1, 1, 1, 1], true),
+        // Enough work to split over threads, in groups of 16 channels (the
+        // last one short), over wide and over 5-pixel rows.
+        (1, 40, 40, 40, 3, 3, 1, 1, [1, 1, 1, 1], true),
+        (1, 41, 200, 5, 3, 3, 1, 1, [1, 1, 1, 1], true),
         (1, 8, 12, 12, 3, 3, 1, 1, [1, 1, 1, 1], true),
         (1, 5, 13, 17, 3, 3, 2, 1, [1, 1, 1, 1], true),
         (2, 3, 9, 11, 5, 5, 1, 1, [2, 2, 2, 2], false),

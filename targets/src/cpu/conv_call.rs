@@ -193,6 +193,7 @@ impl ConvCalls {
                 x: (x, OFF_X, c.cin * c.in_h * c.in_w * 4),
                 y: (y, OFF_Y, c.cout * c.out_h * c.out_w * 4),
                 batch: c.batch,
+                work: c.cout * c.out_h * c.out_w * c.cin * c.k_h * c.k_w,
             };
             per_image(b, slot, images, (routine, task), items);
         })

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 /// 64x64 pointwise convs over 125 pixels (0.51M MACs, ~11 us) gain split
 /// (kws_dscnn on two threads 0.080 -> 0.068 ms), a LeNet's 16x100x200 conv
 /// GEMM (0.32M MACs, ~7 us) loses (mnist_cnn 0.031 -> 0.035 ms).
-const MIN_SPLIT_MACS: u64 = 400_000;
+pub(super) const MIN_SPLIT_MACS: u64 = 400_000;
 
 /// One row-block task to define.
 pub(crate) struct Task {

@@ -122,6 +122,7 @@ impl PoolCalls {
                 x: (x, OFF_X, 0),
                 y: (y, OFF_Y, 0),
                 batch: 1,
+                work: p.planes * p.out_h * p.out_w * p.k_h * p.k_w,
             };
             per_image(b, slot, images, (routine, task), p.planes);
         })
