@@ -61,6 +61,20 @@ impl Kernel for Avx2 {
             _ => run!(1),
         }
     }
+
+    #[inline]
+    unsafe fn row(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        nr: usize,
+        bias: *const f32,
+        epi: &TileEpi,
+    ) -> bool {
+        row(k, a, b, c, nr, bias, epi);
+        true
+    }
 }
 
 /// `R × 16` product of an `MR`-row `A` panel (rows past `R` unread) and a
@@ -119,70 +133,115 @@ unsafe fn tile<const R: usize, const PACKED: bool, const W: usize>(
         bp = bp.add(ldb);
     }
 
-    let lo = _mm256_set1_ps(epi.lo);
-    let hi = _mm256_set1_ps(epi.hi);
-    let has_bias = !bias.is_null();
-    if nr == NR {
-        for (i, row) in acc.iter().enumerate() {
-            let cr = c.add(i * ldc);
-            for (h, &acc_h) in row.iter().enumerate() {
-                let mut v = acc_h;
-                if !epi.src.is_null() {
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(epi.src.add(i * epi.lds + 8 * h)));
-                }
-                if has_bias {
-                    let bv = if epi.bias_rows {
-                        _mm256_set1_ps(*bias.add(i))
-                    } else {
-                        _mm256_loadu_ps(bias.add(8 * h))
-                    };
-                    v = _mm256_add_ps(v, bv);
-                }
-                if epi.func != Func::Identity {
-                    v = apply_avx2(epi.func, v);
-                }
-                if epi.clamp {
-                    // `max(lo, v)` returns `v` when either is NaN: NaN passes.
-                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-                }
-                _mm256_storeu_ps(cr.add(8 * h), v);
+    let mask = lanes_below(nr);
+    for (i, row) in acc.iter().enumerate() {
+        for (h, &v) in row.iter().enumerate() {
+            if 8 * h < nr {
+                store(v, mask[h], (c, ldc), (i, h), bias, epi);
             }
         }
-    } else {
-        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        let mask = [
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32), lanes),
-            _mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32 - 8), lanes),
-        ];
-        for (i, row) in acc.iter().enumerate() {
-            let cr = c.add(i * ldc);
-            for (h, &acc_h) in row.iter().enumerate() {
-                if 8 * h >= nr {
-                    break;
-                }
-                let mut v = acc_h;
-                if !epi.src.is_null() {
-                    v = _mm256_add_ps(
-                        v,
-                        _mm256_maskload_ps(epi.src.add(i * epi.lds + 8 * h), mask[h]),
-                    );
-                }
-                if has_bias {
-                    let bv = if epi.bias_rows {
-                        _mm256_set1_ps(*bias.add(i))
-                    } else {
-                        _mm256_maskload_ps(bias.add(8 * h), mask[h])
-                    };
-                    v = _mm256_add_ps(v, bv);
-                }
-                if epi.func != Func::Identity {
-                    v = apply_avx2(epi.func, v);
-                }
-                if epi.clamp {
-                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-                }
-                _mm256_maskstore_ps(cr.add(8 * h), mask[h], v);
-            }
+    }
+}
+
+/// Per 8-column half of a 16-column tile, the lanes below `nr`: `None`
+/// where the half is whole (plain loads and stores), else the mask.
+#[inline(always)]
+unsafe fn lanes_below(nr: usize) -> [Option<__m256i>; 2] {
+    if nr >= NR {
+        return [None, None];
+    }
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    [
+        Some(_mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32), lanes)),
+        Some(_mm256_cmpgt_epi32(_mm256_set1_epi32(nr as i32 - 8), lanes)),
+    ]
+}
+
+/// Eight floats at `p`, or the lanes of `mask` (zero elsewhere).
+#[inline(always)]
+unsafe fn load(p: *const f32, mask: Option<__m256i>) -> __m256 {
+    match mask {
+        Some(m) => _mm256_maskload_ps(p, m),
+        None => _mm256_loadu_ps(p),
+    }
+}
+
+/// Row `i`, columns `8·h..` of the tile at `c` (lanes of `mask`), through
+/// the epilogue: plus `src`, plus bias, function, clamp.
+#[inline(always)]
+unsafe fn store(
+    mut v: __m256,
+    mask: Option<__m256i>,
+    (c, ldc): (*mut f32, usize),
+    (i, h): (usize, usize),
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    if !epi.src.is_null() {
+        v = _mm256_add_ps(v, load(epi.src.add(i * epi.lds + 8 * h), mask));
+    }
+    if !bias.is_null() {
+        let bv = if epi.bias_rows {
+            _mm256_set1_ps(*bias.add(i))
+        } else {
+            load(bias.add(8 * h), mask)
+        };
+        v = _mm256_add_ps(v, bv);
+    }
+    if epi.func != Func::Identity {
+        v = apply_avx2(epi.func, v);
+    }
+    if epi.clamp {
+        // `max(lo, v)` returns `v` when either is NaN: NaN passes.
+        v = _mm256_min_ps(
+            _mm256_set1_ps(epi.hi),
+            _mm256_max_ps(_mm256_set1_ps(epi.lo), v),
+        );
+    }
+    let p = c.add(i * ldc + 8 * h);
+    match mask {
+        Some(m) => _mm256_maskstore_ps(p, m, v),
+        None => _mm256_storeu_ps(p, v),
+    }
+}
+
+/// [`Kernel::row`]: one row of `A` against a packed `k × 16` panel, read
+/// front to back, four depth steps in flight (each its own pair of
+/// accumulators, so that no FMA waits on the one before).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    nr: usize,
+    bias: *const f32,
+    epi: &TileEpi,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+    let mut p = 0;
+    while p + 4 <= k {
+        for (s, pair) in acc.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*a.add(p + s));
+            let bp = b.add((p + s) * NR);
+            pair[0] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), pair[0]);
+            pair[1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(8)), pair[1]);
+        }
+        p += 4;
+    }
+    while p < k {
+        let av = _mm256_broadcast_ss(&*a.add(p));
+        let bp = b.add(p * NR);
+        acc[0][0] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), acc[0][0]);
+        acc[0][1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp.add(8)), acc[0][1]);
+        p += 1;
+    }
+    let mask = lanes_below(nr);
+    let [c0, c1, c2, c3] = acc;
+    for h in 0..2 {
+        if 8 * h < nr {
+            let v = _mm256_add_ps(_mm256_add_ps(c0[h], c1[h]), _mm256_add_ps(c2[h], c3[h]));
+            store(v, mask[h], (c, 0), (0, h), bias, epi);
         }
     }
 }
