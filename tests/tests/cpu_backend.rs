@@ -511,7 +511,7 @@ type ConvCase<'a> = (
 #[test]
 fn conv_library_call_matches_the_interpreter() {
     use kiln_ir::kernel::call::LibraryCall;
-    let cases: [ConvCase; 12] = [
+    let cases: [ConvCase; 14] = [
         (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "relu"),
         (
             2,
@@ -538,6 +538,10 @@ fn conv_library_call_matches_the_interpreter() {
         // phase-split RGB stem and at stride 1 with masked row ends.
         (1, 3, 32, 20, 63, 3, [2, 2], 1, [1, 1, 1, 1], true, "relu"),
         (2, 4, 40, 9, 16, 3, [1, 1], 1, [1, 1, 1, 1], false, "clip"),
+        // Strided 1x1: read in place with no padding, from a plain padded
+        // copy with it (no phase split).
+        (1, 64, 64, 14, 14, 1, [2, 2], 1, [0, 0, 0, 0], true, "relu"),
+        (1, 96, 32, 9, 10, 1, [2, 2], 1, [1, 1, 1, 1], false, ""),
         // A tail that is no activation: the call is dropped, the GEMM runs.
         (1, 8, 32, 9, 13, 3, [1, 1], 1, [1, 1, 1, 1], true, "neg"),
     ];

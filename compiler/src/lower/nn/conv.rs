@@ -160,8 +160,16 @@ pub(super) fn lower_conv(cx: &LowerCtx, pb: &mut ProgramBuilder) -> Result<()> {
     // (ResNet's 7x7 stride-2 stem builds 7.4 MB of columns an image).
     let last = sp.saturating_sub(1);
     // (Rows are whole output rows of the first axis, so 1-D convs, whose
-    // rows are single columns, keep the plain copy.)
-    let phases = if sp >= 2 { st[last].max(1) } else { 1 };
+    // rows are single columns, keep the plain copy.) A strided 1x1 conv
+    // reads one column in `stride` of every row in `stride`: split into
+    // phases it would copy its whole input to use a quarter of it, so it
+    // gathers straight from the input (with no padding, no copy at all;
+    // ResNet-50's stride-2 downsampling convs copied 0.8M floats each).
+    let phases = if sp >= 2 && kk > 1 {
+        st[last].max(1)
+    } else {
+        1
+    };
     let source = Source {
         buf: x,
         dims: xd.clone(),
