@@ -33,6 +33,14 @@ use std::collections::HashMap;
 /// GEMM (0.32M MACs, ~7 us) loses (mnist_cnn 0.031 -> 0.035 ms).
 pub(super) const MIN_SPLIT_MACS: u64 = 400_000;
 
+/// Multiply-adds from which a one-row product over weights (a batch-1
+/// dense layer, a recurrent cell's matrix-vector product) is split: it
+/// streams its weights from L2 at a few flops per byte, so two cores, each
+/// keeping its half of a 256 KiB matrix in its own L2 from one call to the
+/// next, halve it at a fraction of the compute a GEMM needs to pay for the
+/// hand-off.
+const MIN_SPLIT_ROW_MACS: u64 = 1 << 16;
+
 /// One row-block task to define.
 pub(crate) struct Task {
     id: FuncId,
@@ -66,7 +74,12 @@ impl Gemms {
         ops: Operands,
     ) -> Result<Option<FuncId>, CpuError> {
         let macs = mm.m.saturating_mul(mm.n).saturating_mul(mm.k);
-        if blocks(mm, &plan) < 2 || macs < MIN_SPLIT_MACS {
+        let least = if mm.m == 1 && matches!(plan.how, How::Weight(_)) {
+            MIN_SPLIT_ROW_MACS
+        } else {
+            MIN_SPLIT_MACS
+        };
+        if blocks(mm, &plan) < 2 || macs < least {
             return Ok(None);
         }
         let cc = module.isa().default_call_conv();
