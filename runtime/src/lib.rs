@@ -19,6 +19,29 @@
 #[cfg(any(feature = "std", not(target_os = "none"), test))]
 extern crate std;
 
+/// `$go!(R)` for the constant `R` equal to `$r` (1 to 12; anything else as
+/// 1): how the x86 kernels turn a runtime row or pixel count into the const
+/// parameter their register tiles are unrolled over.
+#[allow(unused_macros)]
+macro_rules! by_count_to_12 {
+    ($r:expr, $go:ident) => {
+        match $r {
+            12 => $go!(12),
+            11 => $go!(11),
+            10 => $go!(10),
+            9 => $go!(9),
+            8 => $go!(8),
+            7 => $go!(7),
+            6 => $go!(6),
+            5 => $go!(5),
+            4 => $go!(4),
+            3 => $go!(3),
+            2 => $go!(2),
+            _ => $go!(1),
+        }
+    };
+}
+
 pub mod conv;
 pub mod dwconv;
 pub mod func;

@@ -146,20 +146,7 @@ unsafe fn dispatch(
             }
         };
     }
-    match r {
-        12 => go!(12),
-        11 => go!(11),
-        10 => go!(10),
-        9 => go!(9),
-        8 => go!(8),
-        7 => go!(7),
-        6 => go!(6),
-        5 => go!(5),
-        4 => go!(4),
-        3 => go!(3),
-        2 => go!(2),
-        _ => go!(1),
-    }
+    by_count_to_12!(r, go)
 }
 
 /// `R` pixels × 32 channels over the chunk's taps of every input channel,

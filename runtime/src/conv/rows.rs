@@ -118,20 +118,7 @@ unsafe fn dispatch(r: usize, t: &Tile, bias: *const f32, epi: &TileEpi) {
             }
         };
     }
-    match r {
-        12 => go!(12),
-        11 => go!(11),
-        10 => go!(10),
-        9 => go!(9),
-        8 => go!(8),
-        7 => go!(7),
-        6 => go!(6),
-        5 => go!(5),
-        4 => go!(4),
-        3 => go!(3),
-        2 => go!(2),
-        _ => go!(1),
-    }
+    by_count_to_12!(r, go)
 }
 
 /// `R` channels × `16·W` pixels (the first `t.n` of them real) over every

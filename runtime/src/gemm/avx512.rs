@@ -53,20 +53,7 @@ impl Kernel for Avx512 {
                 }
             };
         }
-        match mr {
-            12 => run!(12),
-            11 => run!(11),
-            10 => run!(10),
-            9 => run!(9),
-            8 => run!(8),
-            7 => run!(7),
-            6 => run!(6),
-            5 => run!(5),
-            4 => run!(4),
-            3 => run!(3),
-            2 => run!(2),
-            _ => run!(1),
-        }
+        by_count_to_12!(mr, run)
     }
 
     #[inline]
@@ -110,20 +97,7 @@ impl Kernel for Avx512 {
                     }
                 };
             }
-            match mr {
-                12 => masked!(12),
-                11 => masked!(11),
-                10 => masked!(10),
-                9 => masked!(9),
-                8 => masked!(8),
-                7 => masked!(7),
-                6 => masked!(6),
-                5 => masked!(5),
-                4 => masked!(4),
-                3 => masked!(3),
-                2 => masked!(2),
-                _ => masked!(1),
-            }
+            by_count_to_12!(mr, masked);
             return true;
         }
         if half > 0 {
