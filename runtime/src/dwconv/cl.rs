@@ -73,6 +73,12 @@ pub(crate) fn takes<S: Simd>(a: &KilnDwArgs) -> bool {
 #[repr(C, align(64))]
 struct Buf([f32; BUF_FLOATS]);
 
+/// Zeroes `n` pixels of `l` floats from pixel `from` of `plane`.
+#[inline(always)]
+unsafe fn zero_pixels(plane: *mut f32, from: usize, n: usize, l: usize) {
+    core::ptr::write_bytes(plane.add(from * l), 0, n * l);
+}
+
 /// Runs the call (see [`takes`]) on vectors `S`.
 ///
 /// # Safety
@@ -91,10 +97,20 @@ pub(crate) unsafe fn run<S: Simd>(a: &KilnDwArgs) {
     // Short blocks are gathered into `short`, transposes land in `stage`.
     let short = out.add(pout * l);
     let stage = short.add(l * l);
-    // The padding stays zero: blocks rewrite only the interior. The output
-    // and staging blocks are zeroed too, so short transposes read only
-    // initialised floats.
-    core::ptr::write_bytes(plane, 0, (ph * pw + pout + 2 * l) * l);
+    // Zeroed once, only what no block writes: the plane's padding (blocks
+    // rewrite only its interior) and `short` (gathers fill part of it, and
+    // the transposes, also of the output's last block, read all of it).
+    // Zeroing the whole buffer cost 3% of a keyword-spotting model.
+    let top = a.pad_top.min(ph);
+    let bottom = (a.pad_top + a.in_h).min(ph);
+    let (left, right) = (a.pad_left.min(pw), (a.pad_left + a.in_w).min(pw));
+    zero_pixels(plane, 0, top * pw, l);
+    zero_pixels(plane, bottom * pw, (ph - bottom) * pw, l);
+    for py in top..bottom {
+        zero_pixels(plane, py * pw, left, l);
+        zero_pixels(plane, py * pw + right, pw - right, l);
+    }
+    core::ptr::write_bytes(short, 0, l * l);
     // Offset (in floats) of tap `t` from its pixel's window origin.
     let mut off = [0usize; MAX_TAPS];
     for (t, o) in off.iter_mut().enumerate().take(taps) {
