@@ -32,15 +32,7 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
     let depth = a.cin * taps;
     let plane = a.hp * a.wp;
     let out_plane = a.oh * a.ow;
-    let epi = TileEpi {
-        src: core::ptr::null(),
-        lds: 0,
-        bias_rows: true,
-        clamp: crate::gemm::clamps(a.act_min, a.act_max),
-        lo: a.act_min,
-        hi: a.act_max,
-        func,
-    };
+    let epi = output_epilogue(a, func);
     // Pixels of a row split evenly over the fewest tiles of at most 12.
     let tiles = a.ow.div_ceil(MAX_TILE_PIXELS);
     let (small, extra) = (a.ow / tiles, a.ow % tiles);
@@ -98,6 +90,20 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
             }
             ox += r;
         }
+    }
+}
+
+/// The epilogue every tile of the call stores through: a bias per output
+/// channel (a row of the output), then the function and the clamp.
+pub(super) fn output_epilogue(a: &KilnConvArgs, func: Func) -> TileEpi {
+    TileEpi {
+        src: core::ptr::null(),
+        lds: 0,
+        bias_rows: true,
+        clamp: crate::gemm::clamps(a.act_min, a.act_max),
+        lo: a.act_min,
+        hi: a.act_max,
+        func,
     }
 }
 

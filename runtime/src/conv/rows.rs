@@ -38,15 +38,7 @@ pub(super) unsafe fn run(a: &KilnConvArgs, func: Func) {
     let depth = a.cin * taps;
     let plane = a.hp * a.wp;
     let out_plane = a.oh * a.ow;
-    let epi = TileEpi {
-        src: core::ptr::null(),
-        lds: 0,
-        bias_rows: true,
-        clamp: crate::gemm::clamps(a.act_min, a.act_max),
-        lo: a.act_min,
-        hi: a.act_max,
-        func,
-    };
+    let epi = super::avx512::output_epilogue(a, func);
     // `by_rows` bounds the depth, so every step's offset fits here: one
     // flat loop over the depth keeps the accumulators in registers (over
     // channels, then taps, they were spilled every step).
