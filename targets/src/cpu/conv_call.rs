@@ -9,8 +9,8 @@
 //! read by nothing the object runs (see `gemm_weights.rs`).
 
 use super::library::{
-    address_or_null, args_slot, buffer_address, cg, declare_range_routine, emit_body, kernel_refs,
-    per_image, store_act, store_words, Images,
+    address_or_null, args_slot, buffer_address, cg, declare_range_routine, emit_body,
+    f32_and_sized, kernel_refs, per_image, store_act, store_words, Images,
 };
 use super::CpuError;
 use crate::plan::{AotProgram, BufferLoc};
@@ -21,7 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use kiln_ir::kernel::call::{Conv2d, LibraryCall};
 use kiln_ir::kernel::BufId;
-use kiln_ir::{DType, Storage};
+use kiln_ir::Storage;
 use std::collections::HashMap;
 
 /// Bytes of `KilnConvArgs`: 4 pointers, 15 sizes, 2 floats, a u32 (padded).
@@ -80,17 +80,12 @@ impl ConvCalls {
                 let Some(LibraryCall::Conv2d(c)) = &k.call else {
                     continue;
                 };
-                let bufs = &step.program.buffers;
-                let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
                 let sizes = [
                     c.cin, c.cout, c.in_h, c.in_w, c.out_h, c.out_w, c.k_h, c.k_w, c.stride_h,
                     c.stride_w, c.dil_h, c.dil_w,
                 ];
-                let ok = f32_buf(c.x)
-                    && f32_buf(c.y)
-                    && c.bias.is_none_or(f32_buf)
-                    && (1..=MAX_BATCH).contains(&c.batch)
-                    && !sizes.contains(&0);
+                let ok = f32_and_sized(&step.program.buffers, &[c.x, c.y], c.bias, &sizes)
+                    && (1..=MAX_BATCH).contains(&c.batch);
                 let Some(BufferLoc::Weight(wi)) = step.bindings.get(c.w as usize) else {
                     continue;
                 };

@@ -59,6 +59,18 @@ pub(crate) fn variant(isa: &dyn TargetIsa) -> Option<&'static str> {
     }
 }
 
+/// The checks every routine call passes before it may replace a body: the
+/// buffers `ids` (and `extra`, if there) hold f32, and no size is zero.
+pub(super) fn f32_and_sized(
+    bufs: &[BufferDecl],
+    ids: &[u32],
+    extra: Option<u32>,
+    sizes: &[u64],
+) -> bool {
+    let f32_buf = |b: &u32| bufs.get(*b as usize).map(|x| x.dtype) == Some(DType::F32);
+    ids.iter().all(f32_buf) && extra.as_ref().is_none_or(f32_buf) && !sizes.contains(&0)
+}
+
 /// The depthwise call of a kernel, if it can replace the body here.
 pub(crate) fn depthwise<'k>(
     call: Option<&'k LibraryCall>,
@@ -67,18 +79,9 @@ pub(crate) fn depthwise<'k>(
     let Some(LibraryCall::Depthwise2d(d)) = call else {
         return None;
     };
-    let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
-    let ok = f32_buf(d.x)
-        && f32_buf(d.w)
-        && f32_buf(d.y)
-        && d.bias.is_none_or(f32_buf)
-        && d.batch >= 1
-        && d.batch <= MAX_BATCH
-        && d.channels >= 1
-        && d.stride_h >= 1
-        && d.stride_w >= 1
-        && d.dil_h >= 1
-        && d.dil_w >= 1;
+    let sizes = [d.channels, d.stride_h, d.stride_w, d.dil_h, d.dil_w];
+    let ok =
+        f32_and_sized(bufs, &[d.x, d.w, d.y], d.bias, &sizes) && (1..=MAX_BATCH).contains(&d.batch);
     ok.then_some(d)
 }
 

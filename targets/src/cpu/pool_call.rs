@@ -5,8 +5,8 @@
 //! `kiln_parallel_for` with threads.
 
 use super::library::{
-    args_slot, buffer_address, declare_range_routine, emit_body, kernel_refs, per_image,
-    store_words, Images,
+    args_slot, buffer_address, declare_range_routine, emit_body, f32_and_sized, kernel_refs,
+    per_image, store_words, Images,
 };
 use super::CpuError;
 use crate::plan::AotProgram;
@@ -14,7 +14,6 @@ use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_module::{FuncId, Module};
 use kiln_ir::kernel::call::{LibraryCall, MaxPool2d};
-use kiln_ir::DType;
 use std::collections::HashMap;
 
 /// Bytes of `KilnMaxPoolArgs`: 2 pointers, 13 sizes.
@@ -54,8 +53,6 @@ impl PoolCalls {
                 let Some(LibraryCall::MaxPool2d(p)) = &k.call else {
                     continue;
                 };
-                let bufs = &step.program.buffers;
-                let f32_buf = |b: u32| bufs.get(b as usize).map(|x| x.dtype) == Some(DType::F32);
                 let sizes = [
                     p.in_h, p.in_w, p.out_h, p.out_w, p.k_h, p.k_w, p.stride_h, p.stride_w,
                     p.dil_h, p.dil_w,
@@ -67,9 +64,7 @@ impl PoolCalls {
                 // Rows of any width: with its maxima kept in registers the
                 // routine wins even on one masked vector a row (SqueezeNet's
                 // 13-wide pool: 56 -> 42 us alone; a row buffer lost there).
-                if f32_buf(p.x)
-                    && f32_buf(p.y)
-                    && !sizes.contains(&0)
+                if f32_and_sized(&step.program.buffers, &[p.x, p.y], None, &sizes)
                     && p.planes > 0
                     && span <= kiln_runtime::maxpool::MAX_SPAN as u64
                 {
